@@ -1,0 +1,22 @@
+/* The one error type of tlsd. Handlers throw it; api/errors.ts maps it to
+ * HTTP in one place (DESIGN.md "Error codes"). */
+export const errorStatus = {
+  INVALID_ARGUMENT: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  ALREADY_TRACED: 409,
+  GONE: 410,
+  PAYLOAD_TOO_LARGE: 413,
+  UNAVAILABLE: 503,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof errorStatus;
+
+export class TlsdError extends Error {
+  constructor(readonly code: ErrorCode, message: string) {
+    super(message);
+  }
+  get status(): number { return errorStatus[this.code]; }
+}

@@ -1,0 +1,28 @@
+/* Lifecycle events (DESIGN.md `GET /v1/events`) from the registry to
+ * whoever listens: the SSE route, metrics, tests. */
+import { EventEmitter } from 'node:events';
+
+export type LifecycleEventType =
+  | 'process.attached' | 'process.spawned' | 'thread.created' | 'thread.exited'
+  | 'process.exec' | 'process.exited' | 'process.detached';
+
+export interface LifecycleEvent {
+  type: LifecycleEventType;
+  at: string;
+  data: Record<string, unknown>;
+}
+
+export class EventBus {
+  private readonly emitter = new EventEmitter();
+  constructor() { this.emitter.setMaxListeners(0); }
+
+  publish(type: LifecycleEventType, data: Record<string, unknown>, at = new Date()): void {
+    if (this.emitter.listenerCount('event') === 0) return;
+    this.emitter.emit('event', { type, at: at.toISOString(), data } satisfies LifecycleEvent);
+  }
+
+  subscribe(listener: (e: LifecycleEvent) => void): () => void {
+    this.emitter.on('event', listener);
+    return () => this.emitter.off('event', listener);
+  }
+}

@@ -1,0 +1,77 @@
+/* What /proc says about a process or thread (proc(5)). */
+import { readFileSync, readlinkSync, openSync, readSync, closeSync } from 'node:fs';
+import type { Pid, Tid } from './types.js';
+
+export interface ProcStatus {
+  tgid: number;
+  tracerPid: number;
+  uid: number;
+  kernelThread: boolean;
+}
+
+/** Throws ENOENT when the process does not exist. */
+export function readStatus(pid: Pid): ProcStatus {
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string) => text.match(new RegExp(`^${name}:\\s*(\\d+)`, 'm'))?.[1];
+  const kthread = text.match(/^Kthread:\s*(\d)/m)?.[1];
+  return {
+    tgid: Number(field('Tgid')),
+    tracerPid: Number(field('TracerPid') ?? 0),
+    uid: Number(field('Uid')),
+    // Kernel threads have no executable (PTRACE.md "Attach", step 1).
+    kernelThread: kthread !== undefined ? kthread === '1' : readExe(pid) === undefined,
+  };
+}
+
+export function readExe(pid: Pid): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return undefined;
+  }
+}
+
+export function readArgv(pid: Pid): string[] {
+  try {
+    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return raw.split('\0').filter((s, i, all) => s !== '' || i < all.length - 1);
+  } catch {
+    return [];
+  }
+}
+
+export interface ThreadStat {
+  name: string;
+  state: string;
+}
+
+const stateNames: Record<string, string> = {
+  R: 'running', S: 'sleeping', D: 'disk-sleep', T: 'stopped', t: 'tracing-stop',
+  Z: 'zombie', X: 'dead', I: 'idle', P: 'parked', W: 'waking',
+};
+
+/** Name and scheduler state of a thread, or undefined once it is gone. */
+export function readThreadStat(pid: Pid, tid: Tid): ThreadStat | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    // comm is in parentheses and may itself contain ')' or spaces.
+    const open = text.indexOf('(');
+    const close = text.lastIndexOf(')');
+    const letter = text.slice(close + 2, close + 3);
+    return { name: text.slice(open + 1, close), state: stateNames[letter] ?? letter };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads the first bytes of a file; fewer if it is shorter. */
+export function readHead(path: string, length: number): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    const n = readSync(fd, buf, 0, length, 0);
+    return buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,248 @@
+/* The live record of every supervised process and thread, and the exit
+ * ledger (DESIGN.md invariant 4), built from the tracer's messages. */
+import type { Logger } from 'pino';
+import type { EventBus } from './event-bus.js';
+import type { TracerEvent } from './tracer/client.js';
+import type { WireTime } from './tracer/protocol.js';
+import { binaryKind, type Libc, type Linkage } from './binary-kind.js';
+import { readArgv, readExe } from './procfs.js';
+import { decodeWaitStatus, killedBySignal, type Ending } from './wait-status.js';
+import {
+  formatAddress, isLeader, leaderTid, type Address, type ExitHow, type FsBaseSource, type Pid,
+  type ProcessOrigin, type Tid,
+} from './types.js';
+
+/* x86-64 syscall numbers (asm/unistd_64.h), as orig_rax shows them at a
+ * thread's exit event. */
+const SYS_exit = 60n;
+const SYS_exit_group = 231n;
+
+export interface ThreadRecord {
+  tid: Tid;
+  pid: Pid;
+  fsBase: Address;
+  fsBaseSource: FsBaseSource;
+  createdAt: Date;
+  parentTid?: Tid;
+}
+
+export interface ExitRecord extends Ending {
+  tid: Tid;
+  pid: Pid;
+  leader: boolean;
+  exitedAt: Date;
+  how: ExitHow;
+}
+
+/** A span of time in which no tracer watched the process. */
+export interface Gap {
+  from: Date;
+  to?: Date;
+}
+
+export interface ProcessRecord {
+  pid: Pid;
+  state: 'running' | 'exited' | 'detached';
+  origin: ProcessOrigin;
+  exe: string;
+  argv: string[];
+  libc: Libc;
+  linkage: Linkage;
+  startedAt: Date;
+  parentPid?: Pid;
+  stdout?: string;
+  stderr?: string;
+  exit?: Ending & { at: Date };
+  threads: Map<Tid, ThreadRecord>;
+  exits: ExitRecord[];
+  gaps: Gap[];
+  /** Threads reaped with an exit code but no exit syscall of their own:
+   * killed by another thread's exit_group or by an exec, which one is
+   * known only when that thread's event arrives (the order is not fixed). */
+  unresolved: Map<Tid, { status: number; at: Date }>;
+  groupExitSeen: boolean;
+  /** While a restarted tracer re-attaches: the threads it found. */
+  reattachSeen?: Set<Tid>;
+}
+
+const toDate = (t: WireTime): Date => new Date(Number(t / 1_000_000n));
+
+const origins: Record<string, ProcessOrigin> = {
+  attach: 'attached', spawn: 'spawned', fork: 'forked', vfork: 'forked', clone: 'forked',
+};
+
+export class Registry {
+  private readonly processes = new Map<Pid, ProcessRecord>();
+
+  constructor(private readonly bus: EventBus, private readonly log: Logger) {}
+
+  get(pid: Pid): ProcessRecord | undefined { return this.processes.get(pid); }
+  list(): ProcessRecord[] { return [...this.processes.values()]; }
+
+  get liveThreadCount(): number {
+    let n = 0;
+    for (const p of this.processes.values()) n += p.threads.size;
+    return n;
+  }
+
+  apply(e: TracerEvent): void {
+    const p = this.processes.get(e.pid);
+    if (e.type === 'processNew') return this.processNew(e, p);
+    if (!p) {
+      this.log.debug({ event: e }, 'event for an unknown process');
+      return;
+    }
+    switch (e.type) {
+      case 'threadNew': return this.threadNew(p, e);
+      case 'threadFsBase': {
+        const t = p.threads.get(e.tid);
+        if (t) Object.assign(t, { fsBase: e.fsBase, fsBaseSource: e.source });
+        return;
+      }
+      case 'threadExiting': return this.threadExiting(p, e);
+      case 'threadGone': return this.threadGone(p, e);
+      case 'exec': return this.exec(p, e);
+      case 'detached': return this.detached(p);
+    }
+  }
+
+  private processNew(e: Extract<TracerEvent, { type: 'processNew' }>, existing?: ProcessRecord): void {
+    if (existing?.state === 'running') return; // a restarted tracer re-attaching
+    const p: ProcessRecord = {
+      pid: e.pid, state: 'running', origin: origins[e.origin] ?? 'attached',
+      exe: '', argv: [], libc: 'unknown', linkage: 'dynamic', startedAt: toDate(e.at),
+      threads: new Map(), exits: [], gaps: [], unresolved: new Map(), groupExitSeen: false,
+    };
+    if (e.parentPid) p.parentPid = e.parentPid;
+    this.describe(p);
+    this.processes.set(e.pid, p);
+    if (p.origin === 'forked') this.bus.publish('process.spawned', this.summary(p), p.startedAt);
+  }
+
+  /** Reads what the process runs from /proc: at its birth and its exec. */
+  private describe(p: ProcessRecord): void {
+    p.exe = readExe(p.pid) ?? '';
+    p.argv = readArgv(p.pid);
+    Object.assign(p, binaryKind(p.pid));
+  }
+
+  summary(p: ProcessRecord): Record<string, unknown> {
+    return { pid: p.pid, origin: p.origin, exe: p.exe, argv: p.argv, ...(p.parentPid ? { parentPid: p.parentPid } : {}) };
+  }
+
+  private threadNew(p: ProcessRecord, e: Extract<TracerEvent, { type: 'threadNew' }>): void {
+    p.reattachSeen?.add(e.tid);
+    const known = p.threads.get(e.tid);
+    if (known) {
+      Object.assign(known, { fsBase: e.fsBase, fsBaseSource: e.source });
+      return;
+    }
+    const t: ThreadRecord = { tid: e.tid, pid: p.pid, fsBase: e.fsBase, fsBaseSource: e.source, createdAt: toDate(e.at) };
+    if (e.parentTid) t.parentTid = e.parentTid;
+    p.threads.set(e.tid, t);
+    this.bus.publish('thread.created', {
+      pid: p.pid, tid: e.tid, fsBase: formatAddress(e.fsBase), fsBaseSource: e.source,
+      ...(e.parentTid ? { parentTid: e.parentTid } : {}),
+    }, t.createdAt);
+  }
+
+  private threadExiting(p: ProcessRecord, e: Extract<TracerEvent, { type: 'threadExiting' }>): void {
+    if (!p.threads.has(e.tid)) return;
+    const at = toDate(e.at);
+    if (e.syscall === SYS_exit) {
+      this.ledger(p, e.tid, 'exit', decodeWaitStatus(e.exitStatus), at);
+    } else if (e.syscall === SYS_exit_group) {
+      p.groupExitSeen = true;
+      this.ledger(p, e.tid, 'exit_group', decodeWaitStatus(e.exitStatus), at);
+      this.resolve(p, 'exit_group');
+    } else if (killedBySignal(e.exitStatus)) {
+      this.ledger(p, e.tid, 'signal', decodeWaitStatus(e.exitStatus), at);
+    }
+    // Otherwise another thread's exit_group or exec is ending it: wait
+    // for its reap, where the cause may be known.
+  }
+
+  private threadGone(p: ProcessRecord, e: Extract<TracerEvent, { type: 'threadGone' }>): void {
+    const at = toDate(e.at);
+    const ending = decodeWaitStatus(e.waitStatus);
+    if (p.threads.has(e.tid)) {
+      if (killedBySignal(e.waitStatus)) this.ledger(p, e.tid, 'signal', ending, at);
+      else if (p.groupExitSeen || isLeader(e.tid, p.pid)) this.ledger(p, e.tid, 'exit_group', ending, at);
+      else {
+        p.threads.delete(e.tid);
+        p.unresolved.set(e.tid, { status: e.waitStatus, at });
+      }
+    }
+    if (!isLeader(e.tid, p.pid)) return;
+    // The leader is reaped last: the process is over.
+    this.resolve(p, killedBySignal(e.waitStatus) ? 'signal' : 'exit_group');
+    for (const tid of p.threads.keys()) this.ledger(p, tid, 'unknown', {}, at);
+    p.state = 'exited';
+    p.exit = { ...ending, at };
+    this.bus.publish('process.exited', { pid: p.pid, ...ending }, at);
+  }
+
+  private exec(p: ProcessRecord, e: Extract<TracerEvent, { type: 'exec' }>): void {
+    const at = toDate(e.at);
+    this.resolve(p, 'exec');
+    // Every thread of the old image ends, the caller of exec too: it goes
+    // on under the leader's tid, as a new thread of the new image.
+    for (const tid of [...p.threads.keys()]) this.ledger(p, tid, 'exec', {}, at);
+    p.groupExitSeen = false;
+    this.describe(p);
+    this.bus.publish('process.exec', { pid: p.pid, formerTid: e.formerTid, exe: p.exe, argv: p.argv }, at);
+    this.threadNew(p, { type: 'threadNew', pid: p.pid, tid: leaderTid(p.pid), parentTid: e.formerTid, fsBase: e.fsBase, source: 'exec', at: e.at });
+  }
+
+  private detached(p: ProcessRecord): void {
+    this.resolve(p, 'unknown');
+    p.threads.clear();
+    p.state = 'detached';
+    this.bus.publish('process.detached', { pid: p.pid });
+  }
+
+  /** Settles threads whose way of ending was waiting on this news. */
+  private resolve(p: ProcessRecord, how: ExitHow): void {
+    for (const [tid, { status, at }] of p.unresolved) {
+      this.record(p, { tid, pid: p.pid, leader: isLeader(tid, p.pid), exitedAt: at, how, ...(how === 'exec' ? {} : decodeWaitStatus(status)) });
+    }
+    p.unresolved.clear();
+  }
+
+  private ledger(p: ProcessRecord, tid: Tid, how: ExitHow, ending: Ending, at: Date): void {
+    p.threads.delete(tid);
+    this.record(p, { tid, pid: p.pid, leader: isLeader(tid, p.pid), exitedAt: at, how, ...ending });
+  }
+
+  private record(p: ProcessRecord, x: ExitRecord): void {
+    p.exits.push(x);
+    this.bus.publish('thread.exited', { ...x, exitedAt: x.exitedAt.toISOString() }, x.exitedAt);
+  }
+
+  /* Tracer restarts (DESIGN.md "Why a helper process"): the kernel detached
+   * everything; the daemon re-attaches and records the gap. */
+
+  tracerLost(at: Date): void {
+    for (const p of this.processes.values()) if (p.state === 'running') p.gaps.push({ from: at });
+  }
+
+  beginReattach(p: ProcessRecord): void {
+    p.reattachSeen = new Set();
+  }
+
+  /** After a re-attach: threads that ended unseen in the gap are ledgered
+   * as `unknown`; a process that ended in the gap is marked exited. */
+  endReattach(p: ProcessRecord, ok: boolean, at: Date): void {
+    const seen = p.reattachSeen ?? new Set();
+    delete p.reattachSeen;
+    const gap = p.gaps[p.gaps.length - 1];
+    if (gap && !gap.to) gap.to = at;
+    for (const tid of [...p.threads.keys()]) if (!ok || !seen.has(tid)) this.ledger(p, tid, 'unknown', {}, at);
+    if (!ok) {
+      this.resolve(p, 'unknown');
+      p.state = 'exited';
+      p.exit = { at };
+      this.bus.publish('process.exited', { pid: p.pid }, at);
+    }
+  }
+}

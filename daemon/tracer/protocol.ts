@@ -1,0 +1,151 @@
+/* The tracer wire protocol, mirrored from native/tracer/protocol.h (the
+ * description lives there, once). */
+import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
+import { asAddress, asPid, asTid } from '../types.js';
+
+export const PROTOCOL_VERSION = 1;
+const MAX_FRAME = 16 << 20;
+
+const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4 } as const;
+
+const Message = {
+  hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
+  threadExiting: 6, threadGone: 7, exec: 8, detached: 9, log: 10,
+} as const;
+
+const origins = ['attach', 'spawn', 'fork', 'vfork', 'clone'] as const;
+export type TracerOrigin = (typeof origins)[number];
+const fsSources: FsBaseSource[] = ['attach', 'clone', 'exec', 'stop', 'refresh'];
+const logLevels = ['debug', 'info', 'warn', 'error'] as const;
+
+/** Times on the wire are CLOCK_REALTIME nanoseconds. */
+export type WireTime = bigint;
+
+export type TracerMessage =
+  | { type: 'hello'; version: number; tracerPid: Pid }
+  | { type: 'reply'; req: number; errno: number; pid: Pid; threads: number; value: bigint; passes: number }
+  | { type: 'processNew'; pid: Pid; origin: TracerOrigin; parentPid: Pid; parentTid: Tid; at: WireTime }
+  | { type: 'threadNew'; pid: Pid; tid: Tid; parentTid: Tid; fsBase: Address; source: FsBaseSource; at: WireTime }
+  | { type: 'threadFsBase'; pid: Pid; tid: Tid; fsBase: Address; source: FsBaseSource }
+  | { type: 'threadExiting'; pid: Pid; tid: Tid; exitStatus: number; syscall: bigint; at: WireTime }
+  | { type: 'threadGone'; pid: Pid; tid: Tid; waitStatus: number; at: WireTime }
+  | { type: 'exec'; pid: Pid; formerTid: Tid; fsBase: Address; at: WireTime }
+  | { type: 'detached'; pid: Pid }
+  | { type: 'log'; level: (typeof logLevels)[number]; text: string };
+
+export type TracerCommand =
+  | { type: 'attach'; req: number; pid: Pid }
+  | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string }
+  | { type: 'detach'; req: number; pid: Pid; kill: boolean }
+  | { type: 'refresh'; req: number; tid: Tid };
+
+export class ProtocolError extends Error {}
+
+/** Reads the fields of one frame in order; running past its end throws. */
+class FrameReader {
+  private at = 0;
+  constructor(private readonly body: Buffer) {}
+  private need(n: number): number {
+    if (this.at + n > this.body.length) throw new ProtocolError('truncated tracer frame');
+    const at = this.at;
+    this.at += n;
+    return at;
+  }
+  u8(): number { return this.body.readUInt8(this.need(1)); }
+  u32(): number { return this.body.readUInt32LE(this.need(4)); }
+  i32(): number { return this.body.readInt32LE(this.need(4)); }
+  u64(): bigint { return this.body.readBigUInt64LE(this.need(8)); }
+  i64(): bigint { return this.body.readBigInt64LE(this.need(8)); }
+  str(): string {
+    const n = this.u32();
+    return this.body.toString('utf8', this.need(n), this.at);
+  }
+}
+
+function pick<T>(table: readonly T[], index: number, what: string): T {
+  const v = table[index];
+  if (v === undefined) throw new ProtocolError(`unknown ${what} ${index}`);
+  return v;
+}
+
+export function decodeMessage(body: Buffer): TracerMessage {
+  const r = new FrameReader(body);
+  const type = r.u8();
+  switch (type) {
+    case Message.hello:
+      return { type: 'hello', version: r.u32(), tracerPid: asPid(r.u32()) };
+    case Message.reply:
+      return { type: 'reply', req: r.u32(), errno: r.i32(), pid: asPid(r.u32()), threads: r.u32(), value: r.u64(), passes: r.u32() };
+    case Message.processNew:
+      return { type: 'processNew', pid: asPid(r.u32()), origin: pick(origins, r.u8(), 'origin'), parentPid: asPid(r.u32()), parentTid: asTid(r.u32()), at: r.u64() };
+    case Message.threadNew:
+      return { type: 'threadNew', pid: asPid(r.u32()), tid: asTid(r.u32()), parentTid: asTid(r.u32()), fsBase: asAddress(r.u64()), source: pick(fsSources, r.u8(), 'source'), at: r.u64() };
+    case Message.threadFsBase:
+      return { type: 'threadFsBase', pid: asPid(r.u32()), tid: asTid(r.u32()), fsBase: asAddress(r.u64()), source: pick(fsSources, r.u8(), 'source') };
+    case Message.threadExiting:
+      return { type: 'threadExiting', pid: asPid(r.u32()), tid: asTid(r.u32()), exitStatus: r.i32(), syscall: r.i64(), at: r.u64() };
+    case Message.threadGone:
+      return { type: 'threadGone', pid: asPid(r.u32()), tid: asTid(r.u32()), waitStatus: r.i32(), at: r.u64() };
+    case Message.exec:
+      return { type: 'exec', pid: asPid(r.u32()), formerTid: asTid(r.u32()), fsBase: asAddress(r.u64()), at: r.u64() };
+    case Message.detached:
+      return { type: 'detached', pid: asPid(r.u32()) };
+    case Message.log:
+      return { type: 'log', level: pick(logLevels, r.u8(), 'log level'), text: r.str() };
+    default:
+      throw new ProtocolError(`unknown tracer message type ${type}`);
+  }
+}
+
+/** Builds one frame: u32 length, then the body. */
+class FrameWriter {
+  private parts: Buffer[] = [];
+  u8(v: number): this { const b = Buffer.alloc(1); b.writeUInt8(v); this.parts.push(b); return this; }
+  u32(v: number): this { const b = Buffer.alloc(4); b.writeUInt32LE(v); this.parts.push(b); return this; }
+  str(s: string): this {
+    const bytes = Buffer.from(s, 'utf8');
+    return this.u32(bytes.length).bytes(bytes);
+  }
+  strings(list: string[]): this {
+    this.u32(list.length);
+    for (const s of list) this.str(s);
+    return this;
+  }
+  private bytes(b: Buffer): this { this.parts.push(b); return this; }
+  frame(): Buffer {
+    const body = Buffer.concat(this.parts);
+    if (body.length > MAX_FRAME) throw new ProtocolError('command too large for the tracer');
+    const head = Buffer.alloc(4);
+    head.writeUInt32LE(body.length);
+    return Buffer.concat([head, body]);
+  }
+}
+
+export function encodeCommand(c: TracerCommand): Buffer {
+  const w = new FrameWriter().u8(Command[c.type]).u32(c.req);
+  switch (c.type) {
+    case 'attach': return w.u32(c.pid).frame();
+    case 'spawn': return w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr).frame();
+    case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).frame();
+    case 'refresh': return w.u32(c.tid).frame();
+  }
+}
+
+/** Splits a byte stream into frame bodies. */
+export class FrameSplitter {
+  private pending: Buffer = Buffer.alloc(0);
+  push(chunk: Buffer): Buffer[] {
+    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    const bodies: Buffer[] = [];
+    let at = 0;
+    while (this.pending.length - at >= 4) {
+      const size = this.pending.readUInt32LE(at);
+      if (size === 0 || size > MAX_FRAME) throw new ProtocolError(`bad tracer frame length ${size}`);
+      if (this.pending.length - at - 4 < size) break;
+      bodies.push(this.pending.subarray(at + 4, at + 4 + size));
+      at += 4 + size;
+    }
+    this.pending = this.pending.subarray(at);
+    return bodies;
+  }
+}

@@ -1,0 +1,24 @@
+/* Distinct ideas get distinct types even when they are all numbers
+ * (STYLE.md): a tid can never be passed where an address is expected. */
+
+export type Pid = number & { readonly __brand: 'Pid' };
+export type Tid = number & { readonly __brand: 'Tid' };
+/** An address in a tracee's address space. */
+export type Address = bigint & { readonly __brand: 'Address' };
+
+export const asPid = (n: number): Pid => n as Pid;
+export const asTid = (n: number): Tid => n as Tid;
+export const asAddress = (n: bigint): Address => n as Address;
+
+/** DESIGN.md: addresses are lowercase hex strings. */
+export function formatAddress(a: Address): string {
+  return '0x' + a.toString(16);
+}
+
+export type FsBaseSource = 'attach' | 'clone' | 'exec' | 'stop' | 'refresh';
+export type ProcessOrigin = 'attached' | 'spawned' | 'forked';
+export type ExitHow = 'exit' | 'exit_group' | 'signal' | 'exec' | 'unknown';
+
+/** The thread group leader's tid is the process id (clone(2)). */
+export const leaderTid = (pid: Pid): Tid => pid as number as Tid;
+export const isLeader = (tid: Tid, pid: Pid): boolean => (tid as number) === (pid as number);

@@ -1,0 +1,20 @@
+/* Register facts of the one architecture tlsd-tracer supports. An aarch64
+ * port replaces arch_x86_64.c (TLS-LAYOUT.md: tpidr_el0 via NT_ARM_TLS). */
+#ifndef TLSD_ARCH_H
+#define TLSD_ARCH_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct stop_regs {
+	uint64_t fs_base;     /* the thread pointer */
+	int64_t syscall;      /* orig_rax: the syscall the thread is in, or -1 */
+	uint64_t clone_flags; /* at a clone event stop: the flags of the call */
+};
+
+/* Reads the registers of a thread in a ptrace-stop. Returns -1 with errno
+ * (ESRCH: it is gone, or not stopped). */
+int arch_read_regs(pid_t tid, struct stop_regs *r);
+int arch_read_fs_base(pid_t tid, uint64_t *fs_base);
+
+#endif

@@ -1,0 +1,279 @@
+/* The tracer's reaction to every wait status (PTRACE.md "The event loop").
+ * Each stop is handled and the thread restarted before the next one is
+ * looked at: clone and exit events never wait for the daemon. */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+
+#include "arch.h"
+#include "protocol.h"
+#include "tracer.h"
+
+static int is_group_stop_signal(int sig)
+{
+	return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+}
+
+void thread_forget(struct thread *t)
+{
+	for (int i = 0; i < t->nrefresh; i++)
+		send_reply(t->refresh[i], ESRCH, t->tid, 0, 0, 0);
+	thread_remove(t->tid);
+}
+
+void note_fs_base(struct thread *t, uint64_t fs_base)
+{
+	int changed = fs_base != t->fs_base;
+	t->fs_base = fs_base;
+	if (!(t->flags & T_ANNOUNCED))
+		return;
+	if (t->nrefresh)
+		send_fs_base(t, TLSD_FS_REFRESH);
+	else if (changed)
+		send_fs_base(t, TLSD_FS_STOP);
+	for (int i = 0; i < t->nrefresh; i++)
+		send_reply(t->refresh[i], 0, t->tid, 0, fs_base, 0);
+	t->nrefresh = 0;
+}
+
+/* Sends THREAD_NEW once both halves are known: the thread's first stop
+ * (its FS base) and its owner (seize, or the parent's clone event). A new
+ * child's first stop may come before its parent's event (PTRACE.md). */
+static void announce(struct thread *t)
+{
+	if ((t->flags & T_ANNOUNCED) || !(t->flags & T_FIRST_STOP) ||
+	    !(t->flags & T_CLAIMED) || (t->flags & T_DETACH))
+		return;
+	send_thread_new(t);
+	t->flags |= T_ANNOUNCED;
+	if (t->dead) {
+		send_thread_gone(t->pid, t->tid, t->dead_status);
+		if (t->tid == t->pid)
+			process_remove(t->pid);
+		thread_forget(t);
+	}
+}
+
+/* Restarts a thread from a ptrace-stop, or detaches it if its process is
+ * being detached. `signal` is delivered only from a signal-delivery stop:
+ * passed at any other stop the kernel drops it. */
+static void resume(struct thread *t, int signal, int group_stop)
+{
+	if (t->flags & T_DETACH) {
+		detach_at_stop(t, signal);
+		return;
+	}
+	if (group_stop) {
+		/* Stay in the group-stop without being in a ptrace-stop, so
+		 * SIGCONT resumes it as it would untraced. */
+		ptrace(PTRACE_LISTEN, t->tid, 0, 0);
+		t->flags |= T_LISTENING;
+	} else {
+		ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)signal);
+		t->flags &= ~T_LISTENING;
+	}
+	/* ESRCH here means it was killed meanwhile: its death report follows. */
+}
+
+/* An interrupt stop, group-stop, signal-delivery stop or first stop. */
+static void on_plain_stop(struct thread *t)
+{
+	uint64_t fs_base;
+	if (arch_read_fs_base(t->tid, &fs_base) < 0)
+		return;
+	if (t->flags & T_FIRST_STOP) {
+		note_fs_base(t, fs_base);
+		return;
+	}
+	t->fs_base = fs_base;
+	t->flags |= T_FIRST_STOP;
+	announce(t);
+	note_fs_base(t, fs_base); /* answers refreshes that came before */
+	if (t->flags & T_ATTACHING)
+		attach_first_stop_seen(t);
+}
+
+static void on_new_child(struct thread *parent, int event)
+{
+	unsigned long msg = 0;
+	if (ptrace(PTRACE_GETEVENTMSG, parent->tid, 0, &msg) < 0)
+		return;
+	pid_t tid = (pid_t)msg;
+	struct stop_regs regs = { 0 };
+	int have_regs = arch_read_regs(parent->tid, &regs) == 0;
+	if (have_regs)
+		note_fs_base(parent, regs.fs_base);
+
+	/* PTRACE_EVENT_CLONE is also reported for clone() without
+	 * CLONE_THREAD when its exit signal is not SIGCHLD: look at the flags. */
+	int same_process = event == PTRACE_EVENT_CLONE &&
+			   !(have_regs && regs.clone_flags && !(regs.clone_flags & CLONE_THREAD));
+
+	struct thread *child = thread_find(tid);
+	if (!child)
+		child = thread_add(tid);
+	child->parent_tid = parent->tid;
+	child->source = TLSD_FS_CLONE;
+	child->flags |= T_CLAIMED;
+
+	struct process *owner = process_find(parent->pid);
+	int detaching = (parent->flags & T_DETACH) ||
+			(owner && (owner->flags & (P_DETACHING | P_SILENT)));
+	if (same_process) {
+		child->pid = parent->pid;
+	} else {
+		child->pid = tid;
+		if (!detaching) {
+			int origin = event == PTRACE_EVENT_FORK  ? TLSD_ORIGIN_FORK
+				     : event == PTRACE_EVENT_VFORK ? TLSD_ORIGIN_VFORK
+								   : TLSD_ORIGIN_CLONE;
+			process_add(tid);
+			send_process_new(tid, origin, parent->pid, parent->tid);
+		}
+	}
+	if (detaching) {
+		/* PTRACE.md "Detach": a pending clone event -> detach the child too. */
+		child->flags |= T_DETACH;
+		if (child->flags & T_FIRST_STOP)
+			ptrace(PTRACE_INTERRUPT, tid, 0, 0);
+		return;
+	}
+	announce(child);
+}
+
+static void drop_other_thread(struct thread *t, void *leader)
+{
+	if (t->tid != *(pid_t *)leader)
+		thread_forget(t);
+}
+
+/* PTRACE_EVENT_EXEC is reported with the leader's tid; GETEVENTMSG names
+ * the thread that called exec. Every other thread is gone by now. */
+static void on_exec(struct thread *t)
+{
+	unsigned long former = 0;
+	ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &former);
+	pid_t pid = t->tid;
+	thread_each_of(pid, drop_other_thread, &pid);
+
+	uint64_t fs_base = 0; /* execve resets it; ld.so sets it later */
+	arch_read_fs_base(pid, &fs_base);
+	t->pid = pid;
+	t->parent_tid = (pid_t)former;
+	t->source = TLSD_FS_EXEC;
+	t->fs_base = fs_base;
+	t->flags = T_CLAIMED | T_FIRST_STOP | (t->flags & (T_ANNOUNCED | T_DETACH));
+
+	struct process *p = process_find(pid);
+	if (p && (p->flags & P_SPAWNING)) {
+		/* The first stop of a spawned process is its exec. */
+		p->flags &= ~P_SPAWNING;
+		send_process_new(pid, TLSD_ORIGIN_SPAWN, 0, 0);
+		t->parent_tid = 0;
+		announce(t);
+		send_reply(p->req, 0, pid, 1, 0, 0);
+		return;
+	}
+	if (t->flags & T_ANNOUNCED)
+		send_exec(pid, (pid_t)former, fs_base);
+	else
+		announce(t);
+}
+
+static void on_exit_event(struct thread *t)
+{
+	unsigned long status = 0;
+	ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &status);
+	struct stop_regs regs = { .syscall = -1 };
+	if (arch_read_regs(t->tid, &regs) == 0)
+		note_fs_base(t, regs.fs_base);
+	t->flags |= T_EXITING;
+	if (t->flags & T_ANNOUNCED)
+		send_thread_exiting(t, (int)status, regs.syscall);
+}
+
+static void on_stop(pid_t tid, int status)
+{
+	struct thread *t = thread_find(tid);
+	if (!t) /* a new child whose parent's clone event is still queued */
+		t = thread_add(tid);
+	int sig = WSTOPSIG(status);
+	int event = (unsigned)status >> 16;
+
+	switch (event) {
+	case PTRACE_EVENT_CLONE:
+	case PTRACE_EVENT_FORK:
+	case PTRACE_EVENT_VFORK:
+		on_new_child(t, event);
+		resume(t, 0, 0);
+		return;
+	case PTRACE_EVENT_EXEC:
+		on_exec(t);
+		resume(t, 0, 0);
+		return;
+	case PTRACE_EVENT_EXIT:
+		/* Must be restarted even after SIGKILL (PTRACE.md). */
+		on_exit_event(t);
+		resume(t, 0, 0);
+		return;
+	case PTRACE_EVENT_STOP:
+		on_plain_stop(t);
+		resume(t, 0, is_group_stop_signal(sig));
+		return;
+	case 0:
+		if (sig == (SIGTRAP | 0x80)) { /* a syscall stop; none is asked for */
+			resume(t, 0, 0);
+			return;
+		}
+		on_plain_stop(t);
+		resume(t, sig, 0); /* signal-delivery stop: re-inject, never swallow */
+		return;
+	default:
+		resume(t, 0, 0);
+	}
+}
+
+static void on_death(pid_t tid, int status)
+{
+	struct thread *t = thread_find(tid);
+	struct process *p = process_find(tid);
+	if (t && !(t->flags & T_CLAIMED)) {
+		/* Died before its parent's clone event was read: keep it until
+		 * then, so the daemon hears of its birth before its death. */
+		t->dead = 1;
+		t->dead_status = status;
+		return;
+	}
+	pid_t pid = t ? t->pid : tid;
+	int silent = p && (p->flags & P_SILENT);
+	if (t && (t->flags & T_ATTACHING))
+		attach_thread_lost(t);
+	if (!silent && ((t && (t->flags & T_ANNOUNCED)) || p))
+		send_thread_gone(pid, tid, status);
+	if (t)
+		thread_forget(t);
+	if (p) {
+		/* The leader is reaped last: the whole process is gone. */
+		if (p->flags & (P_ATTACHING | P_SPAWNING | P_DETACHING))
+			send_reply(p->req, p->flags & P_DETACHING ? 0 : ESRCH, tid, 0, 0, 0);
+		process_remove(tid);
+	} else {
+		detach_thread_lost(pid);
+	}
+}
+
+void drain_waits(void)
+{
+	for (;;) {
+		int status;
+		pid_t tid = waitpid(-1, &status, WNOHANG | __WALL);
+		if (tid <= 0)
+			return;
+		if (WIFSTOPPED(status))
+			on_stop(tid, status);
+		else if (WIFEXITED(status) || WIFSIGNALED(status))
+			on_death(tid, status);
+	}
+}

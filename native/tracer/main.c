@@ -1,0 +1,257 @@
+/* tlsd-tracer: the ptrace helper of tlsd (DESIGN.md "Why a helper process").
+ *
+ * Usage: tlsd-tracer [FD]   (FD: the daemon's socketpair end, default 3)
+ *
+ * One thread, one loop: epoll over the daemon socket and a signalfd for
+ * SIGCHLD (every tracee stop) and for SIGTERM/SIGINT/SIGHUP. On EOF from
+ * the daemon, or one of those signals, it detaches every tracee and exits.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "protocol.h"
+#include "tracer.h"
+
+/* How long a closing tracer waits for its tracees to stop and be detached;
+ * after that it exits, and the kernel detaches whatever is left. */
+#define CLOSE_DEADLINE_MS 3000
+
+struct outq out;
+static int daemon_fd = 3;
+static int daemon_gone;
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void tlog(int level, const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (daemon_gone) {
+		fprintf(stderr, "tlsd-tracer: %s\n", text);
+		return;
+	}
+	out_begin(&out, TLSD_MSG_LOG);
+	out_u8(&out, (uint8_t)level);
+	out_str(&out, text, strlen(text));
+	out_end(&out);
+}
+
+static char **read_strings(struct frame *f)
+{
+	uint32_t n = in_u32(f);
+	if (f->bad || n > (uint32_t)(f->end - f->p) / 4)
+		return f->bad = 1, NULL;
+	char **v = calloc((size_t)n + 1, sizeof *v);
+	if (!v)
+		abort();
+	for (uint32_t i = 0; i < n && !f->bad; i++)
+		v[i] = in_str(f);
+	return v;
+}
+
+static void free_strings(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static void run_spawn(struct frame *f, uint32_t req)
+{
+	char *path = in_str(f);
+	char **argv = read_strings(f);
+	char **envp = read_strings(f);
+	char *cwd = in_str(f), *out_path = in_str(f), *err_path = in_str(f);
+	if (f->bad || !argv || !argv[0])
+		send_reply(req, EINVAL, 0, 0, 0, 0);
+	else
+		spawn_process(req, path, argv, envp, cwd, out_path, err_path);
+	free(path);
+	free_strings(argv);
+	free_strings(envp);
+	free(cwd);
+	free(out_path);
+	free(err_path);
+}
+
+static void run_command(const uint8_t *body, size_t len)
+{
+	struct frame f = { body, body + len, 0 };
+	uint8_t type = in_u8(&f);
+	uint32_t req = in_u32(&f);
+	switch (type) {
+	case TLSD_CMD_ATTACH: {
+		pid_t pid = (pid_t)in_u32(&f);
+		if (f.bad || pid <= 0)
+			break;
+		attach_process(req, pid);
+		return;
+	}
+	case TLSD_CMD_SPAWN:
+		run_spawn(&f, req);
+		return;
+	case TLSD_CMD_DETACH: {
+		pid_t pid = (pid_t)in_u32(&f);
+		uint8_t kill_it = in_u8(&f);
+		if (f.bad)
+			break;
+		detach_process(req, pid, kill_it);
+		return;
+	}
+	case TLSD_CMD_REFRESH: {
+		pid_t tid = (pid_t)in_u32(&f);
+		if (f.bad)
+			break;
+		refresh_fs_base(req, tid);
+		return;
+	}
+	}
+	tlog(TLSD_LOG_WARN, "malformed command of type %u", type);
+	send_reply(req, EINVAL, 0, 0, 0, 0);
+}
+
+/* Reads what the daemon sent and runs every complete command. Returns -1
+ * at EOF or on a protocol error. */
+static int read_commands(void)
+{
+	static uint8_t *buf;
+	static size_t len, cap;
+	for (;;) {
+		if (cap - len < 65536) {
+			cap = cap ? cap * 2 : 131072;
+			buf = realloc(buf, cap);
+			if (!buf)
+				abort();
+		}
+		ssize_t n = read(daemon_fd, buf + len, cap - len);
+		if (n == 0)
+			return -1;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			return -1;
+		}
+		len += (size_t)n;
+	}
+	size_t at = 0;
+	while (len - at >= 4) {
+		uint32_t size;
+		memcpy(&size, buf + at, 4);
+		if (size == 0 || size > TLSD_MAX_FRAME)
+			return -1;
+		if (len - at - 4 < size)
+			break;
+		run_command(buf + at + 4, size);
+		at += 4 + (size_t)size;
+	}
+	memmove(buf, buf + at, len - at);
+	len -= at;
+	return 0;
+}
+
+static void send_hello(void)
+{
+	out_begin(&out, TLSD_MSG_HELLO);
+	out_u32(&out, TLSD_PROTOCOL_VERSION);
+	out_u32(&out, (uint32_t)getpid());
+	out_end(&out);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1)
+		daemon_fd = atoi(argv[1]);
+	if (fcntl(daemon_fd, F_SETFL, O_NONBLOCK) < 0 ||
+	    fcntl(daemon_fd, F_SETFD, FD_CLOEXEC) < 0) {
+		fprintf(stderr, "tlsd-tracer: fd %d is not the daemon's socket\n", daemon_fd);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t handled;
+	sigemptyset(&handled);
+	sigaddset(&handled, SIGCHLD);
+	sigaddset(&handled, SIGTERM);
+	sigaddset(&handled, SIGINT);
+	sigaddset(&handled, SIGHUP);
+	sigprocmask(SIG_BLOCK, &handled, NULL);
+	int sig_fd = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = sig_fd };
+	epoll_ctl(ep, EPOLL_CTL_ADD, sig_fd, &ev);
+	ev.data.fd = daemon_fd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, daemon_fd, &ev);
+	int watching_out = 0;
+
+	send_hello();
+	uint64_t close_by = 0;
+	for (;;) {
+		if (!daemon_gone && out_flush(&out, daemon_fd) < 0)
+			daemon_gone = 1;
+		if (daemon_gone)
+			out.len = 0;
+		int want_out = out.len > 0;
+		if (!daemon_gone && want_out != watching_out) {
+			ev.events = EPOLLIN | (want_out ? EPOLLOUT : 0);
+			ev.data.fd = daemon_fd;
+			epoll_ctl(ep, EPOLL_CTL_MOD, daemon_fd, &ev);
+			watching_out = want_out;
+		}
+		int timeout = -1;
+		if (close_by) {
+			uint64_t now = monotonic_ms();
+			if (process_count() == 0 || now >= close_by)
+				return 0;
+			timeout = (int)(close_by - now);
+		}
+		struct epoll_event events[4];
+		int n = epoll_wait(ep, events, 4, timeout);
+		for (int i = 0; i < n; i++) {
+			if (events[i].data.fd == sig_fd) {
+				struct signalfd_siginfo si;
+				while (read(sig_fd, &si, sizeof si) == sizeof si)
+					if (si.ssi_signo != SIGCHLD && !close_by) {
+						close_by = monotonic_ms() + CLOSE_DEADLINE_MS;
+						detach_all();
+					}
+				drain_waits();
+			} else if (!daemon_gone && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+				if (read_commands() < 0) {
+					daemon_gone = 1;
+					epoll_ctl(ep, EPOLL_CTL_DEL, daemon_fd, NULL);
+					if (!close_by) {
+						close_by = monotonic_ms() + CLOSE_DEADLINE_MS;
+						detach_all();
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,87 @@
+/* Every tracer -> daemon message, encoded as protocol.h describes. */
+#include "protocol.h"
+#include "tracer.h"
+
+void send_reply(uint32_t req, int err, pid_t pid, uint32_t threads,
+		uint64_t value, uint32_t passes)
+{
+	out_begin(&out, TLSD_MSG_REPLY);
+	out_u32(&out, req);
+	out_u32(&out, (uint32_t)err);
+	out_u32(&out, (uint32_t)pid);
+	out_u32(&out, threads);
+	out_u64(&out, value);
+	out_u32(&out, passes);
+	out_end(&out);
+}
+
+void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid)
+{
+	out_begin(&out, TLSD_MSG_PROCESS_NEW);
+	out_u32(&out, (uint32_t)pid);
+	out_u8(&out, (uint8_t)origin);
+	out_u32(&out, (uint32_t)parent_pid);
+	out_u32(&out, (uint32_t)parent_tid);
+	out_u64(&out, now_ns());
+	out_end(&out);
+}
+
+void send_thread_new(const struct thread *t)
+{
+	out_begin(&out, TLSD_MSG_THREAD_NEW);
+	out_u32(&out, (uint32_t)t->pid);
+	out_u32(&out, (uint32_t)t->tid);
+	out_u32(&out, (uint32_t)t->parent_tid);
+	out_u64(&out, t->fs_base);
+	out_u8(&out, t->source);
+	out_u64(&out, now_ns());
+	out_end(&out);
+}
+
+void send_fs_base(const struct thread *t, int source)
+{
+	out_begin(&out, TLSD_MSG_THREAD_FSBASE);
+	out_u32(&out, (uint32_t)t->pid);
+	out_u32(&out, (uint32_t)t->tid);
+	out_u64(&out, t->fs_base);
+	out_u8(&out, (uint8_t)source);
+	out_end(&out);
+}
+
+void send_thread_exiting(const struct thread *t, int exit_status, int64_t syscall)
+{
+	out_begin(&out, TLSD_MSG_THREAD_EXITING);
+	out_u32(&out, (uint32_t)t->pid);
+	out_u32(&out, (uint32_t)t->tid);
+	out_u32(&out, (uint32_t)exit_status);
+	out_u64(&out, (uint64_t)syscall);
+	out_u64(&out, now_ns());
+	out_end(&out);
+}
+
+void send_thread_gone(pid_t pid, pid_t tid, int wait_status)
+{
+	out_begin(&out, TLSD_MSG_THREAD_GONE);
+	out_u32(&out, (uint32_t)pid);
+	out_u32(&out, (uint32_t)tid);
+	out_u32(&out, (uint32_t)wait_status);
+	out_u64(&out, now_ns());
+	out_end(&out);
+}
+
+void send_exec(pid_t pid, pid_t former_tid, uint64_t fs_base)
+{
+	out_begin(&out, TLSD_MSG_EXEC);
+	out_u32(&out, (uint32_t)pid);
+	out_u32(&out, (uint32_t)former_tid);
+	out_u64(&out, fs_base);
+	out_u64(&out, now_ns());
+	out_end(&out);
+}
+
+void send_detached(pid_t pid)
+{
+	out_begin(&out, TLSD_MSG_DETACHED);
+	out_u32(&out, (uint32_t)pid);
+	out_end(&out);
+}

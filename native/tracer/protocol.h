@@ -1,0 +1,86 @@
+/*
+ * The tlsd-tracer wire protocol, version 1.
+ *
+ * The daemon and the tracer share one SOCK_STREAM socketpair (fd 3 of the
+ * tracer). Every message is a frame:
+ *
+ *     u32 length      bytes that follow this field
+ *     u8  type        one of the TLSD_MSG_* / TLSD_CMD_* values below
+ *     ...             the fields listed for that type, in order
+ *
+ * Integers are little-endian and unaligned. A string is a u32 byte count
+ * followed by that many bytes (no terminating NUL). Times are CLOCK_REALTIME
+ * nanoseconds. A wait status is the raw int that waitpid(2) stores.
+ *
+ * The first frame the tracer sends is HELLO. A receiver ignores trailing
+ * fields it does not know, so fields are only ever appended.
+ *
+ * The TypeScript side mirrors this file in daemon/tracer/protocol.ts.
+ */
+#ifndef TLSD_PROTOCOL_H
+#define TLSD_PROTOCOL_H
+
+#define TLSD_PROTOCOL_VERSION 1
+#define TLSD_MAX_FRAME (16u << 20)
+
+/* daemon -> tracer */
+enum tlsd_command {
+	TLSD_CMD_ATTACH = 1,  /* u32 req, u32 pid */
+	TLSD_CMD_SPAWN = 2,   /* u32 req, str path, u32 argc, str argv[argc],
+	                         u32 envc, str env[envc], str cwd,
+	                         str stdout_path, str stderr_path */
+	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill */
+	TLSD_CMD_REFRESH = 4, /* u32 req, u32 tid: interrupt that one thread and
+	                         read its FS base */
+};
+
+/* tracer -> daemon */
+enum tlsd_message {
+	TLSD_MSG_HELLO = 1,          /* u32 version, u32 tracer_pid */
+	TLSD_MSG_REPLY = 2,          /* u32 req, i32 errno (0 = ok), u32 pid,
+	                                u32 threads, u64 value, u32 passes;
+	                                value: ATTACH the longest a thread waited
+	                                between its interrupt and its restart, in
+	                                ns; REFRESH the FS base */
+	TLSD_MSG_PROCESS_NEW = 3,    /* u32 pid, u8 origin, u32 parent_pid,
+	                                u32 parent_tid, u64 time */
+	TLSD_MSG_THREAD_NEW = 4,     /* u32 pid, u32 tid, u32 parent_tid,
+	                                u64 fs_base, u8 source, u64 time */
+	TLSD_MSG_THREAD_FSBASE = 5,  /* u32 pid, u32 tid, u64 fs_base, u8 source */
+	TLSD_MSG_THREAD_EXITING = 6, /* u32 pid, u32 tid, i32 exit_status,
+	                                i64 syscall, u64 time: PTRACE_EVENT_EXIT */
+	TLSD_MSG_THREAD_GONE = 7,    /* u32 pid, u32 tid, i32 wait_status,
+	                                u64 time: reaped; tid == pid ends the
+	                                process */
+	TLSD_MSG_EXEC = 8,           /* u32 pid, u32 former_tid, u64 fs_base,
+	                                u64 time */
+	TLSD_MSG_DETACHED = 9,       /* u32 pid */
+	TLSD_MSG_LOG = 10,           /* u8 level, str text */
+};
+
+/* PROCESS_NEW origin */
+enum tlsd_origin {
+	TLSD_ORIGIN_ATTACH = 0,
+	TLSD_ORIGIN_SPAWN = 1,
+	TLSD_ORIGIN_FORK = 2,
+	TLSD_ORIGIN_VFORK = 3,
+	TLSD_ORIGIN_CLONE = 4, /* clone() without CLONE_THREAD */
+};
+
+/* where an FS base value came from (Thread.fsBaseSource in DESIGN.md) */
+enum tlsd_fs_source {
+	TLSD_FS_ATTACH = 0,
+	TLSD_FS_CLONE = 1,
+	TLSD_FS_EXEC = 2,
+	TLSD_FS_STOP = 3,
+	TLSD_FS_REFRESH = 4,
+};
+
+enum tlsd_log_level {
+	TLSD_LOG_DEBUG = 0,
+	TLSD_LOG_INFO = 1,
+	TLSD_LOG_WARN = 2,
+	TLSD_LOG_ERROR = 3,
+};
+
+#endif

@@ -1,0 +1,69 @@
+/* What the tracer knows about each tracee thread and each supervised
+ * process, keyed by tid and pid. */
+#ifndef TLSD_TABLE_H
+#define TLSD_TABLE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define MAX_REFRESH_WAITERS 8
+
+enum thread_flag {
+	T_FIRST_STOP = 1 << 0,  /* its first stop was seen and fs_base read */
+	T_CLAIMED = 1 << 1,     /* pid is known (seized, or its clone event seen) */
+	T_ANNOUNCED = 1 << 2,   /* THREAD_NEW was sent */
+	T_LISTENING = 1 << 3,   /* in a group-stop, restarted with PTRACE_LISTEN */
+	T_DETACH = 1 << 4,      /* detach at its next stop */
+	T_HELD = 1 << 5,        /* a leader kept stopped until its threads detached */
+	T_ATTACHING = 1 << 6,   /* seized by an attach that awaits its first stop */
+	T_EXITING = 1 << 7,     /* past its PTRACE_EVENT_EXIT stop */
+};
+
+struct thread {
+	pid_t tid;
+	pid_t pid;        /* thread group id; 0 until claimed */
+	pid_t parent_tid; /* the thread whose clone created it, or 0 */
+	uint32_t flags;
+	uint8_t source;   /* enum tlsd_fs_source of its first FS base */
+	uint64_t fs_base;
+	uint64_t interrupted_ns; /* when an attach interrupted it */
+	int held_signal;         /* signal to deliver when a held leader detaches */
+	int dead;                /* reaped before it was claimed */
+	int dead_status;
+	uint32_t refresh[MAX_REFRESH_WAITERS];
+	int nrefresh;
+};
+
+enum process_flag {
+	P_ATTACHING = 1 << 0,
+	P_SPAWNING = 1 << 1,  /* spawned; reply at its exec stop */
+	P_DETACHING = 1 << 2,
+	P_SILENT = 1 << 3,    /* failed spawn: reap it, tell nobody */
+	P_SCANNING = 1 << 4,  /* attach still walking /proc/PID/task */
+};
+
+struct process {
+	pid_t pid;
+	uint32_t flags;
+	uint32_t req;            /* attach, spawn or detach request to answer */
+	uint32_t awaiting;       /* attach: seized threads whose first stop is due */
+	uint32_t seized;
+	uint32_t passes;
+	uint64_t max_stop_ns;
+};
+
+struct thread *thread_find(pid_t tid);
+struct thread *thread_add(pid_t tid);
+void thread_remove(pid_t tid);
+/* Calls fn for every thread of pid; fn may remove the thread it is given. */
+void thread_each_of(pid_t pid, void (*fn)(struct thread *, void *), void *arg);
+uint32_t thread_count_of(pid_t pid);
+
+struct process *process_find(pid_t pid);
+struct process *process_add(pid_t pid);
+void process_remove(pid_t pid);
+/* Calls fn for every process; fn may remove the process it is given. */
+void process_each(void (*fn)(struct process *, void *), void *arg);
+uint32_t process_count(void);
+
+#endif

@@ -1,0 +1,60 @@
+/* Declarations shared by the tracer's parts. The tracer is one thread: the
+ * kernel ties every tracee to the thread that attached it (PTRACE.md). */
+#ifndef TLSD_TRACER_H
+#define TLSD_TRACER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "table.h"
+#include "wire.h"
+
+/* No EXITKILL: a tracee must outlive the tracer (DESIGN.md invariant 1). */
+#define TRACE_OPTIONS (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | \
+		       PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |    \
+		       PTRACE_O_TRACEEXEC | PTRACE_O_TRACEEXIT)
+
+extern struct outq out;
+
+uint64_t now_ns(void);
+void tlog(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* messages.c: one function per tracer -> daemon message */
+void send_reply(uint32_t req, int err, pid_t pid, uint32_t threads,
+		uint64_t value, uint32_t passes);
+void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid);
+void send_thread_new(const struct thread *t);
+void send_fs_base(const struct thread *t, int source);
+void send_thread_exiting(const struct thread *t, int exit_status, int64_t syscall);
+void send_thread_gone(pid_t pid, pid_t tid, int wait_status);
+void send_exec(pid_t pid, pid_t former_tid, uint64_t fs_base);
+void send_detached(pid_t pid);
+
+/* events.c */
+void drain_waits(void);
+/* Forgets a thread that is gone or detached; answers its refresh waiters. */
+void thread_forget(struct thread *t);
+/* Reads the FS base of a stopped thread and answers its refresh waiters. */
+void note_fs_base(struct thread *t, uint64_t fs_base);
+
+/* attach.c */
+void attach_process(uint32_t req, pid_t pid);
+void attach_first_stop_seen(struct thread *t);
+void attach_thread_lost(struct thread *t);
+
+/* spawn.c */
+void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
+		   const char *cwd, const char *out_path, const char *err_path);
+
+/* detach.c */
+void detach_process(uint32_t req, pid_t pid, int kill_it);
+void detach_all(void);
+/* A thread of a detaching process stopped: detach it (or hold the leader).
+ * `signal` is what it must still receive. */
+void detach_at_stop(struct thread *t, int signal);
+void detach_thread_lost(pid_t pid);
+
+/* refresh */
+void refresh_fs_base(uint32_t req, pid_t tid);
+
+#endif
