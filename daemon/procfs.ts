@@ -64,6 +64,23 @@ export function readThreadStat(pid: Pid, tid: Tid): ThreadStat | undefined {
   }
 }
 
+/* USER_HZ: the unit of /proc/PID/stat times, 100 on every Linux ABI. */
+const CLOCK_TICKS_PER_SECOND = 100;
+let bootTimeMs: number | undefined;
+
+/** When the process started (proc(5): stat field 22, ticks since boot). */
+export function readStartTime(pid: Pid): Date | undefined {
+  try {
+    bootTimeMs ??= Number(readFileSync('/proc/stat', 'utf8').match(/^btime (\d+)/m)?.[1]) * 1000;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[22 - 3]); // fields after comm start at field 3
+    return Number.isFinite(ticks) ? new Date(bootTimeMs + (ticks * 1000) / CLOCK_TICKS_PER_SECOND) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads the first bytes of a file; fewer if it is shorter. */
 export function readHead(path: string, length: number): Buffer {
   const fd = openSync(path, 'r');

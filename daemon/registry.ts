@@ -5,7 +5,7 @@ import type { EventBus } from './event-bus.js';
 import type { TracerEvent } from './tracer/client.js';
 import type { WireTime } from './tracer/protocol.js';
 import { binaryKind, type Libc, type Linkage } from './binary-kind.js';
-import { readArgv, readExe } from './procfs.js';
+import { readArgv, readExe, readStartTime } from './procfs.js';
 import { decodeWaitStatus, killedBySignal, type Ending } from './wait-status.js';
 import {
   formatAddress, isLeader, leaderTid, type Address, type ExitHow, type FsBaseSource, type Pid,
@@ -115,6 +115,7 @@ export class Registry {
     };
     if (e.parentPid) p.parentPid = e.parentPid;
     this.describe(p);
+    p.startedAt = readStartTime(p.pid) ?? p.startedAt;
     this.processes.set(e.pid, p);
     if (p.origin === 'forked') this.bus.publish('process.spawned', this.summary(p), p.startedAt);
   }

@@ -93,10 +93,10 @@ export class Supervisor {
       try {
         ok = (await this.tracer.request({ type: 'attach', pid: p.pid })).errno === 0;
       } catch (e) {
-        this.log.warn({ err: e, pid: p.pid }, 're-attach failed');
+        this.log.warn({ err: e, tracee: p.pid }, 're-attach failed');
       }
       this.registry.endReattach(p, ok, new Date());
-      this.log.info({ pid: p.pid, ok }, 're-attached after tracer restart');
+      this.log.info({ tracee: p.pid, ok }, 're-attached after tracer restart');
     }
   }
 
@@ -147,7 +147,7 @@ export class Supervisor {
       if (reply.errno !== 0) throw this.attachError(pid, reply.errno);
       const p = this.getProcess(pid);
       this.bus.publish('process.attached', { ...this.registry.summary(p), threads: p.threads.size });
-      this.log.info({ pid, threads: reply.threads, passes: reply.passes }, 'attached');
+      this.log.info({ tracee: pid, threads: reply.threads, passes: reply.passes }, 'attached');
       return { process: p, reply };
     } finally {
       this.inFlight.delete(pid);

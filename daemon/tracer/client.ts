@@ -23,6 +23,7 @@ export class TracerClient {
   private nextReq = 1;
   private readonly pending = new Map<number, Pending>();
   private closed = false;
+  private closeRequested = false;
 
   private constructor(
     private readonly child: ChildProcess,
@@ -88,7 +89,8 @@ export class TracerClient {
     this.closed = true;
     for (const p of this.pending.values()) p.reject(new TracerGoneError());
     this.pending.clear();
-    this.log.warn({ why }, 'tracer exited');
+    if (this.closeRequested) this.log.info({ why }, 'tracer exited after detaching everything');
+    else this.log.warn({ why }, 'tracer exited');
     onExit(why);
   }
 
@@ -107,6 +109,7 @@ export class TracerClient {
   /** Closing our end makes the tracer detach every tracee and exit. */
   close(): Promise<void> {
     if (this.closed || this.child.exitCode !== null) return Promise.resolve();
+    this.closeRequested = true;
     return new Promise((resolve) => {
       this.child.once('exit', () => resolve());
       this.channel.end();

@@ -1,0 +1,30 @@
+/* One place maps every failure to `{ error: { code, message } }`
+ * (DESIGN.md invariant 5). Handlers throw; they never format errors. */
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { errorStatus, TlsdError, type ErrorCode } from '../daemon/errors.js';
+
+const codeForStatus: Record<number, ErrorCode> = Object.fromEntries(
+  Object.entries(errorStatus).map(([code, status]) => [status, code as ErrorCode]),
+);
+
+function toTlsdError(err: FastifyError | TlsdError | Error): TlsdError {
+  if (err instanceof TlsdError) return err;
+  const f = err as FastifyError;
+  if (f.validation) return new TlsdError('INVALID_ARGUMENT', f.message);
+  const status = f.statusCode ?? 500;
+  if (status === 413) return new TlsdError('PAYLOAD_TOO_LARGE', f.message);
+  if (status >= 400 && status < 500) return new TlsdError(codeForStatus[status] ?? 'INVALID_ARGUMENT', f.message);
+  return new TlsdError('INTERNAL', 'internal error');
+}
+
+/** Installed on the root instance so that it covers every route. */
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError | TlsdError, request, reply) => {
+    const e = toTlsdError(err);
+    if (e.status >= 500) request.log.error({ err }, 'request failed');
+    return reply.status(e.status).send({ error: { code: e.code, message: e.message } });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
+  });
+}

@@ -1,0 +1,30 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { asPid, asTid } from '../../daemon/types.js';
+import { ErrorBody, Exit, ProcessParams, Thread, ThreadParams, ThreadWithTcb } from '../schemas.js';
+import { exitJson, tcbJson, threadJson } from '../serialize.js';
+import type { RouteDeps } from '../server.js';
+
+export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
+  app.get('/v1/processes/:pid/threads', {
+    schema: { params: ProcessParams, response: { 200: Type.Object({ threads: Type.Array(Thread) }), 404: ErrorBody } },
+  }, async (request) => {
+    const p = supervisor.getProcess(request.params.pid);
+    await supervisor.refreshUnknownFsBases(p);
+    return { threads: [...p.threads.values()].map(threadJson) };
+  });
+
+  app.get('/v1/processes/:pid/threads/:tid', {
+    schema: { params: ThreadParams, response: { 200: ThreadWithTcb, 404: ErrorBody, 410: ErrorBody } },
+  }, async (request) => {
+    const { process, thread } = supervisor.getThread(asPid(request.params.pid), asTid(request.params.tid));
+    const tcb = await supervisor.threadTcb(process, thread);
+    return { ...threadJson(thread), tcb: tcbJson(tcb) };
+  });
+
+  app.get('/v1/processes/:pid/exits', {
+    schema: { params: ProcessParams, response: { 200: Type.Object({ exits: Type.Array(Exit) }), 404: ErrorBody } },
+  }, async (request) => {
+    return { exits: supervisor.getProcess(request.params.pid).exits.map(exitJson) };
+  });
+};

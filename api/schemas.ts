@@ -1,0 +1,95 @@
+/* The v1 contract (DESIGN.md "HTTP API v1") as TypeBox schemas: each is the
+ * validation, the serialization and the TypeScript type at once. */
+import { Type, type Static } from 'typebox';
+
+const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
+const Time = Type.String({ format: 'date-time' });
+const PidNumber = Type.Integer({ minimum: 1, maximum: 4194304, description: 'a process id (kernel pid_max is at most 2^22)' });
+
+export const ErrorBody = Type.Object({
+  error: Type.Object({ code: Type.String(), message: Type.String() }),
+});
+
+export const Ending = {
+  code: Type.Optional(Type.Integer()),
+  signal: Type.Optional(Type.Integer()),
+  coreDumped: Type.Optional(Type.Boolean()),
+};
+
+export const Process = Type.Object({
+  pid: Type.Integer(),
+  state: Type.Union([Type.Literal('running'), Type.Literal('exited'), Type.Literal('detached')]),
+  origin: Type.Union([Type.Literal('attached'), Type.Literal('spawned'), Type.Literal('forked')]),
+  exe: Type.String(),
+  argv: Type.Array(Type.String()),
+  libc: Type.Union([Type.Literal('glibc'), Type.Literal('musl'), Type.Literal('none'), Type.Literal('unknown')]),
+  linkage: Type.Union([Type.Literal('dynamic'), Type.Literal('static')]),
+  threads: Type.Integer({ description: 'live threads' }),
+  startedAt: Time,
+  parentPid: Type.Optional(Type.Integer({ description: 'for a forked process: the supervised process that forked it' })),
+  stdout: Type.Optional(Type.String({ description: 'for a spawned process: the file its stdout goes to' })),
+  stderr: Type.Optional(Type.String()),
+  gaps: Type.Array(Type.Object({ from: Time, to: Type.Optional(Time) }), {
+    description: 'spans when no tracer watched the process (the tracer helper restarted): events in them may be missed',
+  }),
+  exit: Type.Optional(Type.Object({ ...Ending, at: Time })),
+});
+
+export const Thread = Type.Object({
+  tid: Type.Integer(),
+  pid: Type.Integer(),
+  name: Type.String(),
+  state: Type.String({ description: 'scheduler state from /proc: running, sleeping, stopped, ...' }),
+  fsBase: Hex,
+  fsBaseSource: Type.Union([Type.Literal('attach'), Type.Literal('clone'), Type.Literal('exec'), Type.Literal('stop'), Type.Literal('refresh')]),
+  createdAt: Time,
+  parentTid: Type.Optional(Type.Integer()),
+});
+
+export const ThreadWithTcb = Type.Intersect([Thread, Type.Object({
+  tcb: Type.Union([Type.Object({ self: Hex, dtv: Hex, stackGuard: Type.String({ description: 'decimal' }) }), Type.Null()], {
+    description: 'null when the thread pointer does not point at a TCB (e.g. a static Go program)',
+  }),
+})]);
+
+export const Exit = Type.Object({
+  tid: Type.Integer(),
+  pid: Type.Integer(),
+  leader: Type.Boolean(),
+  exitedAt: Time,
+  ...Ending,
+  how: Type.Union([Type.Literal('exit'), Type.Literal('exit_group'), Type.Literal('signal'), Type.Literal('exec'), Type.Literal('unknown')]),
+});
+
+export const Health = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
+  version: Type.String(),
+  pid: Type.Integer(),
+  tracerPid: Type.Union([Type.Integer(), Type.Null()]),
+  uptimeSeconds: Type.Number(),
+  processes: Type.Integer({ description: 'supervised processes that are running' }),
+  threads: Type.Integer({ description: 'their live threads' }),
+  tracerRestarts: Type.Integer(),
+});
+
+export const AttachBody = Type.Object({ pid: PidNumber }, { additionalProperties: false });
+
+export const SpawnBody = Type.Object({
+  argv: Type.Array(Type.String({ maxLength: 131072 }), { minItems: 1, maxItems: 4096 }),
+  env: Type.Optional(Type.Record(Type.String({ pattern: '^[^=\\u0000]+$' }), Type.String(), {
+    description: 'the whole environment of the new process; omitted: the daemon\'s',
+  })),
+  cwd: Type.Optional(Type.String({ minLength: 1 })),
+  stdout: Type.Optional(Type.String({ minLength: 1 })),
+  stderr: Type.Optional(Type.String({ minLength: 1 })),
+}, { additionalProperties: false });
+
+export const ProcessParams = Type.Object({ pid: PidNumber });
+export const ThreadParams = Type.Object({ pid: PidNumber, tid: PidNumber });
+export const DetachQuery = Type.Object({ kill: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
+export const EventsQuery = Type.Object({ pid: Type.Optional(PidNumber) }, { additionalProperties: false });
+
+export type ProcessJson = Static<typeof Process>;
+export type ThreadJson = Static<typeof Thread>;
+export type ExitJson = Static<typeof Exit>;
+export type HealthJson = Static<typeof Health>;

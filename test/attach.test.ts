@@ -1,0 +1,132 @@
+/* Attach to running processes: every thread, its FS base right, nothing
+ * left stopped, nothing stolen from another tracer. */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import test from 'ava';
+import { startDaemon } from './helpers/daemon.js';
+import { Fixture, noThreadInTracingStop, taskStates, tracerPidOf, waitUntil } from './helpers/fixture.js';
+
+const run = promisify(execFile);
+
+/** gdb as the oracle: the FS base of every thread, by tid. */
+async function gdbFsBases(pid: number): Promise<Map<number, string>> {
+  const { stdout } = await run('gdb', ['-batch', '-nx', '-p', String(pid), '-ex', 'thread apply all p/x $fs_base'], { maxBuffer: 1 << 24 });
+  const bases = new Map<number, string>();
+  let lwp: number | undefined;
+  for (const line of stdout.split('\n')) {
+    const thread = line.match(/\(LWP (\d+)\)/);
+    if (thread) lwp = Number(thread[1]);
+    const value = line.match(/^\$\d+ = (0x[0-9a-f]+)/);
+    if (value && lwp !== undefined) bases.set(lwp, value[1]!);
+  }
+  return bases;
+}
+
+test('attach to a 120-thread process: every FS base is what the thread itself and gdb say', async (t) => {
+  const fixture = await Fixture.start(t, 'threads', ['120']);
+  const reports = fixture.out.threads();
+  t.is(reports.length, 121);
+  const byGdb = await gdbFsBases(fixture.pid);
+  await waitUntil('gdb to detach', () => tracerPidOf(fixture.pid) === 0);
+
+  const { client } = await startDaemon(t);
+  const p = await client.attach(fixture.pid);
+  t.is(p.state, 'running');
+  t.is(p.origin, 'attached');
+  t.is(p.libc, 'glibc');
+  t.is(p.linkage, 'dynamic');
+  t.is(p.threads, 122); // main, 120 workers, the control thread
+
+  const threads = new Map((await client.threads(fixture.pid)).map((th) => [th.tid, th]));
+  for (const r of reports) {
+    const th = threads.get(r.tid);
+    t.truthy(th, `thread ${r.index} (tid ${r.tid}) is listed`);
+    t.is(th?.fsBase, r.fsBase, `thread ${r.index}: FS base as it reported it`);
+    t.is(th?.fsBase, byGdb.get(r.tid), `thread ${r.index}: FS base as gdb reads it`);
+    t.is(th?.fsBaseSource, 'attach');
+  }
+  t.deepEqual([...threads.keys()].sort(), [...taskStates(fixture.pid).keys()].sort());
+
+  const one = reports[7]!;
+  const detail = await client.thread(fixture.pid, one.tid);
+  t.is(detail.tcb?.self, one.fsBase, 'the TCB self pointer names the thread pointer');
+  t.regex(detail.tcb?.dtv ?? '', /^0x[0-9a-f]+$/);
+
+  t.true(noThreadInTracingStop(fixture.pid), 'no thread is left stopped');
+  await client.detach(fixture.pid);
+  t.is(tracerPidOf(fixture.pid), 0);
+  fixture.send('spawn 1');
+  await fixture.out.waitFor(/^spawned 122$/);
+});
+
+test('attach while threads are born and die all the time', async (t) => {
+  const fixture = await Fixture.start(t, 'churn', ['8']);
+  const { client } = await startDaemon(t);
+  const p = await client.attach(fixture.pid);
+  t.true(p.threads >= 9, `at least main and 8 creators, got ${p.threads}`);
+  const exits = await waitUntil('threads to exit under tlsd', async () => {
+    const x = await client.exits(fixture.pid);
+    return x.length >= 100 ? x : undefined;
+  });
+  t.true(exits.every((x) => x.how === 'exit' && x.code === 0 && !x.leader));
+  // Every thread that lives now is known (threads born after the attach too).
+  const listed = new Set((await client.threads(fixture.pid)).map((th) => th.tid));
+  const creators = [...taskStates(fixture.pid).keys()].filter((tid) => tid <= fixture.pid + 8);
+  for (const tid of creators) t.true(listed.has(tid), `creator ${tid} is listed`);
+
+  await client.detach(fixture.pid);
+  t.is(tracerPidOf(fixture.pid), 0);
+  await waitUntil('every thread to run again', () => noThreadInTracingStop(fixture.pid));
+  t.pass();
+});
+
+test('a process stopped before the attach stays stopped, and SIGCONT resumes it', async (t) => {
+  const fixture = await Fixture.start(t, 'threads', ['3']);
+  process.kill(fixture.pid, 'SIGSTOP');
+  await waitUntil('the group-stop', () => [...taskStates(fixture.pid).values()].every((s) => s === 'T'));
+
+  const { client } = await startDaemon(t);
+  await client.attach(fixture.pid);
+  await new Promise((r) => setTimeout(r, 200));
+  fixture.send('spawn 1');
+  await new Promise((r) => setTimeout(r, 200));
+  t.false(fixture.out.all.some((l) => l.startsWith('spawned')), 'it did not run while stopped');
+  t.true([...taskStates(fixture.pid).values()].every((s) => s === 't' || s === 'T'));
+
+  process.kill(fixture.pid, 'SIGCONT');
+  await fixture.out.waitFor(/^spawned 5$/);
+  await client.detach(fixture.pid);
+  t.true(noThreadInTracingStop(fixture.pid));
+});
+
+test('a process stopped when detached stays stopped', async (t) => {
+  const fixture = await Fixture.start(t, 'threads', ['2']);
+  const { client } = await startDaemon(t);
+  await client.attach(fixture.pid);
+  process.kill(fixture.pid, 'SIGSTOP');
+  await waitUntil('the group-stop', () => [...taskStates(fixture.pid).values()].every((s) => s === 't'));
+  await client.detach(fixture.pid);
+  await waitUntil('stopped, untraced', () => [...taskStates(fixture.pid).values()].every((s) => s === 'T'));
+  process.kill(fixture.pid, 'SIGCONT');
+  fixture.send('spawn 1');
+  await fixture.out.waitFor(/^spawned 4$/);
+  t.is(tracerPidOf(fixture.pid), 0);
+});
+
+test('a process traced by another tracer is refused, naming that tracer', async (t) => {
+  const fixture = await Fixture.start(t, 'threads', ['1'], ['strace', '-f', '-o', '/dev/null']);
+  const { client } = await startDaemon(t);
+  const tracer = tracerPidOf(fixture.pid);
+  t.true(tracer > 0);
+  const err = await t.throwsAsync(client.attach(fixture.pid));
+  t.regex(err!.message, new RegExp(`^ALREADY_TRACED: .*traced by pid ${tracer}`));
+});
+
+test('a process already supervised is refused', async (t) => {
+  const fixture = await Fixture.start(t, 'threads', ['1']);
+  const { client } = await startDaemon(t);
+  await client.attach(fixture.pid);
+  const err = await t.throwsAsync(client.attach(fixture.pid));
+  t.regex(err!.message, /^ALREADY_TRACED: .*already supervised/);
+  await client.detach(fixture.pid);
+});

@@ -1,0 +1,37 @@
+/* A real tlsd daemon for a test: `node dist/daemon/main.js` on a socket
+ * of its own, stopped (or found already dead) at teardown. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { TlsdClient } from '../../clients/client.js';
+import { packageRoot } from '../../daemon/paths.js';
+import { killPid, waitUntil } from './fixture.js';
+
+export interface TestDaemon {
+  child: ChildProcess;
+  client: TlsdClient;
+  socket: string;
+  dir: string;
+}
+
+export async function startDaemon(t: ExecutionContext): Promise<TestDaemon> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-test-'));
+  const socket = path.join(dir, 'tlsd.sock');
+  const child = spawn(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', socket, '--log-level', 'warn'], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM'); // detaches every tracee
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]);
+      killPid(child.pid!);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const client = new TlsdClient(socket);
+  await waitUntil('the daemon to answer', () => client.health().catch(() => undefined));
+  return { child, client, socket, dir };
+}
