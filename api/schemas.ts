@@ -33,6 +33,11 @@ export const Process = Type.Object({
     description: 'spans when no tracer watched the process (the tracer helper restarted): events in them may be missed',
   }),
   exit: Type.Optional(Type.Object({ ...Ending, at: Time })),
+  attach: Type.Optional(Type.Object({
+    passes: Type.Integer({ description: 'scans of /proc/PID/task until one found no new thread' }),
+    threads: Type.Integer(),
+    longestStopMicros: Type.Number({ description: 'the longest a thread waited between its interrupt and its restart' }),
+  })),
 });
 
 export const Thread = Type.Object({

@@ -16,6 +16,9 @@ export function processJson(p: ProcessRecord): ProcessJson {
     ...(p.stdout ? { stdout: p.stdout, stderr: p.stderr } : {}),
     gaps: p.gaps.map((g) => ({ from: iso(g.from), ...(g.to ? { to: iso(g.to) } : {}) })),
     ...(p.exit ? { exit: { ...endingJson(p.exit), at: iso(p.exit.at) } } : {}),
+    ...(p.attach ? {
+      attach: { passes: p.attach.passes, threads: p.attach.threads, longestStopMicros: Number(p.attach.longestStopNs) / 1000 },
+    } : {}),
   };
 }
 

@@ -16,9 +16,11 @@ export class EventBus {
   private readonly emitter = new EventEmitter();
   constructor() { this.emitter.setMaxListeners(0); }
 
-  publish(type: LifecycleEventType, data: Record<string, unknown>, at = new Date()): void {
+  /** `data` is only called when someone listens: with nobody listening,
+   * thread churn must not pay for building events. */
+  publish(type: LifecycleEventType, data: () => Record<string, unknown>, at = new Date()): void {
     if (this.emitter.listenerCount('event') === 0) return;
-    this.emitter.emit('event', { type, at: at.toISOString(), data } satisfies LifecycleEvent);
+    this.emitter.emit('event', { type, at: at.toISOString(), data: data() } satisfies LifecycleEvent);
   }
 
   subscribe(listener: (e: LifecycleEvent) => void): () => void {

@@ -53,6 +53,8 @@ export interface ProcessRecord {
   stdout?: string;
   stderr?: string;
   exit?: Ending & { at: Date };
+  /** How the (latest) attach went, as the tracer measured it. */
+  attach?: { passes: number; threads: number; longestStopNs: bigint };
   threads: Map<Tid, ThreadRecord>;
   exits: ExitRecord[];
   gaps: Gap[];
@@ -65,7 +67,7 @@ export interface ProcessRecord {
   reattachSeen?: Set<Tid>;
 }
 
-const toDate = (t: WireTime): Date => new Date(Number(t / 1_000_000n));
+const toDate = (t: WireTime): Date => new Date(Number(t) / 1e6);
 
 const origins: Record<string, ProcessOrigin> = {
   attach: 'attached', spawn: 'spawned', fork: 'forked', vfork: 'forked', clone: 'forked',
@@ -117,7 +119,7 @@ export class Registry {
     this.describe(p);
     p.startedAt = readStartTime(p.pid) ?? p.startedAt;
     this.processes.set(e.pid, p);
-    if (p.origin === 'forked') this.bus.publish('process.spawned', this.summary(p), p.startedAt);
+    if (p.origin === 'forked') this.bus.publish('process.spawned', () => this.summary(p), p.startedAt);
   }
 
   /** Reads what the process runs from /proc: at its birth and its exec. */
@@ -141,10 +143,10 @@ export class Registry {
     const t: ThreadRecord = { tid: e.tid, pid: p.pid, fsBase: e.fsBase, fsBaseSource: e.source, createdAt: toDate(e.at) };
     if (e.parentTid) t.parentTid = e.parentTid;
     p.threads.set(e.tid, t);
-    this.bus.publish('thread.created', {
+    this.bus.publish('thread.created', () => ({
       pid: p.pid, tid: e.tid, fsBase: formatAddress(e.fsBase), fsBaseSource: e.source,
       ...(e.parentTid ? { parentTid: e.parentTid } : {}),
-    }, t.createdAt);
+    }), t.createdAt);
   }
 
   private threadExiting(p: ProcessRecord, e: Extract<TracerEvent, { type: 'threadExiting' }>): void {
@@ -180,7 +182,7 @@ export class Registry {
     for (const tid of p.threads.keys()) this.ledger(p, tid, 'unknown', {}, at);
     p.state = 'exited';
     p.exit = { ...ending, at };
-    this.bus.publish('process.exited', { pid: p.pid, ...ending }, at);
+    this.bus.publish('process.exited', () => ({ pid: p.pid, ...ending }), at);
   }
 
   private exec(p: ProcessRecord, e: Extract<TracerEvent, { type: 'exec' }>): void {
@@ -191,7 +193,7 @@ export class Registry {
     for (const tid of [...p.threads.keys()]) this.ledger(p, tid, 'exec', {}, at);
     p.groupExitSeen = false;
     this.describe(p);
-    this.bus.publish('process.exec', { pid: p.pid, formerTid: e.formerTid, exe: p.exe, argv: p.argv }, at);
+    this.bus.publish('process.exec', () => ({ pid: p.pid, formerTid: e.formerTid, exe: p.exe, argv: p.argv }), at);
     this.threadNew(p, { type: 'threadNew', pid: p.pid, tid: leaderTid(p.pid), parentTid: e.formerTid, fsBase: e.fsBase, source: 'exec', at: e.at });
   }
 
@@ -199,7 +201,7 @@ export class Registry {
     this.resolve(p, 'unknown');
     p.threads.clear();
     p.state = 'detached';
-    this.bus.publish('process.detached', { pid: p.pid });
+    this.bus.publish('process.detached', () => ({ pid: p.pid }));
   }
 
   /** Settles threads whose way of ending was waiting on this news. */
@@ -217,7 +219,7 @@ export class Registry {
 
   private record(p: ProcessRecord, x: ExitRecord): void {
     p.exits.push(x);
-    this.bus.publish('thread.exited', { ...x, exitedAt: x.exitedAt.toISOString() }, x.exitedAt);
+    this.bus.publish('thread.exited', () => ({ ...x, exitedAt: x.exitedAt.toISOString() }), x.exitedAt);
   }
 
   /* Tracer restarts (DESIGN.md "Why a helper process"): the kernel detached
@@ -243,7 +245,7 @@ export class Registry {
       this.resolve(p, 'unknown');
       p.state = 'exited';
       p.exit = { at };
-      this.bus.publish('process.exited', { pid: p.pid }, at);
+      this.bus.publish('process.exited', () => ({ pid: p.pid }), at);
     }
   }
 }

@@ -146,7 +146,8 @@ export class Supervisor {
       const reply = await this.request({ type: 'attach', pid });
       if (reply.errno !== 0) throw this.attachError(pid, reply.errno);
       const p = this.getProcess(pid);
-      this.bus.publish('process.attached', { ...this.registry.summary(p), threads: p.threads.size });
+      p.attach = { passes: reply.passes, threads: reply.threads, longestStopNs: reply.value };
+      this.bus.publish('process.attached', () => ({ ...this.registry.summary(p), threads: p.threads.size }));
       this.log.info({ tracee: pid, threads: reply.threads, passes: reply.passes }, 'attached');
       return { process: p, reply };
     } finally {
@@ -185,7 +186,7 @@ export class Supervisor {
     }
     const p = this.getProcess(reply.pid);
     Object.assign(p, { stdout, stderr });
-    this.bus.publish('process.spawned', { ...this.registry.summary(p), stdout, stderr });
+    this.bus.publish('process.spawned', () => ({ ...this.registry.summary(p), stdout, stderr }));
     return p;
   }
 

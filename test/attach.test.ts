@@ -71,8 +71,9 @@ test('attach while threads are born and die all the time', async (t) => {
   t.true(exits.every((x) => x.how === 'exit' && x.code === 0 && !x.leader));
   // Every thread that lives now is known (threads born after the attach too).
   const listed = new Set((await client.threads(fixture.pid)).map((th) => th.tid));
-  const creators = [...taskStates(fixture.pid).keys()].filter((tid) => tid <= fixture.pid + 8);
-  for (const tid of creators) t.true(listed.has(tid), `creator ${tid} is listed`);
+  const creators = fixture.out.all.flatMap((l) => l.match(/^creator (\d+)$/)?.[1] ?? []).map(Number);
+  t.is(creators.length, 8);
+  for (const tid of [fixture.pid, ...creators]) t.true(listed.has(tid), `thread ${tid} is listed`);
 
   await client.detach(fixture.pid);
   t.is(tracerPidOf(fixture.pid), 0);

@@ -116,15 +116,14 @@ static void on_new_child(struct thread *parent, int event)
 		child = thread_add(tid);
 	child->parent_tid = parent->tid;
 	child->source = TLSD_FS_CLONE;
-	child->flags |= T_CLAIMED;
 
 	struct process *owner = process_find(parent->pid);
 	int detaching = (parent->flags & T_DETACH) ||
 			(owner && (owner->flags & (P_DETACHING | P_SILENT)));
 	if (same_process) {
-		child->pid = parent->pid;
+		thread_claim(child, parent->pid);
 	} else {
-		child->pid = tid;
+		thread_claim(child, tid);
 		if (!detaching) {
 			int origin = event == PTRACE_EVENT_FORK  ? TLSD_ORIGIN_FORK
 				     : event == PTRACE_EVENT_VFORK ? TLSD_ORIGIN_VFORK
@@ -160,7 +159,7 @@ static void on_exec(struct thread *t)
 
 	uint64_t fs_base = 0; /* execve resets it; ld.so sets it later */
 	arch_read_fs_base(pid, &fs_base);
-	t->pid = pid;
+	thread_claim(t, pid);
 	t->parent_tid = (pid_t)former;
 	t->source = TLSD_FS_EXEC;
 	t->fs_base = fs_base;
@@ -264,6 +263,14 @@ static void on_death(pid_t tid, int status)
 	}
 }
 
+void handle_wait_status(pid_t tid, int status)
+{
+	if (WIFSTOPPED(status))
+		on_stop(tid, status);
+	else if (WIFEXITED(status) || WIFSIGNALED(status))
+		on_death(tid, status);
+}
+
 void drain_waits(void)
 {
 	for (;;) {
@@ -271,9 +278,6 @@ void drain_waits(void)
 		pid_t tid = waitpid(-1, &status, WNOHANG | __WALL);
 		if (tid <= 0)
 			return;
-		if (WIFSTOPPED(status))
-			on_stop(tid, status);
-		else if (WIFEXITED(status) || WIFSIGNALED(status))
-			on_death(tid, status);
+		handle_wait_status(tid, status);
 	}
 }

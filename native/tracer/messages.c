@@ -13,6 +13,7 @@ void send_reply(uint32_t req, int err, pid_t pid, uint32_t threads,
 	out_u64(&out, value);
 	out_u32(&out, passes);
 	out_end(&out);
+	out_urgent(&out);
 }
 
 void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid)

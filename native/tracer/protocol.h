@@ -39,9 +39,10 @@ enum tlsd_message {
 	TLSD_MSG_HELLO = 1,          /* u32 version, u32 tracer_pid */
 	TLSD_MSG_REPLY = 2,          /* u32 req, i32 errno (0 = ok), u32 pid,
 	                                u32 threads, u64 value, u32 passes;
-	                                value: ATTACH the longest a thread waited
-	                                between its interrupt and its restart, in
-	                                ns; REFRESH the FS base */
+	                                value: ATTACH the longest a thread can have
+	                                been stopped (restart minus the last time
+	                                it was seen running), in ns; REFRESH the
+	                                FS base */
 	TLSD_MSG_PROCESS_NEW = 3,    /* u32 pid, u8 origin, u32 parent_pid,
 	                                u32 parent_tid, u64 time */
 	TLSD_MSG_THREAD_NEW = 4,     /* u32 pid, u32 tid, u32 parent_tid,

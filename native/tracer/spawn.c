@@ -81,8 +81,7 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
 	p->flags = P_SPAWNING;
 	p->req = req;
 	struct thread *t = thread_add(pid);
-	t->pid = pid;
-	t->flags = T_CLAIMED;
+	thread_claim(t, pid);
 	t->source = TLSD_FS_EXEC;
 
 	(void)!write(go[1], "g", 1);

@@ -118,7 +118,28 @@ struct thread *thread_add(pid_t tid)
 	return t;
 }
 
-void thread_remove(pid_t tid) { free(map_del(&threads, tid)); }
+static void count_in(pid_t pid, int delta)
+{
+	struct process *p = pid ? map_get(&processes, pid) : NULL;
+	if (p)
+		p->nthreads += (uint32_t)delta;
+}
+
+void thread_claim(struct thread *t, pid_t pid)
+{
+	count_in(t->pid, -1);
+	t->pid = pid;
+	t->flags |= T_CLAIMED;
+	count_in(pid, +1);
+}
+
+void thread_remove(pid_t tid)
+{
+	struct thread *t = map_del(&threads, tid);
+	if (t)
+		count_in(t->pid, -1);
+	free(t);
+}
 
 static int thread_in(void *val, pid_t pid) { return ((struct thread *)val)->pid == pid; }
 
@@ -127,7 +148,7 @@ void thread_each_of(pid_t pid, void (*fn)(struct thread *, void *), void *arg)
 	map_each(&threads, thread_in, pid, (void (*)(void *, void *))fn, arg);
 }
 
-uint32_t thread_count_of(pid_t pid)
+static uint32_t count_threads_of(pid_t pid)
 {
 	uint32_t n = 0;
 	for (size_t i = 0; i < threads.cap; i++)
@@ -136,12 +157,19 @@ uint32_t thread_count_of(pid_t pid)
 	return n;
 }
 
+uint32_t thread_count_of(pid_t pid)
+{
+	struct process *p = map_get(&processes, pid);
+	return p ? p->nthreads : count_threads_of(pid);
+}
+
 struct process *process_find(pid_t pid) { return map_get(&processes, pid); }
 
 struct process *process_add(pid_t pid)
 {
 	struct process *p = xcalloc(1, sizeof *p);
 	p->pid = pid;
+	p->nthreads = count_threads_of(pid); /* a fork child claimed first */
 	map_put(&processes, pid, p);
 	return p;
 }

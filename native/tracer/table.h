@@ -26,7 +26,9 @@ struct thread {
 	uint32_t flags;
 	uint8_t source;   /* enum tlsd_fs_source of its first FS base */
 	uint64_t fs_base;
-	uint64_t interrupted_ns; /* when an attach interrupted it */
+	uint64_t seen_running_ns; /* attach: the last moment it was seen not yet
+	                             stopped, so its stop lasted at most until
+	                             its restart minus this */
 	int held_signal;         /* signal to deliver when a held leader detaches */
 	int dead;                /* reaped before it was claimed */
 	int dead_status;
@@ -48,15 +50,19 @@ struct process {
 	uint32_t req;            /* attach, spawn or detach request to answer */
 	uint32_t awaiting;       /* attach: seized threads whose first stop is due */
 	uint32_t seized;
+	uint32_t nthreads;       /* threads claimed for this process */
 	uint32_t passes;
 	uint64_t max_stop_ns;
 };
 
 struct thread *thread_find(pid_t tid);
 struct thread *thread_add(pid_t tid);
+/* Names the process a thread belongs to (and counts it there). */
+void thread_claim(struct thread *t, pid_t pid);
 void thread_remove(pid_t tid);
 /* Calls fn for every thread of pid; fn may remove the thread it is given. */
 void thread_each_of(pid_t pid, void (*fn)(struct thread *, void *), void *arg);
+/* O(1) for a known process. */
 uint32_t thread_count_of(pid_t pid);
 
 struct process *process_find(pid_t pid);

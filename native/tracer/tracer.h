@@ -31,7 +31,10 @@ void send_exec(pid_t pid, pid_t former_tid, uint64_t fs_base);
 void send_detached(pid_t pid);
 
 /* events.c */
+/* Collects every reported stop and death: waitpid(-1), whose cost grows
+ * with the number of tracees (the kernel walks its list of them). */
 void drain_waits(void);
+void handle_wait_status(pid_t tid, int status);
 /* Forgets a thread that is gone or detached; answers its refresh waiters. */
 void thread_forget(struct thread *t);
 /* Reads the FS base of a stopped thread and answers its refresh waiters. */

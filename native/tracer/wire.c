@@ -37,6 +37,8 @@ void out_str(struct outq *q, const char *s, size_t n)
 	put(q, s, n);
 }
 
+void out_urgent(struct outq *q) { q->urgent = 1; }
+
 void out_begin(struct outq *q, uint8_t type)
 {
 	q->frame_start = q->len;
@@ -67,6 +69,10 @@ int out_flush(struct outq *q, int fd)
 	}
 	memmove(q->data, q->data + done, q->len - done);
 	q->len -= done;
+	if (q->len == 0) {
+		q->urgent = 0;
+		q->oldest_ns = 0;
+	}
 	return 0;
 }
 

@@ -11,6 +11,8 @@
 struct outq {
 	uint8_t *data;
 	size_t len, cap, frame_start;
+	int urgent;            /* holds a frame someone waits for (a reply) */
+	uint64_t oldest_ns;    /* when the loop first saw the unsent frames */
 };
 
 void out_begin(struct outq *q, uint8_t type);
@@ -19,6 +21,8 @@ void out_u32(struct outq *q, uint32_t v);
 void out_u64(struct outq *q, uint64_t v);
 void out_str(struct outq *q, const char *s, size_t n);
 void out_end(struct outq *q);
+/* Marks the queue for sending at once rather than with the next batch. */
+void out_urgent(struct outq *q);
 /* Writes what the socket takes now. Returns -1 when the peer is gone. */
 int out_flush(struct outq *q, int fd);
 

@@ -1,0 +1,134 @@
+/* npm run bench: tlsd side by side with native runs, strace and gdb, in
+ * one run, rounds interleaved, medians and ratios (these machines are
+ * noisy: absolute times drift, ratios within a run hold).
+ *
+ *   BENCH_ROUNDS (default 5): rounds of each workload
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { TlsdClient } from '../clients/client.js';
+import { packageRoot } from '../daemon/paths.js';
+
+const run = promisify(execFile);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+const fixture = (name: string) => path.join(packageRoot, 'test', 'fixtures', 'build', name);
+const benchProgram = (name: string) => path.join(packageRoot, 'bench', 'build', name);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+/** A program that prints "done NS": the time it measured itself. */
+const selfTimed = (stdout: string) => Number(stdout.match(/^done (\d+)$/m)?.[1]) / 1e6;
+
+async function native(argv: string[]): Promise<number> {
+  return selfTimed((await run(argv[0]!, argv.slice(1), { maxBuffer: 1 << 24 })).stdout);
+}
+
+async function underStrace(argv: string[]): Promise<number> {
+  return selfTimed((await run('strace', ['-f', '-o', '/dev/null', ...argv], { maxBuffer: 1 << 24 })).stdout);
+}
+
+async function underTlsd(client: TlsdClient, argv: string[]): Promise<number> {
+  const p = await client.spawn({ argv });
+  for (;;) {
+    const q = await client.process(p.pid);
+    if (q.state === 'exited') return selfTimed(readFileSync(p.stdout!, 'utf8'));
+    await sleep(20);
+  }
+}
+
+async function startDaemon(dir: string): Promise<{ daemon: ChildProcess; client: TlsdClient }> {
+  const socket = path.join(dir, 'tlsd.sock');
+  const daemon = spawn(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', socket, '--log-level', 'warn'], { stdio: 'inherit' });
+  const client = new TlsdClient(socket);
+  for (let i = 0; ; i++) {
+    try {
+      await client.health();
+      return { daemon, client };
+    } catch (e) {
+      if (i > 200) throw e;
+      await sleep(50);
+    }
+  }
+}
+
+/** A running `threads N` fixture, ready once all its threads reported. */
+async function threadsProcess(n: number): Promise<ChildProcess> {
+  const child = spawn(fixture('threads'), [String(n)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => { out = (out + s).slice(-200); });
+  while (!/ready \d+/.test(out)) {
+    if (child.exitCode !== null) throw new Error(`threads ${n} exited with ${child.exitCode}`);
+    await sleep(50);
+  }
+  return child;
+}
+
+type Row = { workload: string; variant: string; ms: number[]; baseline?: string; extra?: string };
+
+function table(rows: Row[]): string {
+  const lines = ['| workload | run | median | ratio |', '| --- | --- | ---: | ---: |'];
+  for (const r of rows) {
+    const base = rows.find((b) => b.workload === r.workload && b.variant === r.baseline);
+    const ratio = base ? `${(median(r.ms) / median(base.ms)).toFixed(2)}×` : '1×';
+    lines.push(`| ${r.workload} | ${r.variant}${r.extra ? ` (${r.extra})` : ''} | ${median(r.ms).toFixed(1)} ms | ${ratio} |`);
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-bench-'));
+  const { daemon, client } = await startDaemon(dir);
+  const rows: Row[] = [];
+  try {
+    const churn = [fixture('churn'), '1', '20000'];
+    const churnRows = ['native', 'tlsd', 'strace -f'].map((variant) => ({ workload: 'thread churn, 20,000 create+join', variant, ms: [] as number[], baseline: 'native' }));
+    const loop = [benchProgram('getppid'), '2000000'];
+    const loopRows = ['native', 'tlsd'].map((variant) => ({ workload: '2,000,000 getppid', variant, ms: [] as number[], baseline: 'native' }));
+    for (let i = 0; i < rounds; i++) {
+      churnRows[0]!.ms.push(await native(churn));
+      churnRows[1]!.ms.push(await underTlsd(client, churn));
+      churnRows[2]!.ms.push(await underStrace(churn));
+      loopRows[0]!.ms.push(await native(loop));
+      loopRows[1]!.ms.push(await underTlsd(client, loop));
+      process.stderr.write(`round ${i + 1}/${rounds} of churn and getppid done\n`);
+    }
+    rows.push(...churnRows, ...loopRows);
+
+    for (const n of [1000, 10000]) {
+      const target = await threadsProcess(n);
+      const gdbRow: Row = { workload: `attach to ${n + 2} threads`, variant: "gdb -batch -ex 'info threads'", ms: [] };
+      const tlsdRow: Row = { workload: gdbRow.workload, variant: 'tlsd (POST /v1/processes)', ms: [], baseline: gdbRow.variant };
+      const stops: number[] = [];
+      const attachRounds = n >= 10000 ? Math.min(rounds, 3) : rounds;
+      for (let i = 0; i < attachRounds; i++) {
+        let t0 = performance.now();
+        await run('gdb', ['-batch', '-nx', '-p', String(target.pid), '-ex', 'info threads'], { maxBuffer: 1 << 26 });
+        gdbRow.ms.push(performance.now() - t0);
+        t0 = performance.now();
+        const p = await client.attach(target.pid!);
+        tlsdRow.ms.push(performance.now() - t0);
+        stops.push(p.attach?.longestStopMicros ?? NaN);
+        await client.detach(target.pid!);
+      }
+      tlsdRow.extra = `longest thread stop: median ${median(stops).toFixed(0)} µs, max ${Math.max(...stops).toFixed(0)} µs`;
+      rows.push(gdbRow, tlsdRow);
+      target.kill('SIGKILL');
+      process.stderr.write(`attach to ${n} threads done\n`);
+    }
+  } finally {
+    daemon.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log(`tlsd bench: ${rounds} rounds, medians; ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);
+  console.log(table(rows));
+}
+
+await main();
