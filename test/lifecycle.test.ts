@@ -156,3 +156,13 @@ test('every signal sent to a tracee arrives', async (t) => {
   t.true(fixture.out.all.includes(`usr1 ${count}`));
   await client.detach(fixture.pid);
 });
+
+test('a spawned process runs at the priority the daemon has, not the tracer\'s', async (t) => {
+  const { client, child } = await startDaemon(t);
+  const p = await client.spawn({ argv: ['sleep', '60'] });
+  t.teardown(() => { try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ } });
+  const nice = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+  t.is(nice(p.pid), nice(child.pid!));
+  const tracer = (await client.health()).tracerPid!;
+  t.true(nice(tracer) < nice(child.pid!), 'the tracer itself runs ahead of its tracees');
+});

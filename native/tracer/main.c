@@ -216,6 +216,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	remember_scheduling();
 	setpriority(PRIO_PROCESS, 0, TRACER_NICE); /* best effort */
 	sigset_t handled;
 	sigemptyset(&handled);

@@ -45,6 +45,11 @@ void attach_process(uint32_t req, pid_t pid);
 void attach_first_stop_seen(struct thread *t);
 void attach_thread_lost(struct thread *t);
 
+/* scheduling.c: the tracer's own priority, undone in the processes it
+ * spawns (they must start as they would without tlsd). */
+void remember_scheduling(void);
+void restore_scheduling(void);
+
 /* spawn.c */
 void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
 		   const char *cwd, const char *out_path, const char *err_path);
