@@ -21,6 +21,8 @@ export function buildServer(deps: RouteDeps & { log: Logger }): FastifyInstance 
   const app = Fastify({
     loggerInstance: deps.log.child({ component: 'api' }) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
+    // Event streams never go idle; closing must not wait for them.
+    forceCloseConnections: true,
     // Unknown fields are an error, not silently dropped (DESIGN.md invariant 5).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();

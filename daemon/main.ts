@@ -39,9 +39,11 @@ async function stop(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   log.info({ signal }, 'stopping: detaching every tracee');
+  await supervisor.close(); // first: it is what must not be left undone
   await app.close();
-  await supervisor.close();
   process.exit(0);
 }
+// A bug must not take the tracees' supervisor down with it.
+process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 process.on('SIGINT', () => void stop('SIGINT'));
 process.on('SIGTERM', () => void stop('SIGTERM'));

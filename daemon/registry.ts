@@ -67,6 +67,9 @@ export interface ProcessRecord {
   reattachSeen?: Set<Tid>;
 }
 
+/** Ended and detached processes kept for GET (a test farm starts many). */
+const RETAINED_ENDED_PROCESSES = 1000;
+
 const toDate = (t: WireTime): Date => new Date(Number(t) / 1e6);
 
 const origins: Record<string, ProcessOrigin> = {
@@ -118,8 +121,24 @@ export class Registry {
     if (e.parentPid) p.parentPid = e.parentPid;
     this.describe(p);
     p.startedAt = readStartTime(p.pid) ?? p.startedAt;
+    this.processes.delete(e.pid); // a reused pid: the new one goes last
     this.processes.set(e.pid, p);
+    this.forgetOldEnded();
     if (p.origin === 'forked') this.bus.publish('process.spawned', () => this.summary(p), p.startedAt);
+  }
+
+  /** Drops the oldest ended or detached processes beyond the limit (a
+   * Map iterates in insertion order: oldest first). */
+  private forgetOldEnded(): void {
+    let ended = 0;
+    for (const p of this.processes.values()) if (p.state !== 'running') ended++;
+    for (const [pid, p] of this.processes) {
+      if (ended <= RETAINED_ENDED_PROCESSES) break;
+      if (p.state !== 'running') {
+        this.processes.delete(pid);
+        ended--;
+      }
+    }
   }
 
   /** Reads what the process runs from /proc: at its birth and its exec. */

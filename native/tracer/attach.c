@@ -186,25 +186,19 @@ void attach_process(uint32_t req, pid_t pid)
 	attach_maybe_done(p);
 }
 
-void attach_first_stop_seen(struct thread *t)
+/* A seized thread is settled: it stopped (its FS base is read) or died. */
+static void attach_settled(struct thread *t, int stopped)
 {
 	t->flags &= ~T_ATTACHING;
 	struct process *p = process_find(t->pid);
 	if (!p)
 		return;
 	uint64_t waited = now_ns() - t->seen_running_ns;
-	if (waited > p->max_stop_ns)
+	if (stopped && waited > p->max_stop_ns)
 		p->max_stop_ns = waited;
 	p->awaiting--;
 	attach_maybe_done(p);
 }
 
-void attach_thread_lost(struct thread *t)
-{
-	t->flags &= ~T_ATTACHING;
-	struct process *p = process_find(t->pid);
-	if (!p)
-		return;
-	p->awaiting--;
-	attach_maybe_done(p);
-}
+void attach_first_stop_seen(struct thread *t) { attach_settled(t, 1); }
+void attach_thread_lost(struct thread *t) { attach_settled(t, 0); }
