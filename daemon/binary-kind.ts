@@ -19,14 +19,15 @@ export interface BinaryKind {
   linkage: Linkage;
 }
 
-export function binaryKind(pid: Pid): BinaryKind {
-  let head: Buffer;
-  try {
-    head = readHead(`/proc/${pid}/exe`, HEAD_BYTES);
-  } catch {
-    return { libc: 'unknown', linkage: 'dynamic' };
+/** Reads the executable through the process (which also works inside a
+ * container), or by its path once the process is gone. */
+export function binaryKind(pid: Pid, exe: string): BinaryKind {
+  for (const file of [`/proc/${pid}/exe`, exe]) {
+    try {
+      return classify(readHead(file, HEAD_BYTES));
+    } catch { /* next */ }
   }
-  return classify(head);
+  return { libc: 'unknown', linkage: 'dynamic' };
 }
 
 function classify(head: Buffer): BinaryKind {

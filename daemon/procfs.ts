@@ -31,15 +31,6 @@ export function readExe(pid: Pid): string | undefined {
   }
 }
 
-export function readArgv(pid: Pid): string[] {
-  try {
-    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return raw.split('\0').filter((s, i, all) => s !== '' || i < all.length - 1);
-  } catch {
-    return [];
-  }
-}
-
 export interface ThreadStat {
   name: string;
   state: string;

@@ -5,7 +5,8 @@ import type { EventBus } from './event-bus.js';
 import type { TracerEvent } from './tracer/client.js';
 import type { WireTime } from './tracer/protocol.js';
 import { binaryKind, type Libc, type Linkage } from './binary-kind.js';
-import { readArgv, readExe, readStartTime } from './procfs.js';
+import { readStartTime } from './procfs.js';
+import type { ProcessImage } from './tracer/protocol.js';
 import { decodeWaitStatus, killedBySignal, type Ending } from './wait-status.js';
 import {
   formatAddress, isLeader, leaderTid, type Address, type ExitHow, type FsBaseSource, type Pid,
@@ -119,7 +120,7 @@ export class Registry {
       threads: new Map(), exits: [], gaps: [], unresolved: new Map(), groupExitSeen: false,
     };
     if (e.parentPid) p.parentPid = e.parentPid;
-    this.describe(p);
+    this.describe(p, e);
     p.startedAt = readStartTime(p.pid) ?? p.startedAt;
     this.processes.delete(e.pid); // a reused pid: the new one goes last
     this.processes.set(e.pid, p);
@@ -141,11 +142,11 @@ export class Registry {
     }
   }
 
-  /** Reads what the process runs from /proc: at its birth and its exec. */
-  private describe(p: ProcessRecord): void {
-    p.exe = readExe(p.pid) ?? '';
-    p.argv = readArgv(p.pid);
-    Object.assign(p, binaryKind(p.pid));
+  /** What the process runs: at its birth and at its exec. */
+  private describe(p: ProcessRecord, image: ProcessImage): void {
+    p.exe = image.exe;
+    p.argv = image.argv;
+    Object.assign(p, binaryKind(p.pid, image.exe));
   }
 
   summary(p: ProcessRecord): Record<string, unknown> {
@@ -211,7 +212,7 @@ export class Registry {
     // on under the leader's tid, as a new thread of the new image.
     for (const tid of [...p.threads.keys()]) this.ledger(p, tid, 'exec', {}, at);
     p.groupExitSeen = false;
-    this.describe(p);
+    this.describe(p, e);
     this.bus.publish('process.exec', () => ({ pid: p.pid, formerTid: e.formerTid, exe: p.exe, argv: p.argv }), at);
     this.threadNew(p, { type: 'threadNew', pid: p.pid, tid: leaderTid(p.pid), parentTid: e.formerTid, fsBase: e.fsBase, source: 'exec', at: e.at });
   }

@@ -18,18 +18,24 @@ export type TracerOrigin = (typeof origins)[number];
 const fsSources: FsBaseSource[] = ['attach', 'clone', 'exec', 'stop', 'refresh'];
 const logLevels = ['debug', 'info', 'warn', 'error'] as const;
 
+/** What a process runs, as the tracer read it while the process stopped. */
+export interface ProcessImage {
+  exe: string;
+  argv: string[];
+}
+
 /** Times on the wire are CLOCK_REALTIME nanoseconds. */
 export type WireTime = bigint;
 
 export type TracerMessage =
   | { type: 'hello'; version: number; tracerPid: Pid }
   | { type: 'reply'; req: number; errno: number; pid: Pid; threads: number; value: bigint; passes: number }
-  | { type: 'processNew'; pid: Pid; origin: TracerOrigin; parentPid: Pid; parentTid: Tid; at: WireTime }
+  | { type: 'processNew'; pid: Pid; origin: TracerOrigin; parentPid: Pid; parentTid: Tid; at: WireTime } & ProcessImage
   | { type: 'threadNew'; pid: Pid; tid: Tid; parentTid: Tid; fsBase: Address; source: FsBaseSource; at: WireTime }
   | { type: 'threadFsBase'; pid: Pid; tid: Tid; fsBase: Address; source: FsBaseSource }
   | { type: 'threadExiting'; pid: Pid; tid: Tid; exitStatus: number; syscall: bigint; at: WireTime }
   | { type: 'threadGone'; pid: Pid; tid: Tid; waitStatus: number; at: WireTime }
-  | { type: 'exec'; pid: Pid; formerTid: Tid; fsBase: Address; at: WireTime }
+  | { type: 'exec'; pid: Pid; formerTid: Tid; fsBase: Address; at: WireTime } & ProcessImage
   | { type: 'detached'; pid: Pid }
   | { type: 'log'; level: (typeof logLevels)[number]; text: string };
 
@@ -60,6 +66,11 @@ class FrameReader {
     const n = this.u32();
     return this.body.toString('utf8', this.need(n), this.at);
   }
+  image(): ProcessImage {
+    const exe = this.str();
+    const cmdline = this.str();
+    return { exe, argv: cmdline ? cmdline.replace(/\0$/, '').split('\0') : [] };
+  }
 }
 
 function pick<T>(table: readonly T[], index: number, what: string): T {
@@ -77,7 +88,7 @@ export function decodeMessage(body: Buffer): TracerMessage {
     case Message.reply:
       return { type: 'reply', req: r.u32(), errno: r.i32(), pid: asPid(r.u32()), threads: r.u32(), value: r.u64(), passes: r.u32() };
     case Message.processNew:
-      return { type: 'processNew', pid: asPid(r.u32()), origin: pick(origins, r.u8(), 'origin'), parentPid: asPid(r.u32()), parentTid: asTid(r.u32()), at: r.u64() };
+      return { type: 'processNew', pid: asPid(r.u32()), origin: pick(origins, r.u8(), 'origin'), parentPid: asPid(r.u32()), parentTid: asTid(r.u32()), at: r.u64(), ...r.image() };
     case Message.threadNew:
       return { type: 'threadNew', pid: asPid(r.u32()), tid: asTid(r.u32()), parentTid: asTid(r.u32()), fsBase: asAddress(r.u64()), source: pick(fsSources, r.u8(), 'source'), at: r.u64() };
     case Message.threadFsBase:
@@ -87,7 +98,7 @@ export function decodeMessage(body: Buffer): TracerMessage {
     case Message.threadGone:
       return { type: 'threadGone', pid: asPid(r.u32()), tid: asTid(r.u32()), waitStatus: r.i32(), at: r.u64() };
     case Message.exec:
-      return { type: 'exec', pid: asPid(r.u32()), formerTid: asTid(r.u32()), fsBase: asAddress(r.u64()), at: r.u64() };
+      return { type: 'exec', pid: asPid(r.u32()), formerTid: asTid(r.u32()), fsBase: asAddress(r.u64()), at: r.u64(), ...r.image() };
     case Message.detached:
       return { type: 'detached', pid: asPid(r.u32()) };
     case Message.log:

@@ -1,6 +1,26 @@
 /* Every tracer -> daemon message, encoded as protocol.h describes. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
 #include "protocol.h"
 #include "tracer.h"
+
+/* What the process runs: /proc/PID/exe and /proc/PID/cmdline, read now
+ * (the caller has it stopped, or knows it cannot have been reaped). */
+static void out_process_image(pid_t pid)
+{
+	char path[64], exe[4096], cmdline[8192];
+	snprintf(path, sizeof path, "/proc/%d/exe", pid);
+	ssize_t n = readlink(path, exe, sizeof exe);
+	out_str(&out, exe, n > 0 ? (size_t)n : 0);
+	snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	n = fd < 0 ? 0 : read(fd, cmdline, sizeof cmdline);
+	if (fd >= 0)
+		close(fd);
+	out_str(&out, cmdline, n > 0 ? (size_t)n : 0);
+}
 
 void send_reply(uint32_t req, int err, pid_t pid, uint32_t threads,
 		uint64_t value, uint32_t passes)
@@ -24,6 +44,7 @@ void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid)
 	out_u32(&out, (uint32_t)parent_pid);
 	out_u32(&out, (uint32_t)parent_tid);
 	out_u64(&out, now_ns());
+	out_process_image(pid);
 	out_end(&out);
 }
 
@@ -77,6 +98,7 @@ void send_exec(pid_t pid, pid_t former_tid, uint64_t fs_base)
 	out_u32(&out, (uint32_t)former_tid);
 	out_u64(&out, fs_base);
 	out_u64(&out, now_ns());
+	out_process_image(pid);
 	out_end(&out);
 }
 

@@ -12,6 +12,9 @@
  * followed by that many bytes (no terminating NUL). Times are CLOCK_REALTIME
  * nanoseconds. A wait status is the raw int that waitpid(2) stores.
  *
+ * exe and cmdline are read from /proc by the tracer while the process is
+ * stopped, so a process that is gone a moment later is still described.
+ *
  * The first frame the tracer sends is HELLO. A receiver ignores trailing
  * fields it does not know, so fields are only ever appended.
  *
@@ -44,7 +47,8 @@ enum tlsd_message {
 	                                it was seen running), in ns; REFRESH the
 	                                FS base */
 	TLSD_MSG_PROCESS_NEW = 3,    /* u32 pid, u8 origin, u32 parent_pid,
-	                                u32 parent_tid, u64 time */
+	                                u32 parent_tid, u64 time, str exe,
+	                                str cmdline (NUL-separated, as in /proc) */
 	TLSD_MSG_THREAD_NEW = 4,     /* u32 pid, u32 tid, u32 parent_tid,
 	                                u64 fs_base, u8 source, u64 time */
 	TLSD_MSG_THREAD_FSBASE = 5,  /* u32 pid, u32 tid, u64 fs_base, u8 source */
@@ -54,7 +58,7 @@ enum tlsd_message {
 	                                u64 time: reaped; tid == pid ends the
 	                                process */
 	TLSD_MSG_EXEC = 8,           /* u32 pid, u32 former_tid, u64 fs_base,
-	                                u64 time */
+	                                u64 time, str exe, str cmdline */
 	TLSD_MSG_DETACHED = 9,       /* u32 pid */
 	TLSD_MSG_LOG = 10,           /* u8 level, str text */
 };

@@ -8,6 +8,19 @@ import { packageRoot } from '../../daemon/paths.js';
 
 export const fixturePath = (name: string) => path.join(packageRoot, 'test', 'fixtures', 'build', name);
 
+/** Every process whose parent is `pid`, and theirs, read from /proc. */
+export function descendantsOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(name));
+    } catch { /* gone */ }
+  }
+  return children.flatMap((c) => [...descendantsOf(c), c]);
+}
+
 export function killPid(pid: number): void {
   try {
     process.kill(pid, 'SIGKILL');
@@ -92,10 +105,14 @@ export class Fixture {
     this.extraPids.add(pid);
   }
 
+  /** Kills the fixture, what it forked, and what the test said it owns;
+   * closes its pipes, which an orphan could otherwise keep open. */
   kill(): void {
-    for (const pid of this.extraPids) killPid(pid);
-    killPid(this.pid);
-    if (this.child.pid) killPid(this.child.pid);
+    const roots = [this.pid, ...(this.child.pid ? [this.child.pid] : [])];
+    for (const pid of [...this.extraPids, ...roots.flatMap(descendantsOf)]) killPid(pid);
+    for (const pid of roots) killPid(pid);
+    this.child.stdin?.destroy();
+    this.child.stdout?.destroy();
   }
 }
 
