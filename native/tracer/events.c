@@ -69,10 +69,8 @@ static void resume(struct thread *t, int signal, int group_stop)
 		/* Stay in the group-stop without being in a ptrace-stop, so
 		 * SIGCONT resumes it as it would untraced. */
 		ptrace(PTRACE_LISTEN, t->tid, 0, 0);
-		t->flags |= T_LISTENING;
 	} else {
 		ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)signal);
-		t->flags &= ~T_LISTENING;
 	}
 	/* ESRCH here means it was killed meanwhile: its death report follows. */
 }

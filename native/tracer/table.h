@@ -12,7 +12,6 @@ enum thread_flag {
 	T_FIRST_STOP = 1 << 0,  /* its first stop was seen and fs_base read */
 	T_CLAIMED = 1 << 1,     /* pid is known (seized, or its clone event seen) */
 	T_ANNOUNCED = 1 << 2,   /* THREAD_NEW was sent */
-	T_LISTENING = 1 << 3,   /* in a group-stop, restarted with PTRACE_LISTEN */
 	T_DETACH = 1 << 4,      /* detach at its next stop */
 	T_HELD = 1 << 5,        /* a leader kept stopped until its threads detached */
 	T_ATTACHING = 1 << 6,   /* seized by an attach that awaits its first stop */
