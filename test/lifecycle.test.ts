@@ -2,7 +2,7 @@
  * exec from a non-leader thread, the leader leaving first, fork, signals. */
 import { readFileSync } from 'node:fs';
 import test from 'ava';
-import { startDaemon } from './helpers/daemon.js';
+import { processEnd, startDaemon } from './helpers/daemon.js';
 import { commandFifo } from './helpers/fifo.js';
 import { Fixture, fixturePath, Lines, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
 
@@ -44,10 +44,7 @@ test('spawn: threads ending with exit(code), then the process with exit_group(co
   commands.send('exit 2 7');
   await waitUntil('two exits', async () => (await client.exits(p.pid)).length === 2);
   commands.send('quit 3');
-  const ended = await waitUntil('the process to end', async () => {
-    const q = await client.process(p.pid);
-    return q.state === 'exited' ? q : undefined;
-  });
+  const ended = await processEnd(client, p.pid);
   t.is(ended.exit?.code, 3);
 
   const exits = await client.exits(p.pid);
@@ -113,10 +110,7 @@ test('the leader exits first and the other threads live on', async (t) => {
   t.is(th.fsBaseSource, 'clone');
 
   fixture.send('quit 4');
-  const ended = await waitUntil('the end', async () => {
-    const q = await client.process(fixture.pid);
-    return q.state === 'exited' ? q : undefined;
-  });
+  const ended = await processEnd(client, fixture.pid);
   t.is(ended.exit?.code, 4);
   t.is((await client.exits(fixture.pid)).filter((x) => x.tid === fixture.pid).length, 1, 'the leader is in the ledger once');
 });

@@ -2,7 +2,7 @@
  * followed to the end, and the daemon stays up. */
 import { realpathSync } from 'node:fs';
 import test from 'ava';
-import { startDaemon } from './helpers/daemon.js';
+import { processEnd, startDaemon } from './helpers/daemon.js';
 import { Fixture, waitUntil } from './helpers/fixture.js';
 
 test('a tracee that segfaults: every thread ends by the signal, the daemon lives on', async (t) => {
@@ -10,10 +10,7 @@ test('a tracee that segfaults: every thread ends by the signal, the daemon lives
   const { client } = await startDaemon(t);
   await client.attach(fixture.pid);
   fixture.send('segv');
-  const p = await waitUntil('the crash', async () => {
-    const q = await client.process(fixture.pid);
-    return q.state === 'exited' ? q : undefined;
-  });
+  const p = await processEnd(client, fixture.pid);
   t.is(p.exit?.signal, 11);
   const exits = await client.exits(fixture.pid);
   t.is(exits.length, 5);

@@ -35,3 +35,11 @@ export async function startDaemon(t: ExecutionContext): Promise<TestDaemon> {
   await waitUntil('the daemon to answer', () => client.health().catch(() => undefined));
   return { child, client, socket, dir };
 }
+
+/** Waits until the daemon has seen the process end; returns its record. */
+export function processEnd(client: TlsdClient, pid: number) {
+  return waitUntil(`process ${pid} to end`, async () => {
+    const p = await client.process(pid);
+    return p.state === 'exited' ? p : undefined;
+  });
+}
