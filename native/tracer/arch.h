@@ -9,7 +9,9 @@
 struct stop_regs {
 	uint64_t fs_base;     /* the thread pointer */
 	int64_t syscall;      /* orig_rax: the syscall the thread is in, or -1 */
+	uint64_t arg0;        /* its first argument (exit code for exit/exit_group) */
 	uint64_t clone_flags; /* at a clone event stop: the flags of the call */
+	uint64_t clone_tls;   /* and its tls argument (used with CLONE_SETTLS) */
 };
 
 /* Reads the registers of a thread in a ptrace-stop. Returns -1 with errno

@@ -12,15 +12,20 @@
 #error "arch_x86_64.c is for x86-64; write arch_<your arch>.c"
 #endif
 
-/* clone3(2): flags is the first u64 of struct clone_args. */
-static uint64_t clone3_flags(pid_t tid, uint64_t args)
+/* clone3(2): struct clone_args (linux/sched.h), flags at 0, tls at 56. */
+struct clone_args_head {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+};
+
+static void read_clone3_args(pid_t tid, uint64_t args, struct stop_regs *r)
 {
-	uint64_t flags = 0;
-	struct iovec local = { &flags, sizeof flags };
-	struct iovec remote = { (void *)args, sizeof flags };
-	if (process_vm_readv(tid, &local, 1, &remote, 1, 0) != sizeof flags)
-		return 0;
-	return flags;
+	struct clone_args_head head = { 0 };
+	struct iovec local = { &head, sizeof head };
+	struct iovec remote = { (void *)args, sizeof head };
+	if (process_vm_readv(tid, &local, 1, &remote, 1, 0) != sizeof head)
+		return;
+	r->clone_flags = head.flags;
+	r->clone_tls = head.tls;
 }
 
 int arch_read_regs(pid_t tid, struct stop_regs *r)
@@ -30,14 +35,16 @@ int arch_read_regs(pid_t tid, struct stop_regs *r)
 		return -1;
 	r->fs_base = regs.fs_base;
 	r->syscall = (int64_t)regs.orig_rax;
+	r->arg0 = regs.rdi;
+	r->clone_flags = r->clone_tls = 0;
 	/* PTRACE.md: at a clone event stop the parent's registers still hold
-	 * the arguments: clone(flags = rdi, ...), clone3(&clone_args = rdi). */
-	if (regs.orig_rax == SYS_clone)
+	 * the arguments: clone(flags = rdi, ..., tls = r8), clone3(&args = rdi). */
+	if (regs.orig_rax == SYS_clone) {
 		r->clone_flags = regs.rdi;
-	else if (regs.orig_rax == SYS_clone3)
-		r->clone_flags = clone3_flags(tid, regs.rdi);
-	else
-		r->clone_flags = 0;
+		r->clone_tls = regs.r8;
+	} else if (regs.orig_rax == SYS_clone3) {
+		read_clone3_args(tid, regs.rdi, r);
+	}
 	return 0;
 }
 

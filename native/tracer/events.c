@@ -75,22 +75,37 @@ static void resume(struct thread *t, int signal, int group_stop)
 	/* ESRCH here means it was killed meanwhile: its death report follows. */
 }
 
+/* The first stop of a new child: its FS base is what its parent's clone
+ * asked for (on_new_child), so it needs no read of its own; a thread we
+ * seized is read here. */
+static void on_first_stop(struct thread *t)
+{
+	t->flags |= T_FIRST_STOP;
+	int is_new_child = !(t->flags & T_CLAIMED) || (t->flags & T_FS_KNOWN);
+	if (!is_new_child) {
+		uint64_t fs_base;
+		if (arch_read_fs_base(t->tid, &fs_base) < 0)
+			return;
+		t->fs_base = fs_base;
+		t->flags |= T_FS_KNOWN;
+	}
+	announce(t);
+	if (t->nrefresh && arch_read_fs_base(t->tid, &t->fs_base) == 0)
+		note_fs_base(t, t->fs_base); /* refreshes that came before */
+	if (t->flags & T_ATTACHING)
+		attach_first_stop_seen(t);
+}
+
 /* An interrupt stop, group-stop, signal-delivery stop or first stop. */
 static void on_plain_stop(struct thread *t)
 {
-	uint64_t fs_base;
-	if (arch_read_fs_base(t->tid, &fs_base) < 0)
-		return;
-	if (t->flags & T_FIRST_STOP) {
-		note_fs_base(t, fs_base);
+	if (!(t->flags & T_FIRST_STOP)) {
+		on_first_stop(t);
 		return;
 	}
-	t->fs_base = fs_base;
-	t->flags |= T_FIRST_STOP;
-	announce(t);
-	note_fs_base(t, fs_base); /* answers refreshes that came before */
-	if (t->flags & T_ATTACHING)
-		attach_first_stop_seen(t);
+	uint64_t fs_base;
+	if (arch_read_fs_base(t->tid, &fs_base) == 0)
+		note_fs_base(t, fs_base);
 }
 
 static void on_new_child(struct thread *parent, int event)
@@ -114,6 +129,13 @@ static void on_new_child(struct thread *parent, int event)
 		child = thread_add(tid);
 	child->parent_tid = parent->tid;
 	child->source = TLSD_FS_CLONE;
+	if (have_regs) {
+		/* copy_thread() set the child's FS base before its first
+		 * instruction: the tls argument with CLONE_SETTLS, else a copy
+		 * of the parent's. That is its value at its first stop. */
+		child->fs_base = (regs.clone_flags & CLONE_SETTLS) ? regs.clone_tls : regs.fs_base;
+		child->flags |= T_FS_KNOWN;
+	}
 
 	struct process *owner = process_find(parent->pid);
 	int detaching = (parent->flags & T_DETACH) ||
@@ -161,7 +183,7 @@ static void on_exec(struct thread *t)
 	t->parent_tid = (pid_t)former;
 	t->source = TLSD_FS_EXEC;
 	t->fs_base = fs_base;
-	t->flags = T_CLAIMED | T_FIRST_STOP | (t->flags & (T_ANNOUNCED | T_DETACH));
+	t->flags = T_CLAIMED | T_FIRST_STOP | T_FS_KNOWN | (t->flags & (T_ANNOUNCED | T_DETACH));
 
 	struct process *p = process_find(pid);
 	if (p && (p->flags & P_SPAWNING)) {
@@ -179,13 +201,20 @@ static void on_exec(struct thread *t)
 		announce(t);
 }
 
+/* x86-64 syscall numbers (asm/unistd_64.h) of a thread's own exit. */
+#define SYSCALL_EXIT 60
+#define SYSCALL_EXIT_GROUP 231
+
 static void on_exit_event(struct thread *t)
 {
-	unsigned long status = 0;
-	ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &status);
 	struct stop_regs regs = { .syscall = -1 };
 	if (arch_read_regs(t->tid, &regs) == 0)
 		note_fs_base(t, regs.fs_base);
+	unsigned long status = 0;
+	if (regs.syscall == SYSCALL_EXIT || regs.syscall == SYSCALL_EXIT_GROUP)
+		status = (regs.arg0 & 0xff) << 8; /* do_exit((code & 0xff) << 8) */
+	else /* a signal, or another thread's exit_group or exec */
+		ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &status);
 	t->flags |= T_EXITING;
 	if (t->flags & T_ANNOUNCED)
 		send_thread_exiting(t, (int)status, regs.syscall);
