@@ -36,7 +36,7 @@ export const Process = Type.Object({
   attach: Type.Optional(Type.Object({
     passes: Type.Integer({ description: 'scans of /proc/PID/task until one found no new thread' }),
     threads: Type.Integer(),
-    longestStopMicros: Type.Number({ description: 'the longest a thread waited between its interrupt and its restart' }),
+    longestStopMicros: Type.Number({ description: 'the longest a thread can have been stopped: from the last time it was seen running to its restart' }),
   })),
 });
 

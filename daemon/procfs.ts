@@ -41,15 +41,20 @@ const stateNames: Record<string, string> = {
   Z: 'zombie', X: 'dead', I: 'idle', P: 'parked', W: 'waking',
 };
 
+/** A /proc/.../stat line split into fields, from field 1 (pid) on (proc(5)):
+ * fields[n - 1] is field n. comm (field 2) is in parentheses and may itself
+ * contain ')' or spaces, so the rest is split after its last ')'. */
+export function statFields(text: string): string[] {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  return [text.slice(0, open - 1), text.slice(open + 1, close), ...text.slice(close + 2).split(' ')];
+}
+
 /** Name and scheduler state of a thread, or undefined once it is gone. */
 export function readThreadStat(pid: Pid, tid: Tid): ThreadStat | undefined {
   try {
-    const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    // comm is in parentheses and may itself contain ')' or spaces.
-    const open = text.indexOf('(');
-    const close = text.lastIndexOf(')');
-    const letter = text.slice(close + 2, close + 3);
-    return { name: text.slice(open + 1, close), state: stateNames[letter] ?? letter };
+    const [, name = '', letter = ''] = statFields(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+    return { name, state: stateNames[letter] ?? letter };
   } catch {
     return undefined;
   }
@@ -63,9 +68,7 @@ let bootTimeMs: number | undefined;
 export function readStartTime(pid: Pid): Date | undefined {
   try {
     bootTimeMs ??= Number(readFileSync('/proc/stat', 'utf8').match(/^btime (\d+)/m)?.[1]) * 1000;
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[22 - 3]); // fields after comm start at field 3
+    const ticks = Number(statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'))[22 - 1]);
     return Number.isFinite(ticks) ? new Date(bootTimeMs + (ticks * 1000) / CLOCK_TICKS_PER_SECOND) : undefined;
   } catch {
     return undefined;

@@ -5,6 +5,7 @@ import test from 'ava';
 import { processEnd, startDaemon } from './helpers/daemon.js';
 import { commandFifo } from './helpers/fifo.js';
 import { Fixture, fixturePath, Lines, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
+import { statFields } from '../daemon/procfs.js';
 
 /** The stdout of a spawned process, re-read from its file. */
 function outputOf(file: string): Lines {
@@ -155,7 +156,7 @@ test('a spawned process runs at the priority the daemon has, not the tracer\'s',
   const { client, child } = await startDaemon(t);
   const p = await client.spawn({ argv: ['sleep', '60'] });
   t.teardown(() => { try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ } });
-  const nice = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+  const nice = (pid: number) => Number(statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'))[19 - 1]);
   t.is(nice(p.pid), nice(child.pid!));
   const tracer = (await client.health()).tracerPid!;
   t.true(nice(tracer) < nice(child.pid!), 'the tracer itself runs ahead of its tracees');

@@ -92,18 +92,17 @@ static pid_t *list_tasks(pid_t pid, size_t *n)
 	pid_t *tids = malloc(cap * sizeof *tids);
 	*n = 0;
 	struct dirent *ent;
-	while (tids && (ent = readdir(dir))) {
+	while ((ent = readdir(dir))) {
 		pid_t tid = (pid_t)atoi(ent->d_name);
 		if (tid <= 0)
 			continue;
 		if (*n == cap)
 			tids = realloc(tids, (cap *= 2) * sizeof *tids);
-		if (tids)
-			tids[(*n)++] = tid;
+		if (!tids)
+			abort(); /* out of memory: dying detaches every tracee unharmed */
+		tids[(*n)++] = tid;
 	}
 	closedir(dir);
-	if (!tids)
-		abort();
 	return tids;
 }
 

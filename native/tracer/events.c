@@ -75,23 +75,20 @@ static void resume(struct thread *t, int signal, int group_stop)
 	/* ESRCH here means it was killed meanwhile: its death report follows. */
 }
 
-/* The first stop of a new child: its FS base is what its parent's clone
- * asked for (on_new_child), so it needs no read of its own; a thread we
- * seized is read here. */
+/* A new child's FS base is what its parent's clone asked for, known from
+ * the clone event whichever of the two stops comes first (on_new_child),
+ * so its first stop needs no read; a thread we seized is read here, as is
+ * any thread someone is waiting to have refreshed. */
 static void on_first_stop(struct thread *t)
 {
 	t->flags |= T_FIRST_STOP;
-	int is_new_child = !(t->flags & T_CLAIMED) || (t->flags & T_FS_KNOWN);
-	if (!is_new_child) {
-		uint64_t fs_base;
-		if (arch_read_fs_base(t->tid, &fs_base) < 0)
-			return;
-		t->fs_base = fs_base;
-		t->flags |= T_FS_KNOWN;
-	}
+	int from_clone = !(t->flags & T_CLAIMED) || (t->flags & T_FS_KNOWN);
+	uint64_t fs_base = t->fs_base;
+	if ((!from_clone || t->nrefresh) && arch_read_fs_base(t->tid, &fs_base) < 0)
+		return;
+	t->fs_base = fs_base;
 	announce(t);
-	if (t->nrefresh && arch_read_fs_base(t->tid, &t->fs_base) == 0)
-		note_fs_base(t, t->fs_base); /* refreshes that came before */
+	note_fs_base(t, fs_base); /* answers refreshes that came before */
 	if (t->flags & T_ATTACHING)
 		attach_first_stop_seen(t);
 }

@@ -16,7 +16,7 @@ enum thread_flag {
 	T_HELD = 1 << 5,        /* a leader kept stopped until its threads detached */
 	T_ATTACHING = 1 << 6,   /* seized by an attach that awaits its first stop */
 	T_EXITING = 1 << 7,     /* past its PTRACE_EVENT_EXIT stop */
-	T_FS_KNOWN = 1 << 8,    /* fs_base holds its value (not to be read) */
+	T_FS_KNOWN = 1 << 8,    /* fs_base came from its parent's clone event */
 };
 
 struct thread {

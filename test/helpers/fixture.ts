@@ -5,6 +5,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { packageRoot } from '../../daemon/paths.js';
+import { statFields } from '../../daemon/procfs.js';
 
 export const fixturePath = (name: string) => path.join(packageRoot, 'test', 'fixtures', 'build', name);
 
@@ -14,8 +15,8 @@ export function descendantsOf(pid: number): number[] {
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(name));
+      const ppid = statFields(readFileSync(`/proc/${name}/stat`, 'utf8'))[4 - 1];
+      if (Number(ppid) === pid) children.push(Number(name));
     } catch { /* gone */ }
   }
   return children.flatMap((c) => [...descendantsOf(c), c]);
@@ -125,8 +126,7 @@ export function taskStates(pid: number): Map<number, string> {
   } catch { /* gone */ }
   for (const tid of tids) {
     try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      states.set(Number(tid), stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+      states.set(Number(tid), statFields(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'))[3 - 1]!);
     } catch { /* exited meanwhile */ }
   }
   return states;
