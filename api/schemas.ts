@@ -94,6 +94,46 @@ export const ThreadParams = Type.Object({ pid: PidNumber, tid: PidNumber });
 export const DetachQuery = Type.Object({ kill: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
 export const EventsQuery = Type.Object({ pid: Type.Optional(PidNumber) }, { additionalProperties: false });
 
+export const TlsModule = Type.Object({
+  id: Type.Integer({ description: 'TLS module id (glibc: from the link_map; musl: load-order rank)' }),
+  path: Type.String(),
+  base: Hex,
+  tlsSize: Type.Integer({ description: 'PT_TLS p_memsz' }),
+  tlsAlign: Type.Integer(),
+  initSize: Type.Integer({ description: 'PT_TLS p_filesz: the initialised part (.tdata)' }),
+  staticOffset: Type.Optional(Type.Integer({ description: 'the block is at fsBase - staticOffset in every thread' })),
+});
+
+export const TlsSymbol = Type.Object({ name: Type.String(), module: Type.String(), size: Type.Integer() });
+
+export const tlsValueTypes = ['i8', 'u8', 'i16', 'u16', 'i32', 'u32', 'i64', 'u64', 'f64', 'ptr', 'bytes', 'cstring'] as const;
+
+export const SymbolParams = Type.Object({ pid: PidNumber, name: Type.String({ minLength: 1, maxLength: 1024 }) });
+
+export const SymbolQuery = Type.Object({
+  module: Type.Optional(Type.String({ minLength: 1, description: 'module path, file name or id' })),
+  type: Type.Optional(Type.Union(tlsValueTypes.map((t) => Type.Literal(t)), {
+    description: 'default from the size: 1 u8, 2 i16, 4 i32, 8 i64, otherwise bytes',
+  })),
+  length: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536, description: 'bytes to read, for bytes and cstring' })),
+  tid: Type.Optional(PidNumber),
+}, { additionalProperties: false });
+
+export const TlsValues = Type.Object({
+  symbol: Type.String(),
+  module: Type.String(),
+  type: Type.String(),
+  values: Type.Array(Type.Object({
+    tid: Type.Integer(),
+    address: Type.Union([Hex, Type.Null()], { description: 'null when the block is not allocated' }),
+    state: Type.Union([Type.Literal('ok'), Type.Literal('unallocated'), Type.Literal('error')]),
+    value: Type.Union([Type.Number(), Type.String(), Type.Null()], {
+      description: 'numbers up to 32 bits as numbers; i64/u64 decimal strings; ptr hex; bytes hex digits; unallocated: the initial image',
+    }),
+    error: Type.Optional(Type.String()),
+  })),
+});
+
 export type ProcessJson = Static<typeof Process>;
 export type ThreadJson = Static<typeof Thread>;
 export type ExitJson = Static<typeof Exit>;

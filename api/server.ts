@@ -9,6 +9,7 @@ import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
 import { processRoutes } from './routes/processes.js';
 import { threadRoutes } from './routes/threads.js';
+import { tlsRoutes } from './routes/tls.js';
 
 export interface RouteDeps {
   supervisor: Supervisor;
@@ -31,6 +32,7 @@ export function buildServer(deps: RouteDeps & { log: Logger }): FastifyInstance 
   void app.register(healthRoutes, routeDeps);
   void app.register(processRoutes, routeDeps);
   void app.register(threadRoutes, routeDeps);
+  void app.register(tlsRoutes, routeDeps);
   void app.register(eventRoutes, routeDeps);
   return app as unknown as FastifyInstance;
 }

@@ -1,5 +1,5 @@
 /* What /proc says about a process or thread (proc(5)). */
-import { readFileSync, readlinkSync, openSync, readSync, closeSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import type { Pid, Tid } from './types.js';
 
 export interface ProcStatus {
@@ -75,14 +75,14 @@ export function readStartTime(pid: Pid): Date | undefined {
   }
 }
 
-/** Reads the first bytes of a file; fewer if it is shorter. */
-export function readHead(path: string, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    const n = readSync(fd, buf, 0, length, 0);
-    return buf.subarray(0, n);
-  } finally {
-    closeSync(fd);
+/** The auxiliary vector the kernel gave the program at exec (getauxval(3)). */
+export function readAuxv(pid: Pid): Map<bigint, bigint> {
+  const raw = readFileSync(`/proc/${pid}/auxv`);
+  const auxv = new Map<bigint, bigint>();
+  for (let at = 0; at + 16 <= raw.length; at += 16) {
+    const type = raw.readBigUInt64LE(at);
+    if (type === 0n) break; // AT_NULL
+    auxv.set(type, raw.readBigUInt64LE(at + 8));
   }
+  return auxv;
 }

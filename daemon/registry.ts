@@ -49,6 +49,9 @@ export interface ProcessRecord {
   argv: string[];
   libc: Libc;
   linkage: Linkage;
+  /** Which program image: 1 from birth, one more at every exec. What was
+   * learnt about the old image (its TLS modules) is stale after it. */
+  image: number;
   startedAt: Date;
   parentPid?: Pid;
   stdout?: string;
@@ -116,7 +119,7 @@ export class Registry {
     if (existing?.state === 'running') return; // a restarted tracer re-attaching
     const p: ProcessRecord = {
       pid: e.pid, state: 'running', origin: origins[e.origin] ?? 'attached',
-      exe: '', argv: [], libc: 'unknown', linkage: 'dynamic', startedAt: toDate(e.at),
+      exe: '', argv: [], libc: 'unknown', linkage: 'dynamic', image: 0, startedAt: toDate(e.at),
       threads: new Map(), exits: [], gaps: [], unresolved: new Map(), groupExitSeen: false,
     };
     if (e.parentPid) p.parentPid = e.parentPid;
@@ -146,6 +149,7 @@ export class Registry {
   private describe(p: ProcessRecord, image: ProcessImage): void {
     p.exe = image.exe;
     p.argv = image.argv;
+    p.image++;
     Object.assign(p, binaryKind(p.pid, image.exe));
   }
 

@@ -9,6 +9,7 @@ import { TlsdError } from './errors.js';
 import { readStatus } from './procfs.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
 import { readTcb, tcbIsCurrent, type Tcb } from './tcb.js';
+import { TlsReader } from './tls/tls-reader.js';
 import { TracerClient, TracerGoneError, type TracerReply } from './tracer/client.js';
 import { asAddress, asPid, type Pid, type Tid } from './types.js';
 
@@ -36,6 +37,7 @@ const KILL_WAIT_MS = 5000;
 export class Supervisor {
   readonly bus = new EventBus();
   readonly registry: Registry;
+  readonly tls: TlsReader;
   readonly startedAt = Date.now();
   tracerRestarts = 0;
   private tracer?: TracerClient;
@@ -47,6 +49,7 @@ export class Supervisor {
   private constructor(private readonly opts: SupervisorOptions) {
     this.log = opts.log.child({ component: 'supervisor' });
     this.registry = new Registry(this.bus, opts.log.child({ component: 'registry' }));
+    this.tls = new TlsReader(this, opts.log.child({ component: 'tls' }));
   }
 
   static async start(opts: SupervisorOptions): Promise<Supervisor> {

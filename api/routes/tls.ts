@@ -1,0 +1,45 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { asTid, formatAddress } from '../../daemon/types.js';
+import { ErrorBody, ProcessParams, SymbolParams, SymbolQuery, TlsModule, TlsSymbol, TlsValues } from '../schemas.js';
+
+const errors = { 400: ErrorBody, 404: ErrorBody, 410: ErrorBody, 503: ErrorBody };
+
+export const tlsRoutes: FastifyPluginAsyncTypebox<{ supervisor: import('../../daemon/supervisor.js').Supervisor }> = async (app, { supervisor }) => {
+  app.get('/v1/processes/:pid/tls/modules', {
+    schema: { params: ProcessParams, response: { 200: Type.Object({ modules: Type.Array(TlsModule) }), ...errors } },
+  }, async (request) => {
+    const modules = await supervisor.tls.modules(request.params.pid);
+    return {
+      modules: modules.map((m) => ({
+        id: m.id, path: m.object.path, base: formatAddress(m.object.base as never),
+        tlsSize: Number(m.tls.memsz), tlsAlign: Number(m.tls.align), initSize: m.tls.filesz,
+        ...(m.staticOffset !== undefined ? { staticOffset: Number(m.staticOffset) } : {}),
+      })),
+    };
+  });
+
+  app.get('/v1/processes/:pid/tls/symbols', {
+    schema: { params: ProcessParams, response: { 200: Type.Object({ symbols: Type.Array(TlsSymbol) }), ...errors } },
+  }, async (request) => {
+    const variables = await supervisor.tls.variables(request.params.pid);
+    return { symbols: variables.map((v) => ({ name: v.name, module: v.module, size: v.size })) };
+  });
+
+  app.get('/v1/processes/:pid/tls/symbols/:name', {
+    schema: { params: SymbolParams, querystring: SymbolQuery, response: { 200: TlsValues, ...errors } },
+  }, async (request) => {
+    const { module, type, length, tid } = request.query;
+    const result = await supervisor.tls.read(request.params.pid, request.params.name, {
+      ...(module !== undefined ? { module } : {}), ...(type !== undefined ? { type } : {}),
+      ...(length !== undefined ? { length } : {}), ...(tid !== undefined ? { tid: asTid(tid) } : {}),
+    });
+    return {
+      symbol: result.variable.name, module: result.variable.module, type: result.type,
+      values: result.values.map((v) => ({
+        tid: v.tid, address: v.address !== undefined ? formatAddress(v.address) : null, state: v.state, value: v.value ?? null,
+        ...(v.error !== undefined ? { error: v.error } : {}),
+      })),
+    };
+  });
+};

@@ -1,0 +1,108 @@
+/* What a process's TLS looks like from outside: its TLS modules with their
+ * ids and static offsets, glibc's slotinfo list, musl's errno field
+ * (TLS-LAYOUT.md "Modules and module ids"). Built once per program image
+ * and rebuilt only when its fingerprint — slotinfo generations on glibc,
+ * the link_map chain on musl — says a module came or went. */
+import type { BinaryKind } from '../binary-kind.js';
+import { readMemory } from '../memory.js';
+import { asAddress, type Address, type Pid } from '../types.js';
+import type { TlsSegment } from './elf.js';
+import {
+  linkMapFieldsByScan, linkMapFieldsFromDescriptors, readSlotinfo, slotinfoLayout, slotinfoListPointer,
+  type LinkMapTlsFields, type Slot, type SlotinfoLayout,
+} from './glibc.js';
+import { muslErrno, type ThreadPointerField } from './musl.js';
+import { dynamicObjects, executable, linkMapChain, type LoadedObject } from './objects.js';
+
+export interface TlsModule {
+  id: number;
+  object: LoadedObject;
+  tls: TlsSegment;
+  /** glibc: the block sits at `tp - staticOffset` in every thread (x86-64,
+   * Variant II), for modules loaded at start or initial-exec ones. */
+  staticOffset?: bigint;
+}
+
+export interface TlsLayout {
+  kind: BinaryKind;
+  objects: LoadedObject[];
+  modules: TlsModule[];
+  glibc?: { slotinfoList: Address; slotinfoLayout: SlotinfoLayout };
+  /** musl's errno, a field of struct pthread at this offset from tp. */
+  muslErrno?: ThreadPointerField;
+  fingerprint: string;
+}
+
+// glibc's "no static block" markers: NO_TLS_OFFSET and FORCED_DYNAMIC_TLS_OFFSET.
+const NO_TLS_OFFSET = 0n;
+const FORCED_DYNAMIC_TLS_OFFSET = 0xffffffffffffffffn;
+const MODULE_ID_LIMIT = 1 << 20;
+
+export function discoverLayout(pid: Pid, exePath: string, kind: BinaryKind): TlsLayout {
+  const exe = executable(pid, exePath);
+  const { objects, chain } = kind.linkage === 'dynamic' ? dynamicObjects(pid, exe) : { objects: [exe], chain: [] };
+  const layout: TlsLayout = { kind, objects, modules: [], fingerprint: '' };
+  if (kind.libc === 'glibc') {
+    const list = slotinfoListPointer(pid, objects);
+    if (list !== undefined) layout.glibc = { slotinfoList: list, slotinfoLayout: slotinfoLayout(objects) };
+  }
+  layout.modules = kind.linkage === 'static' ? staticModules(exe) : kind.libc === 'glibc' ? glibcModules(pid, objects) : muslModules(objects);
+  if (kind.libc === 'musl') {
+    const errno = muslErrno(objects);
+    if (errno) layout.muslErrno = errno;
+  }
+  layout.fingerprint = fingerprint(pid, layout, chain);
+  return layout;
+}
+
+/** Cheap: a few small reads. Equal fingerprints, same modules. */
+export function currentFingerprint(pid: Pid, layout: TlsLayout): string {
+  return fingerprint(pid, layout, layout.kind.linkage === 'dynamic' ? linkMapChain(pid, layout.objects[0]!) : []);
+}
+
+function fingerprint(pid: Pid, layout: TlsLayout, chain: Address[]): string {
+  if (layout.glibc) {
+    return [...readSlotinfo(pid, layout.glibc.slotinfoList, layout.glibc.slotinfoLayout)]
+      .map(([id, s]) => `${id}:${s.gen}:${s.map.toString(16)}`).join(',');
+  }
+  return chain.map((a) => a.toString(16)).join(',');
+}
+
+/** Current generations of glibc's modules, for the DTV check. */
+export function moduleGenerations(pid: Pid, layout: TlsLayout): Map<number, Slot> | undefined {
+  return layout.glibc && readSlotinfo(pid, layout.glibc.slotinfoList, layout.glibc.slotinfoLayout);
+}
+
+const hasTls = (o: LoadedObject): o is LoadedObject & { elf: { tls: TlsSegment } } => (o.elf.tls?.memsz ?? 0n) > 0n;
+const roundUp = (n: bigint, align: bigint) => (align > 1n ? ((n + align - 1n) / align) * align : n);
+
+/** A static program has one TLS module, id 1, right below tp. */
+function staticModules(exe: LoadedObject): TlsModule[] {
+  if (!hasTls(exe)) return [];
+  const tls = exe.elf.tls;
+  return [{ id: 1, object: exe, tls, staticOffset: roundUp(tls.memsz, tls.align) }];
+}
+
+/** glibc stores each module's id and static offset in its link_map. */
+function glibcModules(pid: Pid, objects: LoadedObject[]): TlsModule[] {
+  const described = linkMapFieldsFromDescriptors(objects);
+  const modules: TlsModule[] = [];
+  for (const object of objects.filter(hasTls)) {
+    const fields: LinkMapTlsFields | undefined = described ?? linkMapFieldsByScan(pid, object);
+    if (!fields || object.linkMap === undefined) continue;
+    const id = Number(readMemory(pid, asAddress(object.linkMap + BigInt(fields.modid)), 8).readBigUInt64LE(0));
+    if (id === 0 || id > MODULE_ID_LIMIT) continue;
+    const offset = readMemory(pid, asAddress(object.linkMap + BigInt(fields.tlsOffset)), 8).readBigUInt64LE(0);
+    modules.push({
+      id, object, tls: object.elf.tls,
+      ...(offset !== NO_TLS_OFFSET && offset !== FORCED_DYNAMIC_TLS_OFFSET ? { staticOffset: offset } : {}),
+    });
+  }
+  return modules;
+}
+
+/** musl numbers modules with TLS in load order, which is link-map order,
+ * and never reuses a number. */
+function muslModules(objects: LoadedObject[]): TlsModule[] {
+  return objects.filter(hasTls).map((object, i) => ({ id: i + 1, object, tls: object.elf.tls }));
+}

@@ -1,0 +1,221 @@
+/* Reading TLS variables of a supervised process's threads, while it runs:
+ * the process's TLS layout (cached per program image, rebuilt when a module
+ * comes or goes), the symbol catalogue, and batched reads of one variable
+ * in many threads. */
+import { basename } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { TlsdError } from '../errors.js';
+import { ReadFailure, readMany } from '../memory.js';
+import type { ProcessRecord, ThreadRecord } from '../registry.js';
+import type { Address, Tid } from '../types.js';
+import { currentFingerprint, discoverLayout, moduleGenerations, type TlsLayout, type TlsModule } from './layout.js';
+import { NotReadyError } from './objects.js';
+import { placeAll, type Location, type Placement } from './resolve.js';
+import { byteLength, decode, defaultType, isFixedSize, type Value, type ValueType } from './values.js';
+
+/** What the reader needs from the supervisor. */
+export interface ThreadSource {
+  getProcess(pid: number): ProcessRecord;
+  refreshFsBase(t: ThreadRecord): Promise<void>;
+}
+
+export interface Variable {
+  name: string;
+  /** Path of the module that defines it. */
+  module: string;
+  moduleId: number;
+  size: number;
+  location: Location;
+  /** The bytes a thread that has not allocated the block would first see. */
+  initial: (length: number) => Buffer;
+}
+
+export interface ReadOptions {
+  module?: string;
+  type?: ValueType;
+  length?: number;
+  tid?: Tid;
+}
+
+export interface ThreadValue {
+  tid: Tid;
+  address?: Address;
+  state: 'ok' | 'unallocated' | 'error';
+  value?: Value;
+  error?: string;
+}
+
+export interface ReadResult {
+  variable: Variable;
+  type: ValueType;
+  values: ThreadValue[];
+}
+
+const NOT_READY_RETRIES = 20;
+const NOT_READY_WAIT_MS = 5;
+const DEFAULT_CSTRING_LENGTH = 256;
+export const MAX_READ_LENGTH = 65536;
+
+interface Cached {
+  image: number;
+  layout: TlsLayout;
+  variables: Map<string, Variable[]>;
+}
+
+export class TlsReader {
+  private readonly cache = new WeakMap<ProcessRecord, Cached>();
+
+  constructor(private readonly threads: ThreadSource, private readonly log: Logger) {}
+
+  async modules(pid: number): Promise<TlsModule[]> {
+    return (await this.current(this.running(pid))).layout.modules;
+  }
+
+  async variables(pid: number): Promise<Variable[]> {
+    return [...(await this.current(this.running(pid))).variables.values()].flat();
+  }
+
+  async read(pid: number, name: string, opts: ReadOptions): Promise<ReadResult> {
+    const p = this.running(pid);
+    let cached = await this.current(p);
+    // A name we do not know may be in a library loaded since the last look.
+    if (!cached.variables.has(name)) cached = await this.current(p, true);
+    const variable = pick(name, cached.variables.get(name) ?? [], opts.module);
+    const type = opts.type ?? defaultType(variable.size);
+    const length = readLength(type, variable, opts.length);
+
+    const threads = this.threadsToRead(p, opts.tid);
+    await Promise.all(threads.filter((t) => t.fsBase === 0n).map((t) => this.threads.refreshFsBase(t).catch(() => undefined)));
+    const placements = await this.place(p, cached.layout, variable, threads);
+
+    const reads = placements.flatMap((pl) => pl.state === 'ok' ? [{ address: pl.address, length }] : []);
+    const bytes = readMany(p.pid, reads);
+    let next = 0;
+    const values = placements.map((pl, i): ThreadValue => {
+      const tid = threads[i]!.tid;
+      switch (pl.state) {
+        case 'ok': {
+          const b = bytes[next++]!;
+          return b instanceof ReadFailure
+            ? { tid, address: pl.address, state: 'error', error: b.describe() }
+            : { tid, address: pl.address, state: 'ok', value: decode(type, b) };
+        }
+        case 'unallocated': return { tid, state: 'unallocated', value: decode(type, variable.initial(length)) };
+        case 'stale-tp': return { tid, state: 'error', error: 'its thread pointer does not point at a TCB' };
+        case 'error': return { tid, state: 'error', error: pl.error };
+      }
+    });
+    return { variable, type, values };
+  }
+
+  /** Placements for every thread; a thread whose cached FS base no longer
+   * names its TCB is refreshed through the tracer once (invariant 3). */
+  private async place(p: ProcessRecord, layout: TlsLayout, variable: Variable, threads: ThreadRecord[]): Promise<Placement[]> {
+    const generations = moduleGenerations(p.pid, layout);
+    const pointers = () => threads.map((t) => ({ tid: t.tid, tp: t.fsBase }));
+    const placements = placeAll(p.pid, layout, variable.location, pointers(), generations);
+    const stale = threads.filter((_, i) => placements[i]!.state === 'stale-tp');
+    if (stale.length === 0) return placements;
+    await Promise.all(stale.map((t) => this.threads.refreshFsBase(t).catch(() => undefined)));
+    const again = placeAll(p.pid, layout, variable.location, pointers(), generations);
+    return placements.map((pl, i) => (pl.state === 'stale-tp' ? again[i]! : pl));
+  }
+
+  private running(pid: number): ProcessRecord {
+    const p = this.threads.getProcess(pid);
+    if (p.state === 'exited') throw new TlsdError('GONE', `process ${pid} has exited`);
+    if (p.state === 'detached') throw new TlsdError('NOT_FOUND', `process ${pid} is no longer supervised (detached)`);
+    if (p.libc === 'unknown' || p.libc === 'none') {
+      throw new TlsdError('INVALID_ARGUMENT', `process ${pid} runs on ${p.libc === 'none' ? 'no C library' : 'a C library tlsd does not recognise'}: its TLS layout is unknown`);
+    }
+    return p;
+  }
+
+  private threadsToRead(p: ProcessRecord, tid?: Tid): ThreadRecord[] {
+    if (tid === undefined) return [...p.threads.values()];
+    const t = p.threads.get(tid);
+    if (!t) throw new TlsdError('NOT_FOUND', `thread ${tid} is not a live thread of process ${p.pid}`);
+    return [t];
+  }
+
+  /** The layout of the process's current image, rebuilt when stale. */
+  private async current(p: ProcessRecord, force = false): Promise<Cached> {
+    const cached = this.cache.get(p);
+    if (cached && cached.image === p.image && !force && this.unchanged(p, cached.layout)) return cached;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const layout = discoverLayout(p.pid, p.exe, { libc: p.libc, linkage: p.linkage });
+        const fresh = { image: p.image, layout, variables: catalogue(layout) };
+        this.cache.set(p, fresh);
+        this.log.debug({ tracee: p.pid, modules: layout.modules.length }, 'TLS layout discovered');
+        return fresh;
+      } catch (e) {
+        if (e instanceof NotReadyError && attempt < NOT_READY_RETRIES) {
+          await sleep(NOT_READY_WAIT_MS);
+          continue;
+        }
+        if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} has exited`);
+        throw new TlsdError('UNAVAILABLE', `cannot read the TLS layout of process ${p.pid}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private unchanged(p: ProcessRecord, layout: TlsLayout): boolean {
+    try {
+      return currentFingerprint(p.pid, layout) === layout.fingerprint;
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** Every TLS variable of every module, by name; musl's errno too. */
+function catalogue(layout: TlsLayout): Map<string, Variable[]> {
+  const byName = new Map<string, Variable[]>();
+  const add = (v: Variable) => byName.set(v.name, [...(byName.get(v.name) ?? []), v]);
+  for (const m of layout.modules) {
+    for (const s of m.object.elf.tlsSymbols.values()) {
+      add({
+        name: s.name, module: m.object.path, moduleId: m.id, size: s.size,
+        location: { kind: 'block', module: m, offset: s.offset },
+        initial: (length) => initialBytes(m.tls.initImage, Number(s.offset), length),
+      });
+    }
+  }
+  if (layout.muslErrno && !byName.has('errno')) {
+    add({
+      name: 'errno', module: layout.muslErrno.object.path, moduleId: 0, size: 4,
+      location: { kind: 'thread-pointer', offset: layout.muslErrno.offset },
+      initial: (length) => Buffer.alloc(length),
+    });
+  }
+  return byName;
+}
+
+/** .tdata bytes from `offset`, then the zeros of .tbss. */
+function initialBytes(image: Buffer, offset: number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  if (offset < image.length) image.copy(out, 0, offset, Math.min(image.length, offset + length));
+  return out;
+}
+
+function pick(name: string, candidates: Variable[], module?: string): Variable {
+  const matching = module === undefined ? candidates
+    : candidates.filter((v) => v.module === module || basename(v.module) === module || String(v.moduleId) === module);
+  if (matching.length === 1) return matching[0]!;
+  if (candidates.length === 0) throw new TlsdError('NOT_FOUND', `no TLS variable named ${name}`);
+  if (matching.length === 0) throw new TlsdError('NOT_FOUND', `no TLS variable named ${name} in module ${module}`);
+  throw new TlsdError('INVALID_ARGUMENT',
+    `${name} is defined in several modules; name one with ?module=: ${matching.map((v) => `${v.module} (id ${v.moduleId})`).join(', ')}`);
+}
+
+function readLength(type: ValueType, variable: Variable, length?: number): number {
+  if (isFixedSize(type)) {
+    if (length !== undefined) throw new TlsdError('INVALID_ARGUMENT', `length applies to bytes and cstring reads, not ${type}`);
+    return byteLength(type, 0);
+  }
+  const n = length ?? (variable.size || (type === 'cstring' ? DEFAULT_CSTRING_LENGTH : 0));
+  if (n < 1 || n > MAX_READ_LENGTH) throw new TlsdError('INVALID_ARGUMENT', `length must be 1..${MAX_READ_LENGTH}`);
+  return n;
+}
