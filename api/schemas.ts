@@ -1,6 +1,8 @@
 /* The v1 contract (DESIGN.md "HTTP API v1") as TypeBox schemas: each is the
  * validation, the serialization and the TypeScript type at once. */
 import { Type, type Static } from 'typebox';
+import { MAX_READ_LENGTH } from '../daemon/tls/tls-reader.js';
+import { valueTypes } from '../daemon/tls/values.js';
 
 const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
 const Time = Type.String({ format: 'date-time' });
@@ -106,16 +108,14 @@ export const TlsModule = Type.Object({
 
 export const TlsSymbol = Type.Object({ name: Type.String(), module: Type.String(), size: Type.Integer() });
 
-export const tlsValueTypes = ['i8', 'u8', 'i16', 'u16', 'i32', 'u32', 'i64', 'u64', 'f64', 'ptr', 'bytes', 'cstring'] as const;
-
 export const SymbolParams = Type.Object({ pid: PidNumber, name: Type.String({ minLength: 1, maxLength: 1024 }) });
 
 export const SymbolQuery = Type.Object({
   module: Type.Optional(Type.String({ minLength: 1, description: 'module path, file name or id' })),
-  type: Type.Optional(Type.Union(tlsValueTypes.map((t) => Type.Literal(t)), {
+  type: Type.Optional(Type.Enum(valueTypes, {
     description: 'default from the size: 1 u8, 2 i16, 4 i32, 8 i64, otherwise bytes',
   })),
-  length: Type.Optional(Type.Integer({ minimum: 1, maximum: 65536, description: 'bytes to read, for bytes and cstring' })),
+  length: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_READ_LENGTH, description: 'bytes to read, for bytes and cstring' })),
   tid: Type.Optional(PidNumber),
 }, { additionalProperties: false });
 

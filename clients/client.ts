@@ -3,7 +3,7 @@
 import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
-  ExitJson, HealthJson, ProcessJson, SpawnBody, ThreadJson, ThreadWithTcb,
+  ExitJson, HealthJson, ProcessJson, SpawnBody, SymbolQuery, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 
 export class TlsdError extends Error {
@@ -52,5 +52,16 @@ export class TlsdClient {
   detach(pid: number, kill = false) { return this.request<ProcessJson>('DELETE', `/v1/processes/${pid}${kill ? '?kill=true' : ''}`); }
   threads(pid: number) { return this.request<{ threads: ThreadJson[] }>('GET', `/v1/processes/${pid}/threads`).then((r) => r.threads); }
   thread(pid: number, tid: number) { return this.request<Static<typeof ThreadWithTcb>>('GET', `/v1/processes/${pid}/threads/${tid}`); }
+  tlsModules(pid: number) {
+    return this.request<{ modules: Array<Static<typeof TlsModule>> }>('GET', `/v1/processes/${pid}/tls/modules`).then((r) => r.modules);
+  }
+  tlsSymbols(pid: number) {
+    return this.request<{ symbols: Array<Static<typeof TlsSymbol>> }>('GET', `/v1/processes/${pid}/tls/symbols`).then((r) => r.symbols);
+  }
+  /** One TLS variable in every thread (or in `query.tid`). */
+  readTls(pid: number, name: string, query: Static<typeof SymbolQuery> = {}) {
+    const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)])).toString();
+    return this.request<Static<typeof TlsValues>>('GET', `/v1/processes/${pid}/tls/symbols/${encodeURIComponent(name)}${qs ? '?' + qs : ''}`);
+  }
   exits(pid: number) { return this.request<{ exits: ExitJson[] }>('GET', `/v1/processes/${pid}/exits`).then((r) => r.exits); }
 }
