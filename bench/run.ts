@@ -3,6 +3,7 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -14,6 +15,8 @@ import { packageRoot } from '../daemon/paths.js';
 
 const run = promisify(execFile);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+const only = process.env.BENCH_ONLY?.split(',');
+const wanted = (workload: string) => !only || only.includes(workload);
 const fixture = (name: string) => path.join(packageRoot, 'test', 'fixtures', 'build', name);
 const benchProgram = (name: string) => path.join(packageRoot, 'bench', 'build', name);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -71,6 +74,47 @@ async function threadsProcess(n: number): Promise<ChildProcess> {
   return child;
 }
 
+/** A running TLS fixture with `n` threads, ready once all stored their values. */
+async function tlsProcess(n: number): Promise<ChildProcess> {
+  const child = spawn(fixture('glibc-dynamic/tls'), [String(n - 1)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => { out = (out + s).slice(-200); });
+  while (!/ready \d+/.test(out)) {
+    if (child.exitCode !== null) throw new Error(`tls ${n} exited with ${child.exitCode}`);
+    await sleep(50);
+  }
+  return child;
+}
+
+/** One variable in every thread: gdb (which stops the program) against
+ * tlsd's REST read (which does not), the first read after an attach (it
+ * learns the modules) and later ones. */
+async function tlsReads(client: TlsdClient, n: number): Promise<Row[]> {
+  const target = await tlsProcess(n);
+  const workload = `read tls_exe in all ${n} threads`;
+  const gdbRow: Row = { workload, variant: "gdb -batch -ex 'thread apply all print tls_exe'", ms: [] };
+  const firstRow: Row = { workload, variant: 'tlsd GET …/tls/symbols/tls_exe, first after attach', ms: [], baseline: gdbRow.variant, faster: true };
+  const laterRow: Row = { workload, variant: 'tlsd GET …/tls/symbols/tls_exe', ms: [], baseline: gdbRow.variant, faster: true };
+  try {
+    for (let i = 0; i < rounds; i++) {
+      let t0 = performance.now();
+      await run('gdb', ['-batch', '-nx', '-p', String(target.pid), '-ex', 'thread apply all print tls_exe'], { maxBuffer: 1 << 26 });
+      gdbRow.ms.push(performance.now() - t0);
+      await client.attach(target.pid!);
+      for (let k = 0; k < 6; k++) {
+        t0 = performance.now();
+        const r = await client.readTls(target.pid!, 'tls_exe');
+        (k === 0 ? firstRow : laterRow).ms.push(performance.now() - t0);
+        if (r.values.length !== n || r.values.some((v) => v.state !== 'ok')) throw new Error(`read ${r.values.length} values, not ${n} good ones`);
+      }
+      await client.detach(target.pid!);
+    }
+  } finally {
+    target.kill('SIGKILL');
+  }
+  return [gdbRow, firstRow, laterRow];
+}
+
 /** `faster`: say how many times faster than the baseline, not a ratio. */
 type Row = { workload: string; variant: string; ms: number[]; baseline?: string; extra?: string; faster?: boolean };
 
@@ -91,47 +135,64 @@ async function main(): Promise<void> {
   const { daemon, client } = await startDaemon(dir);
   const rows: Row[] = [];
   try {
-    const churn = [fixture('churn'), '1', '20000'];
-    const churnRows = ['native', 'tlsd', 'strace -f'].map((variant) => ({ workload: 'thread churn, 20,000 create+join', variant, ms: [] as number[], baseline: 'native' }));
-    const loop = [benchProgram('getppid'), '2000000'];
-    const loopRows = ['native', 'tlsd'].map((variant) => ({ workload: '2,000,000 getppid', variant, ms: [] as number[], baseline: 'native' }));
-    for (let i = 0; i < rounds; i++) {
-      churnRows[0]!.ms.push(await native(churn));
-      churnRows[1]!.ms.push(await underTlsd(client, churn));
-      churnRows[2]!.ms.push(await underStrace(churn));
-      loopRows[0]!.ms.push(await native(loop));
-      loopRows[1]!.ms.push(await underTlsd(client, loop));
-      process.stderr.write(`round ${i + 1}/${rounds} of churn and getppid done\n`);
+    if (wanted('tls')) {
+      rows.push(...await tlsReads(client, 1000));
+      process.stderr.write('TLS reads done\n');
     }
-    rows.push(...churnRows, ...loopRows);
-
-    for (const n of [1000, 10000]) {
-      const target = await threadsProcess(n);
-      const gdbRow: Row = { workload: `attach to ${n + 2} threads`, variant: "gdb -batch -ex 'info threads'", ms: [] };
-      const tlsdRow: Row = { workload: gdbRow.workload, variant: 'tlsd (POST /v1/processes)', ms: [], baseline: gdbRow.variant, faster: true };
-      const stops: number[] = [];
-      const attachRounds = n >= 10000 ? Math.min(rounds, 3) : rounds;
-      for (let i = 0; i < attachRounds; i++) {
-        let t0 = performance.now();
-        await run('gdb', ['-batch', '-nx', '-p', String(target.pid), '-ex', 'info threads'], { maxBuffer: 1 << 26 });
-        gdbRow.ms.push(performance.now() - t0);
-        t0 = performance.now();
-        const p = await client.attach(target.pid!);
-        tlsdRow.ms.push(performance.now() - t0);
-        stops.push(p.attach?.longestStopMicros ?? NaN);
-        await client.detach(target.pid!);
-      }
-      tlsdRow.extra = `longest stop of any thread, per attach: median ${median(stops).toFixed(0)} µs, max ${Math.max(...stops).toFixed(0)} µs`;
-      rows.push(gdbRow, tlsdRow);
-      target.kill('SIGKILL');
-      process.stderr.write(`attach to ${n} threads done\n`);
-    }
+    if (wanted('churn')) rows.push(...await churnAndLoop(client));
+    if (wanted('attach')) rows.push(...await attaches(client));
   } finally {
     daemon.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
   }
   console.log(`tlsd bench: ${rounds} rounds, medians; ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);
   console.log(table(rows));
+}
+
+/** Tracing overhead: thread churn and a syscall loop, native, under tlsd
+ * and under strace -f. */
+async function churnAndLoop(client: TlsdClient): Promise<Row[]> {
+  const churn = [fixture('churn'), '1', '20000'];
+  const churnRows = ['native', 'tlsd', 'strace -f'].map((variant) => ({ workload: 'thread churn, 20,000 create+join', variant, ms: [] as number[], baseline: 'native' }));
+  const loop = [benchProgram('getppid'), '2000000'];
+  const loopRows = ['native', 'tlsd'].map((variant) => ({ workload: '2,000,000 getppid', variant, ms: [] as number[], baseline: 'native' }));
+  for (let i = 0; i < rounds; i++) {
+    churnRows[0]!.ms.push(await native(churn));
+    churnRows[1]!.ms.push(await underTlsd(client, churn));
+    churnRows[2]!.ms.push(await underStrace(churn));
+    loopRows[0]!.ms.push(await native(loop));
+    loopRows[1]!.ms.push(await underTlsd(client, loop));
+    process.stderr.write(`round ${i + 1}/${rounds} of churn and getppid done\n`);
+  }
+  return [...churnRows, ...loopRows];
+}
+
+/** Attach to large processes: tlsd against gdb, and how long any thread
+ * can have been stopped. */
+async function attaches(client: TlsdClient): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const n of [1000, 10000]) {
+    const target = await threadsProcess(n);
+    const gdbRow: Row = { workload: `attach to ${n + 2} threads`, variant: "gdb -batch -ex 'info threads'", ms: [] };
+    const tlsdRow: Row = { workload: gdbRow.workload, variant: 'tlsd (POST /v1/processes)', ms: [], baseline: gdbRow.variant, faster: true };
+    const stops: number[] = [];
+    const attachRounds = n >= 10000 ? Math.min(rounds, 3) : rounds;
+    for (let i = 0; i < attachRounds; i++) {
+      let t0 = performance.now();
+      await run('gdb', ['-batch', '-nx', '-p', String(target.pid), '-ex', 'info threads'], { maxBuffer: 1 << 26 });
+      gdbRow.ms.push(performance.now() - t0);
+      t0 = performance.now();
+      const p = await client.attach(target.pid!);
+      tlsdRow.ms.push(performance.now() - t0);
+      stops.push(p.attach?.longestStopMicros ?? NaN);
+      await client.detach(target.pid!);
+    }
+    tlsdRow.extra = `longest stop of any thread, per attach: median ${median(stops).toFixed(0)} µs, max ${Math.max(...stops).toFixed(0)} µs`;
+    rows.push(gdbRow, tlsdRow);
+    target.kill('SIGKILL');
+    process.stderr.write(`attach to ${n} threads done\n`);
+  }
+  return rows;
 }
 
 await main();

@@ -72,8 +72,8 @@ export function readMany(pid: Pid, requests: ReadRequest[]): Array<Buffer | Read
       results[next + i] = local.subarray(at, at + batch[i]!.length);
       at += batch[i]!.length;
     }
-    if (i < batch.length) results[next + i] = new ReadFailure(errno || EFAULT);
-    next += i + 1;
+    if (i < batch.length) results[next + i++] = new ReadFailure(errno || EFAULT);
+    next += i;
   }
   return results;
 }

@@ -1,6 +1,6 @@
-/* Where a TLS variable lives in each thread (TLS-LAYOUT.md "Address of a
- * TLS variable for one thread"), for many threads at once: one batch of
- * reads for the TCBs, one for the DTVs. x86-64 (Variant II) throughout. */
+/* A TLS variable's bytes in many threads at once (TLS-LAYOUT.md "Address
+ * of a TLS variable for one thread"), in as few batched reads as the
+ * layout allows. x86-64 (Variant II) throughout. */
 import { ReadFailure, readMany, type ReadRequest } from '../memory.js';
 import { asAddress, type Address, type Pid, type Tid } from '../types.js';
 import type { TlsLayout, TlsModule } from './layout.js';
@@ -15,11 +15,11 @@ export interface ThreadPointer {
   tp: Address;
 }
 
-export type Placement =
-  | { state: 'ok'; address: Address }
+export type ThreadRead =
+  | { state: 'ok'; address: Address; bytes: Buffer }
   | { state: 'unallocated' }
   | { state: 'stale-tp' }
-  | { state: 'error'; error: string };
+  | { state: 'error'; error: string; address?: Address };
 
 // TCB (TLS-LAYOUT.md "TCB"): self pointer at tp+0, DTV pointer at tp+8.
 const TCB_BYTES = 16;
@@ -29,35 +29,82 @@ const TCB_DTV = 8;
 const GLIBC_DTV_ENTRY = 16n;
 // musl DTV: plain pointers; dtv[0] = number of modules.
 const MUSL_DTV_ENTRY = 8n;
+// Read the TCB and the variable as one range when they are this close.
+const ONE_READ_SPAN = 4096n;
 
-const failure = (r: ReadFailure): Placement => ({ state: 'error', error: r.describe() });
+const failure = (r: ReadFailure): ThreadRead => ({ state: 'error', error: r.describe() });
 
-export function placeAll(pid: Pid, layout: TlsLayout, where: Location, threads: ThreadPointer[], generations?: Map<number, Slot>): Placement[] {
-  const tcbs = readMany(pid, threads.map((t) => ({ address: t.tp, length: TCB_BYTES })));
-  const placements: Placement[] = new Array(threads.length);
-  const dtvs: Array<{ index: number; dtv: Address }> = [];
-  tcbs.forEach((tcb, i) => {
-    const t = threads[i]!;
-    if (tcb instanceof ReadFailure) placements[i] = failure(tcb);
-    else if (tcb.readBigUInt64LE(0) !== t.tp) placements[i] = { state: 'stale-tp' }; // invariant 3
-    else if (where.kind === 'thread-pointer') placements[i] = { state: 'ok', address: asAddress(t.tp + BigInt(where.offset)) };
-    else dtvs.push({ index: i, dtv: asAddress(tcb.readBigUInt64LE(TCB_DTV)) });
-  });
-  if (where.kind === 'block' && dtvs.length > 0) {
-    const glibcDtv = layout.kind.libc === 'glibc';
-    const reads = dtvs.flatMap(({ dtv }) => glibcDtv ? glibcDtvReads(dtv, where.module.id) : muslDtvReads(dtv, where.module.id));
-    const got = readMany(pid, reads);
-    dtvs.forEach(({ index }, k) => {
-      const [header, entry] = [got[2 * k]!, got[2 * k + 1]!];
-      const tp = threads[index]!.tp;
-      placements[index] = glibcDtv
-        ? glibcPlacement(header, entry, where.module, tp, generations?.get(where.module.id))
-        : muslPlacement(header, entry, where.module);
-      const p = placements[index]!;
-      if (p.state === 'ok') p.address = asAddress(p.address + where.offset);
+export function readAll(pid: Pid, layout: TlsLayout, where: Location, threads: ThreadPointer[], length: number, generations?: Map<number, Slot>): ThreadRead[] {
+  const fixed = offsetFromTp(layout, where);
+  if (fixed !== undefined) return readAtOffset(pid, threads, fixed, length);
+  if (where.kind !== 'block') throw new Error('unreachable: a thread-pointer location has a fixed offset');
+  return readThroughDtv(pid, layout, where, threads, length, generations);
+}
+
+/** Where the variable is a fixed distance from tp in every thread: musl's
+ * errno, and a glibc module with a static block. For the latter the DTV
+ * would name the same block (static blocks never move), so it is skipped:
+ * one read per thread instead of four. */
+function offsetFromTp(layout: TlsLayout, where: Location): bigint | undefined {
+  if (where.kind === 'thread-pointer') return BigInt(where.offset);
+  if (layout.kind.libc === 'glibc' && where.module.staticOffset !== undefined) return where.offset - where.module.staticOffset;
+  return undefined;
+}
+
+/** The TCB (to check the thread pointer, invariant 3) and the variable,
+ * in one range when they are close. */
+function readAtOffset(pid: Pid, threads: ThreadPointer[], offset: bigint, length: number): ThreadRead[] {
+  const len = BigInt(length);
+  const from = offset < 0n ? offset : 0n;
+  const to = offset + len > BigInt(TCB_BYTES) ? offset + len : BigInt(TCB_BYTES);
+  if (to - from <= ONE_READ_SPAN) {
+    const got = readMany(pid, threads.map((t) => ({ address: asAddress(t.tp + from), length: Number(to - from) })));
+    return got.map((b, i) => {
+      const tp = threads[i]!.tp;
+      const address = asAddress(tp + offset);
+      if (b instanceof ReadFailure) return { ...failure(b), address } as ThreadRead;
+      if (b.readBigUInt64LE(Number(-from)) !== tp) return { state: 'stale-tp' };
+      return { state: 'ok', address, bytes: b.subarray(Number(offset - from), Number(offset - from + len)) };
     });
   }
-  return placements;
+  const checked = checkTcbs(pid, threads);
+  return valuesAt(pid, checked.map((c, i) => (Buffer.isBuffer(c) ? { state: 'at' as const, address: asAddress(threads[i]!.tp + offset) } : c)), length);
+}
+
+/** The general way: TCB, then the DTV, then the variable. */
+function readThroughDtv(pid: Pid, layout: TlsLayout, where: Location & { kind: 'block' }, threads: ThreadPointer[], length: number, generations?: Map<number, Slot>): ThreadRead[] {
+  const tcbs = checkTcbs(pid, threads);
+  const glibcDtv = layout.kind.libc === 'glibc';
+  const withDtv = tcbs.flatMap((tcb, i) => (Buffer.isBuffer(tcb) ? [{ i, dtv: asAddress(tcb.readBigUInt64LE(TCB_DTV)) }] : []));
+  const got = readMany(pid, withDtv.flatMap(({ dtv }) => (glibcDtv ? glibcDtvReads(dtv, where.module.id) : muslDtvReads(dtv, where.module.id))));
+  const placed: Array<ThreadRead | { state: 'at'; address: Address }> = tcbs.map((tcb) => (Buffer.isBuffer(tcb) ? { state: 'unallocated' as const } : tcb));
+  withDtv.forEach(({ i }, k) => {
+    const [header, entry] = [got[2 * k]!, got[2 * k + 1]!];
+    const block = glibcDtv
+      ? glibcBlock(header, entry, where.module, generations?.get(where.module.id))
+      : muslBlock(header, entry, where.module);
+    placed[i] = typeof block === 'bigint' ? { state: 'at', address: asAddress(block + where.offset) } : block;
+  });
+  return valuesAt(pid, placed, length);
+}
+
+/** Each thread's TCB, or why it cannot be used. */
+function checkTcbs(pid: Pid, threads: ThreadPointer[]): Array<Buffer | ThreadRead> {
+  return readMany(pid, threads.map((t) => ({ address: t.tp, length: TCB_BYTES }))).map((b, i) => {
+    if (b instanceof ReadFailure) return failure(b);
+    return b.readBigUInt64LE(0) === threads[i]!.tp ? b : { state: 'stale-tp' };
+  });
+}
+
+function valuesAt(pid: Pid, placed: Array<ThreadRead | { state: 'at'; address: Address }>, length: number): ThreadRead[] {
+  const at = placed.flatMap((p) => (p.state === 'at' ? [{ address: p.address, length }] : []));
+  const got = readMany(pid, at);
+  let next = 0;
+  return placed.map((p) => {
+    if (p.state !== 'at') return p;
+    const b = got[next++]!;
+    return b instanceof ReadFailure ? { ...failure(b), address: p.address } as ThreadRead : { state: 'ok', address: p.address, bytes: b };
+  });
 }
 
 function glibcDtvReads(dtv: Address, id: number): ReadRequest[] {
@@ -76,25 +123,25 @@ function muslDtvReads(dtv: Address, id: number): ReadRequest[] {
 
 /** The decision libthread_db makes: the DTV entry only if this thread's DTV
  * is at least as new as the module (a dlclose'd module's id may be reused
- * with a stale entry left behind), then the static block, then nothing. */
-function glibcPlacement(header: Buffer | ReadFailure, entry: Buffer | ReadFailure, module: TlsModule, tp: Address, slot?: Slot): Placement {
+ * with a stale entry left behind), else nothing. (Its next step, the static
+ * block, was taken before: see offsetFromTp.) */
+function glibcBlock(header: Buffer | ReadFailure, entry: Buffer | ReadFailure, module: TlsModule, slot?: Slot): bigint | ThreadRead {
   if (header instanceof ReadFailure) return failure(header);
   const slots = header.readBigUInt64LE(0);
   const generation = header.readBigUInt64LE(Number(GLIBC_DTV_ENTRY));
   const current = slot === undefined || generation >= slot.gen;
   if (current && BigInt(module.id) <= slots && !(entry instanceof ReadFailure)) {
     const block = entry.readBigUInt64LE(0);
-    if (block !== 0n && (block & 1n) === 0n) return { state: 'ok', address: asAddress(block) };
+    if (block !== 0n && (block & 1n) === 0n) return block;
   }
-  if (module.staticOffset !== undefined) return { state: 'ok', address: asAddress(tp - module.staticOffset) };
   return { state: 'unallocated' };
 }
 
 /** musl allocates every thread's blocks eagerly, at thread creation and at
  * dlopen, so an id beyond the count means a dlopen is still installing. */
-function muslPlacement(header: Buffer | ReadFailure, entry: Buffer | ReadFailure, module: TlsModule): Placement {
+function muslBlock(header: Buffer | ReadFailure, entry: Buffer | ReadFailure, module: TlsModule): bigint | ThreadRead {
   if (header instanceof ReadFailure) return failure(header);
   if (BigInt(module.id) > header.readBigUInt64LE(0)) return { state: 'error', error: 'the module is not in this thread\'s DTV yet (a dlopen in progress)' };
   if (entry instanceof ReadFailure) return failure(entry);
-  return { state: 'ok', address: asAddress(entry.readBigUInt64LE(0)) };
+  return entry.readBigUInt64LE(0);
 }

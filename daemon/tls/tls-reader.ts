@@ -6,12 +6,11 @@ import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
-import { ReadFailure, readMany } from '../memory.js';
 import type { ProcessRecord, ThreadRecord } from '../registry.js';
 import type { Address, Tid } from '../types.js';
 import { currentFingerprint, discoverLayout, moduleGenerations, type TlsLayout, type TlsModule } from './layout.js';
 import { NotReadyError } from './objects.js';
-import { placeAll, type Location, type Placement } from './resolve.js';
+import { readAll, type Location, type ThreadRead } from './resolve.js';
 import { byteLength, decode, defaultType, isFixedSize, type Value, type ValueType } from './values.js';
 
 /** What the reader needs from the supervisor. */
@@ -87,39 +86,31 @@ export class TlsReader {
 
     const threads = this.threadsToRead(p, opts.tid);
     await Promise.all(threads.filter((t) => t.fsBase === 0n).map((t) => this.threads.refreshFsBase(t).catch(() => undefined)));
-    const placements = await this.place(p, cached.layout, variable, threads);
-
-    const reads = placements.flatMap((pl) => pl.state === 'ok' ? [{ address: pl.address, length }] : []);
-    const bytes = readMany(p.pid, reads);
-    let next = 0;
-    const values = placements.map((pl, i): ThreadValue => {
+    const reads = await this.readThreads(p, cached.layout, variable, threads, length);
+    const values = reads.map((r, i): ThreadValue => {
       const tid = threads[i]!.tid;
-      switch (pl.state) {
-        case 'ok': {
-          const b = bytes[next++]!;
-          return b instanceof ReadFailure
-            ? { tid, address: pl.address, state: 'error', error: b.describe() }
-            : { tid, address: pl.address, state: 'ok', value: decode(type, b) };
-        }
+      switch (r.state) {
+        case 'ok': return { tid, address: r.address, state: 'ok', value: decode(type, r.bytes) };
         case 'unallocated': return { tid, state: 'unallocated', value: decode(type, variable.initial(length)) };
         case 'stale-tp': return { tid, state: 'error', error: 'its thread pointer does not point at a TCB' };
-        case 'error': return { tid, state: 'error', error: pl.error };
+        case 'error': return { tid, ...(r.address !== undefined ? { address: r.address } : {}), state: 'error', error: r.error };
       }
     });
     return { variable, type, values };
   }
 
-  /** Placements for every thread; a thread whose cached FS base no longer
-   * names its TCB is refreshed through the tracer once (invariant 3). */
-  private async place(p: ProcessRecord, layout: TlsLayout, variable: Variable, threads: ThreadRecord[]): Promise<Placement[]> {
+  /** A thread whose cached FS base no longer names its TCB is refreshed
+   * through the tracer and read again, once (invariant 3). */
+  private async readThreads(p: ProcessRecord, layout: TlsLayout, variable: Variable, threads: ThreadRecord[], length: number): Promise<ThreadRead[]> {
     const generations = moduleGenerations(p.pid, layout);
-    const pointers = () => threads.map((t) => ({ tid: t.tid, tp: t.fsBase }));
-    const placements = placeAll(p.pid, layout, variable.location, pointers(), generations);
-    const stale = threads.filter((_, i) => placements[i]!.state === 'stale-tp');
-    if (stale.length === 0) return placements;
+    const readSome = (ts: ThreadRecord[]) => readAll(p.pid, layout, variable.location, ts.map((t) => ({ tid: t.tid, tp: t.fsBase })), length, generations);
+    const reads = readSome(threads);
+    const stale = threads.filter((_, i) => reads[i]!.state === 'stale-tp');
+    if (stale.length === 0) return reads;
     await Promise.all(stale.map((t) => this.threads.refreshFsBase(t).catch(() => undefined)));
-    const again = placeAll(p.pid, layout, variable.location, pointers(), generations);
-    return placements.map((pl, i) => (pl.state === 'stale-tp' ? again[i]! : pl));
+    const again = readSome(stale);
+    let next = 0;
+    return reads.map((r) => (r.state === 'stale-tp' ? again[next++]! : r));
   }
 
   private running(pid: number): ProcessRecord {
