@@ -125,7 +125,7 @@ function openObject(pid: Pid, name: string): ElfImage | undefined {
 function mappedPath(pid: Pid, name: string): string | undefined {
   const wanted = '/' + basename(name);
   for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-    const path = line.split(/\s+/, 6)[5];
+    const path = line.match(/^(?:\S+\s+){5}(\/.*)$/)?.[1]; // the sixth field runs to the end of the line
     if (path?.endsWith(wanted)) return path;
   }
   return undefined;

@@ -102,7 +102,12 @@ export class TlsReader {
   /** A thread whose cached FS base no longer names its TCB is refreshed
    * through the tracer and read again, once (invariant 3). */
   private async readThreads(p: ProcessRecord, layout: TlsLayout, variable: Variable, threads: ThreadRecord[], length: number): Promise<ThreadRead[]> {
-    const generations = moduleGenerations(p.pid, layout);
+    let generations;
+    try {
+      generations = moduleGenerations(p.pid, layout);
+    } catch (e) {
+      throw this.layoutError(p, e);
+    }
     const readSome = (ts: ThreadRecord[]) => readAll(p.pid, layout, variable.location, ts.map((t) => ({ tid: t.tid, tp: t.fsBase })), length, generations);
     const reads = readSome(threads);
     const stale = threads.filter((_, i) => reads[i]!.state === 'stale-tp');
@@ -146,10 +151,14 @@ export class TlsReader {
           await sleep(NOT_READY_WAIT_MS);
           continue;
         }
-        if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} has exited`);
-        throw new TlsdError('UNAVAILABLE', `cannot read the TLS layout of process ${p.pid}: ${(e as Error).message}`);
+        throw this.layoutError(p, e);
       }
     }
+  }
+
+  private layoutError(p: ProcessRecord, e: unknown): TlsdError {
+    if (p.state !== 'running') return new TlsdError('GONE', `process ${p.pid} has exited`);
+    return new TlsdError('UNAVAILABLE', `cannot read the TLS layout of process ${p.pid}: ${(e as Error).message}`);
   }
 
   private unchanged(p: ProcessRecord, layout: TlsLayout): boolean {
