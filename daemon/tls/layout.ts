@@ -51,26 +51,32 @@ export function discoverLayout(pid: Pid, exePath: string, kind: BinaryKind): Tls
     const errno = muslErrno(objects);
     if (errno) layout.muslErrno = errno;
   }
-  layout.fingerprint = fingerprint(pid, layout, chain);
+  layout.fingerprint = glibcOrChain(pid, layout, () => chain).fingerprint;
   return layout;
 }
 
-/** Cheap: a few small reads. Equal fingerprints, same modules. */
-export function currentFingerprint(pid: Pid, layout: TlsLayout): string {
-  return fingerprint(pid, layout, layout.kind.linkage === 'dynamic' ? linkMapChain(pid, layout.objects[0]!) : []);
+/** What can change under a layout while the program runs: which modules
+ * exist (the fingerprint: equal fingerprints, same modules) and, on glibc,
+ * each module's generation for the DTV check. A few small reads. */
+export interface TlsState {
+  fingerprint: string;
+  generations?: Map<number, Slot>;
 }
 
-function fingerprint(pid: Pid, layout: TlsLayout, chain: Address[]): string {
+export function readState(pid: Pid, layout: TlsLayout): TlsState {
+  return glibcOrChain(pid, layout, () => (layout.kind.linkage === 'dynamic' ? linkMapChain(pid, layout.objects[0]!) : []));
+}
+
+/** glibc: its slotinfo list names every TLS module with a generation that
+ * changes at each dlopen and dlclose. Otherwise (musl, which never unloads):
+ * the link_map chain. */
+function glibcOrChain(pid: Pid, layout: TlsLayout, chain: () => Address[]): TlsState {
   if (layout.glibc) {
-    return [...readSlotinfo(pid, layout.glibc.slotinfoList, layout.glibc.slotinfoLayout)]
-      .map(([id, s]) => `${id}:${s.gen}:${s.map.toString(16)}`).join(',');
+    const generations = readSlotinfo(pid, layout.glibc.slotinfoList, layout.glibc.slotinfoLayout);
+    const fingerprint = [...generations].map(([id, s]) => `${id}:${s.gen}:${s.map.toString(16)}`).join(',');
+    return { fingerprint, generations };
   }
-  return chain.map((a) => a.toString(16)).join(',');
-}
-
-/** Current generations of glibc's modules, for the DTV check. */
-export function moduleGenerations(pid: Pid, layout: TlsLayout): Map<number, Slot> | undefined {
-  return layout.glibc && readSlotinfo(pid, layout.glibc.slotinfoList, layout.glibc.slotinfoLayout);
+  return { fingerprint: chain().map((a) => a.toString(16)).join(',') };
 }
 
 const hasTls = (o: LoadedObject): o is LoadedObject & { elf: { tls: TlsSegment } } => (o.elf.tls?.memsz ?? 0n) > 0n;

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import type { ProcessRecord, ThreadRecord } from '../registry.js';
 import type { Address, Tid } from '../types.js';
-import { currentFingerprint, discoverLayout, moduleGenerations, type TlsLayout, type TlsModule } from './layout.js';
+import { discoverLayout, readState, type TlsLayout, type TlsModule, type TlsState } from './layout.js';
 import { NotReadyError } from './objects.js';
 import { readAll, type Location, type ThreadRead } from './resolve.js';
 import { byteLength, decode, defaultType, isFixedSize, type Value, type ValueType } from './values.js';
@@ -62,6 +62,10 @@ interface Cached {
   variables: Map<string, Variable[]>;
 }
 
+interface Current extends Cached {
+  state: TlsState;
+}
+
 export class TlsReader {
   private readonly cache = new WeakMap<ProcessRecord, Cached>();
 
@@ -86,7 +90,7 @@ export class TlsReader {
 
     const threads = this.threadsToRead(p, opts.tid);
     await Promise.all(threads.filter((t) => t.fsBase === 0n).map((t) => this.threads.refreshFsBase(t).catch(() => undefined)));
-    const reads = await this.readThreads(p, cached.layout, variable, threads, length);
+    const reads = await this.readThreads(p, cached, variable, threads, length);
     const values = reads.map((r, i): ThreadValue => {
       const tid = threads[i]!.tid;
       switch (r.state) {
@@ -101,13 +105,8 @@ export class TlsReader {
 
   /** A thread whose cached FS base no longer names its TCB is refreshed
    * through the tracer and read again, once (invariant 3). */
-  private async readThreads(p: ProcessRecord, layout: TlsLayout, variable: Variable, threads: ThreadRecord[], length: number): Promise<ThreadRead[]> {
-    let generations;
-    try {
-      generations = moduleGenerations(p.pid, layout);
-    } catch (e) {
-      throw this.layoutError(p, e);
-    }
+  private async readThreads(p: ProcessRecord, current: Current, variable: Variable, threads: ThreadRecord[], length: number): Promise<ThreadRead[]> {
+    const { layout, state: { generations } } = current;
     const readSome = (ts: ThreadRecord[]) => readAll(p.pid, layout, variable.location, ts.map((t) => ({ tid: t.tid, tp: t.fsBase })), length, generations);
     const reads = readSome(threads);
     const stale = threads.filter((_, i) => reads[i]!.state === 'stale-tp');
@@ -135,17 +134,26 @@ export class TlsReader {
     return [t];
   }
 
-  /** The layout of the process's current image, rebuilt when stale. */
-  private async current(p: ProcessRecord, force = false): Promise<Cached> {
+  /** The layout of the process's current image, rebuilt when stale, with
+   * what was read to tell. */
+  private async current(p: ProcessRecord, force = false): Promise<Current> {
     const cached = this.cache.get(p);
-    if (cached && cached.image === p.image && !force && this.unchanged(p, cached.layout)) return cached;
+    if (cached && cached.image === p.image && !force) {
+      let state: TlsState;
+      try {
+        state = readState(p.pid, cached.layout);
+      } catch (e) {
+        throw this.layoutError(p, e);
+      }
+      if (state.fingerprint === cached.layout.fingerprint) return { ...cached, state };
+    }
     for (let attempt = 0; ; attempt++) {
       try {
         const layout = discoverLayout(p.pid, p.exe, { libc: p.libc, linkage: p.linkage });
         const fresh = { image: p.image, layout, variables: catalogue(layout) };
         this.cache.set(p, fresh);
         this.log.debug({ tracee: p.pid, modules: layout.modules.length }, 'TLS layout discovered');
-        return fresh;
+        return { ...fresh, state: readState(p.pid, layout) };
       } catch (e) {
         if (e instanceof NotReadyError && attempt < NOT_READY_RETRIES) {
           await sleep(NOT_READY_WAIT_MS);
@@ -159,14 +167,6 @@ export class TlsReader {
   private layoutError(p: ProcessRecord, e: unknown): TlsdError {
     if (p.state !== 'running') return new TlsdError('GONE', `process ${p.pid} has exited`);
     return new TlsdError('UNAVAILABLE', `cannot read the TLS layout of process ${p.pid}: ${(e as Error).message}`);
-  }
-
-  private unchanged(p: ProcessRecord, layout: TlsLayout): boolean {
-    try {
-      return currentFingerprint(p.pid, layout) === layout.fingerprint;
-    } catch {
-      return false;
-    }
   }
 }
 
