@@ -62,25 +62,14 @@ async function startDaemon(dir: string): Promise<{ daemon: ChildProcess; client:
   }
 }
 
-/** A running `threads N` fixture, ready once all its threads reported. */
-async function threadsProcess(n: number): Promise<ChildProcess> {
-  const child = spawn(fixture('threads'), [String(n)], { stdio: ['pipe', 'pipe', 'inherit'] });
+/** A fixture program, once it printed "ready PID" (every thread it starts
+ * has then reported). */
+async function readyProcess(name: string, args: string[]): Promise<ChildProcess> {
+  const child = spawn(fixture(name), args, { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => { out = (out + s).slice(-200); });
   while (!/ready \d+/.test(out)) {
-    if (child.exitCode !== null) throw new Error(`threads ${n} exited with ${child.exitCode}`);
-    await sleep(50);
-  }
-  return child;
-}
-
-/** A running TLS fixture with `n` threads, ready once all stored their values. */
-async function tlsProcess(n: number): Promise<ChildProcess> {
-  const child = spawn(fixture('glibc-dynamic/tls'), [String(n - 1)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => { out = (out + s).slice(-200); });
-  while (!/ready \d+/.test(out)) {
-    if (child.exitCode !== null) throw new Error(`tls ${n} exited with ${child.exitCode}`);
+    if (child.exitCode !== null) throw new Error(`${name} ${args.join(' ')} exited with ${child.exitCode}`);
     await sleep(50);
   }
   return child;
@@ -90,7 +79,7 @@ async function tlsProcess(n: number): Promise<ChildProcess> {
  * tlsd's REST read (which does not), the first read after an attach (it
  * learns the modules) and later ones. */
 async function tlsReads(client: TlsdClient, n: number): Promise<Row[]> {
-  const target = await tlsProcess(n);
+  const target = await readyProcess('glibc-dynamic/tls', [String(n - 1)]); // n - 1 workers and main
   const workload = `read tls_exe in all ${n} threads`;
   const gdbRow: Row = { workload, variant: "gdb -batch -ex 'thread apply all print tls_exe'", ms: [] };
   const firstRow: Row = { workload, variant: 'tlsd GET …/tls/symbols/tls_exe, first after attach', ms: [], baseline: gdbRow.variant, faster: true };
@@ -172,7 +161,7 @@ async function churnAndLoop(client: TlsdClient): Promise<Row[]> {
 async function attaches(client: TlsdClient): Promise<Row[]> {
   const rows: Row[] = [];
   for (const n of [1000, 10000]) {
-    const target = await threadsProcess(n);
+    const target = await readyProcess('threads', [String(n)]);
     const gdbRow: Row = { workload: `attach to ${n + 2} threads`, variant: "gdb -batch -ex 'info threads'", ms: [] };
     const tlsdRow: Row = { workload: gdbRow.workload, variant: 'tlsd (POST /v1/processes)', ms: [], baseline: gdbRow.variant, faster: true };
     const stops: number[] = [];

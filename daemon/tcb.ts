@@ -4,8 +4,8 @@
 import { readMemory } from './memory.js';
 import { asAddress, type Address, type Pid } from './types.js';
 
-const TCB_SELF = 0x00; // glibc tcbhead_t.tcb, musl pthread.self
-const TCB_DTV = 0x08; // both: the DTV pointer
+export const TCB_SELF = 0x00; // glibc tcbhead_t.tcb, musl pthread.self
+export const TCB_DTV = 0x08; // both: the DTV pointer
 const TCB_STACK_GUARD = 0x28; // both: the stack protector canary
 const TCB_READ_BYTES = 0x30;
 

@@ -1,32 +1,16 @@
 /* Attach to running processes: every thread, its FS base right, nothing
  * left stopped, nothing stolen from another tracer. */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import test from 'ava';
 import { startDaemon } from './helpers/daemon.js';
+import { gdbPerThread } from './helpers/gdb.js';
 import { Fixture, noThreadInTracingStop, taskStates, tracerPidOf, waitUntil } from './helpers/fixture.js';
 
-const run = promisify(execFile);
-
-/** gdb as the oracle: the FS base of every thread, by tid. */
-async function gdbFsBases(pid: number): Promise<Map<number, string>> {
-  const { stdout } = await run('gdb', ['-batch', '-nx', '-p', String(pid), '-ex', 'thread apply all p/x $fs_base'], { maxBuffer: 1 << 24 });
-  const bases = new Map<number, string>();
-  let lwp: number | undefined;
-  for (const line of stdout.split('\n')) {
-    const thread = line.match(/\(LWP (\d+)\)/);
-    if (thread) lwp = Number(thread[1]);
-    const value = line.match(/^\$\d+ = (0x[0-9a-f]+)/);
-    if (value && lwp !== undefined) bases.set(lwp, value[1]!);
-  }
-  return bases;
-}
 
 test('attach to a 120-thread process: every FS base is what the thread itself and gdb say', async (t) => {
   const fixture = await Fixture.start(t, 'threads', ['120']);
   const reports = fixture.out.threads();
   t.is(reports.length, 121);
-  const byGdb = await gdbFsBases(fixture.pid);
+  const byGdb = await gdbPerThread(fixture.pid, 'p/x $fs_base', /^0x[0-9a-f]+$/);
   await waitUntil('gdb to detach', () => tracerPidOf(fixture.pid) === 0);
 
   const { client } = await startDaemon(t);

@@ -1,14 +1,12 @@
 /* TLS reads against the TLS fixture in every binary kind it is built in:
  * each thread i stores 7*i+1, so every expected value is known. */
-import { execFile } from 'node:child_process';
 import { basename } from 'node:path';
-import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import type { TlsdClient } from '../clients/client.js';
 import { startDaemon } from './helpers/daemon.js';
+import { gdbPerThread } from './helpers/gdb.js';
 import { Fixture, fixturePath, noThreadInTracingStop, tracerPidOf, waitUntil } from './helpers/fixture.js';
 
-const run = promisify(execFile);
 const kinds = ['glibc-dynamic', 'glibc-static', 'glibc-static-pie', 'musl-dynamic', 'musl-static'] as const;
 type Kind = (typeof kinds)[number];
 const isDynamic = (k: Kind) => k.endsWith('dynamic');
@@ -153,24 +151,10 @@ for (const kind of kinds.filter(isDynamic)) {
   });
 }
 
-/** gdb as the oracle: `thread apply all print VAR`, by tid. */
-async function gdbValues(pid: number, name: string): Promise<Map<number, string>> {
-  const { stdout } = await run('gdb', ['-batch', '-nx', '-p', String(pid), '-ex', `thread apply all print ${name}`], { maxBuffer: 1 << 24 });
-  const values = new Map<number, string>();
-  let lwp: number | undefined;
-  for (const line of stdout.split('\n')) {
-    const thread = line.match(/\(LWP (\d+)\)/);
-    if (thread) lwp = Number(thread[1]);
-    const value = line.match(/^\$\d+ = (-?\d+)/);
-    if (value && lwp !== undefined) values.set(lwp, value[1]!);
-  }
-  return values;
-}
-
 test('glibc-dynamic: every value is what gdb reads', async (t) => {
   const fixture = await Fixture.start(t, 'glibc-dynamic/tls', ['20']);
   const byGdb = new Map<string, Map<number, string>>();
-  for (const name of ['tls_exe', 'tls_needed']) byGdb.set(name, await gdbValues(fixture.pid, name));
+  for (const name of ['tls_exe', 'tls_needed']) byGdb.set(name, await gdbPerThread(fixture.pid, `print ${name}`, /^-?\d+$/));
   await waitUntil('gdb to detach', () => tracerPidOf(fixture.pid) === 0);
   const { client } = await startDaemon(t);
   await client.attach(fixture.pid);

@@ -1,18 +1,19 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { asTid, formatAddress } from '../../daemon/types.js';
+import { asAddress, asTid, formatAddress } from '../../daemon/types.js';
 import { ErrorBody, ProcessParams, SymbolParams, SymbolQuery, TlsModule, TlsSymbol, TlsValues } from '../schemas.js';
+import type { RouteDeps } from '../server.js';
 
 const errors = { 400: ErrorBody, 404: ErrorBody, 410: ErrorBody, 503: ErrorBody };
 
-export const tlsRoutes: FastifyPluginAsyncTypebox<{ supervisor: import('../../daemon/supervisor.js').Supervisor }> = async (app, { supervisor }) => {
+export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
   app.get('/v1/processes/:pid/tls/modules', {
     schema: { params: ProcessParams, response: { 200: Type.Object({ modules: Type.Array(TlsModule) }), ...errors } },
   }, async (request) => {
     const modules = await supervisor.tls.modules(request.params.pid);
     return {
       modules: modules.map((m) => ({
-        id: m.id, path: m.object.path, base: formatAddress(m.object.base as never),
+        id: m.id, path: m.object.path, base: formatAddress(asAddress(m.object.base)),
         tlsSize: Number(m.tls.memsz), tlsAlign: Number(m.tls.align), initSize: m.tls.filesz,
         ...(m.staticOffset !== undefined ? { staticOffset: Number(m.staticOffset) } : {}),
       })),

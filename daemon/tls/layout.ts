@@ -27,6 +27,8 @@ export interface TlsLayout {
   kind: BinaryKind;
   objects: LoadedObject[];
   modules: TlsModule[];
+  /** The dynamic linker's r_debug, for a dynamic program. */
+  rDebug?: Address;
   glibc?: { slotinfoList: Address; slotinfoLayout: SlotinfoLayout };
   /** musl's errno, a field of struct pthread at this offset from tp. */
   muslErrno?: ThreadPointerField;
@@ -38,10 +40,10 @@ const NO_TLS_OFFSET = 0n;
 const FORCED_DYNAMIC_TLS_OFFSET = 0xffffffffffffffffn;
 const MODULE_ID_LIMIT = 1 << 20;
 
-export function discoverLayout(pid: Pid, exePath: string, kind: BinaryKind): TlsLayout {
+export function discoverLayout(pid: Pid, exePath: string, kind: BinaryKind): { layout: TlsLayout; state: TlsState } {
   const exe = executable(pid, exePath);
-  const { objects, chain } = kind.linkage === 'dynamic' ? dynamicObjects(pid, exe) : { objects: [exe], chain: [] };
-  const layout: TlsLayout = { kind, objects, modules: [], fingerprint: '' };
+  const { objects, rDebug, chain } = kind.linkage === 'dynamic' ? dynamicObjects(pid, exe) : { objects: [exe], rDebug: undefined, chain: [] };
+  const layout: TlsLayout = { kind, objects, modules: [], fingerprint: '', ...(rDebug !== undefined ? { rDebug } : {}) };
   if (kind.libc === 'glibc') {
     const list = slotinfoListPointer(pid, objects);
     if (list !== undefined) layout.glibc = { slotinfoList: list, slotinfoLayout: slotinfoLayout(objects) };
@@ -51,8 +53,11 @@ export function discoverLayout(pid: Pid, exePath: string, kind: BinaryKind): Tls
     const errno = muslErrno(objects);
     if (errno) layout.muslErrno = errno;
   }
-  layout.fingerprint = glibcOrChain(pid, layout, () => chain).fingerprint;
-  return layout;
+  // The chain this layout was read from, not a later one: a library loaded
+  // meanwhile must show as a change at the next look.
+  const state = layout.glibc ? slotinfoState(pid, layout.glibc) : chainState(chain);
+  layout.fingerprint = state.fingerprint;
+  return { layout, state };
 }
 
 /** What can change under a layout while the program runs: which modules
@@ -63,21 +68,20 @@ export interface TlsState {
   generations?: Map<number, Slot>;
 }
 
-export function readState(pid: Pid, layout: TlsLayout): TlsState {
-  return glibcOrChain(pid, layout, () => (layout.kind.linkage === 'dynamic' ? linkMapChain(pid, layout.objects[0]!) : []));
-}
-
 /** glibc: its slotinfo list names every TLS module with a generation that
  * changes at each dlopen and dlclose. Otherwise (musl, which never unloads):
  * the link_map chain. */
-function glibcOrChain(pid: Pid, layout: TlsLayout, chain: () => Address[]): TlsState {
-  if (layout.glibc) {
-    const generations = readSlotinfo(pid, layout.glibc.slotinfoList, layout.glibc.slotinfoLayout);
-    const fingerprint = [...generations].map(([id, s]) => `${id}:${s.gen}:${s.map.toString(16)}`).join(',');
-    return { fingerprint, generations };
-  }
-  return { fingerprint: chain().map((a) => a.toString(16)).join(',') };
+export function readState(pid: Pid, layout: TlsLayout): TlsState {
+  if (layout.glibc) return slotinfoState(pid, layout.glibc);
+  return chainState(layout.rDebug === undefined ? [] : linkMapChain(pid, layout.rDebug));
 }
+
+function slotinfoState(pid: Pid, glibc: NonNullable<TlsLayout['glibc']>): TlsState {
+  const generations = readSlotinfo(pid, glibc.slotinfoList, glibc.slotinfoLayout);
+  return { fingerprint: [...generations].map(([id, s]) => `${id}:${s.gen}:${s.map.toString(16)}`).join(','), generations };
+}
+
+const chainState = (chain: Address[]): TlsState => ({ fingerprint: chain.map((a) => a.toString(16)).join(',') });
 
 const hasTls = (o: LoadedObject): o is LoadedObject & { elf: { tls: TlsSegment } } => (o.elf.tls?.memsz ?? 0n) > 0n;
 const roundUp = (n: bigint, align: bigint) => (align > 1n ? ((n + align - 1n) / align) * align : n);

@@ -15,7 +15,8 @@ import { PT_DYNAMIC, PT_PHDR, type ElfImage } from './elf.js';
 const AT_PHDR = 3n;
 const AT_ENTRY = 9n;
 const DT_DEBUG = 21n;
-// struct r_debug (<link.h>): r_version@0, r_map@8, r_brk@16, r_state@24.
+// struct r_debug (<link.h>, musl's struct debug alike): r_version@0,
+// r_map@8, r_brk@16, r_state@24.
 const R_MAP = 8;
 const R_STATE = 24;
 const RT_CONSISTENT = 0;
@@ -24,7 +25,7 @@ const RT_CONSISTENT = 0;
 const L_ADDR = 0;
 const L_NAME = 8;
 const L_NEXT = 24;
-const LINK_MAP_HEAD_BYTES = 32;
+const LINK_MAP_HEAD_BYTES = 24; // l_addr, l_name, l_ld
 const MAX_OBJECTS = 4096;
 const MAX_PATH = 4096;
 
@@ -40,8 +41,9 @@ export interface LoadedObject {
 
 export interface ObjectList {
   objects: LoadedObject[];
-  /** The link_map addresses in chain order: when they change, a module was
-   * loaded or unloaded. Empty for a static program. */
+  /** The dynamic linker's `struct r_debug`: where it stays. */
+  rDebug: Address;
+  /** The link_map addresses this list was read from (linkMapChain). */
   chain: Address[];
 }
 
@@ -63,30 +65,23 @@ export function executable(pid: Pid, exePath: string): LoadedObject {
 export function dynamicObjects(pid: Pid, exe: LoadedObject): ObjectList {
   const rDebug = debugPointer(pid, exe);
   if (rDebug === 0n) throw new NotReadyError('the dynamic linker has not set up the program yet');
-  const r = readMemory(pid, rDebug, R_STATE + 4);
-  if (r.readInt32LE(R_STATE) !== RT_CONSISTENT) throw new NotReadyError('the program is loading or unloading a library');
-  const objects: LoadedObject[] = [];
-  const chain: Address[] = [];
-  let lm = asAddress(r.readBigUInt64LE(R_MAP));
-  for (let i = 0; lm !== 0n && i < MAX_OBJECTS; i++) {
+  const state = readMemory(pid, asAddress(rDebug + BigInt(R_STATE)), 4).readInt32LE(0);
+  if (state !== RT_CONSISTENT) throw new NotReadyError('the program is loading or unloading a library');
+  const chain = linkMapChain(pid, rDebug);
+  const [first, ...rest] = chain;
+  const objects: LoadedObject[] = first === undefined ? [] : [{ ...exe, linkMap: first }]; // entry 0 is the executable
+  for (const lm of rest) {
     const head = readMemory(pid, lm, LINK_MAP_HEAD_BYTES);
-    chain.push(lm);
-    if (i === 0) {
-      objects.push({ ...exe, linkMap: lm });
-    } else {
-      const name = readCString(pid, asAddress(head.readBigUInt64LE(L_NAME)), MAX_PATH);
-      const elf = name ? openObject(pid, name) : undefined; // no file: the vDSO
-      if (elf) objects.push({ path: name, base: head.readBigUInt64LE(L_ADDR), linkMap: lm, elf });
-    }
-    lm = asAddress(head.readBigUInt64LE(L_NEXT));
+    const name = readCString(pid, asAddress(head.readBigUInt64LE(L_NAME)), MAX_PATH);
+    const elf = name ? openObject(pid, name) : undefined; // no file: the vDSO
+    if (elf) objects.push({ path: name, base: head.readBigUInt64LE(L_ADDR), linkMap: lm, elf });
   }
-  return { objects, chain };
+  return { objects, rDebug, chain };
 }
 
-/** The link_map addresses alone: the cheap check that nothing changed. */
-export function linkMapChain(pid: Pid, exe: LoadedObject): Address[] {
-  const rDebug = debugPointer(pid, exe);
-  if (rDebug === 0n) return [];
+/** The link_map addresses in chain order: when they change, a module was
+ * loaded or unloaded. A few 8-byte reads. */
+export function linkMapChain(pid: Pid, rDebug: Address): Address[] {
   const chain: Address[] = [];
   let lm = asAddress(readMemory(pid, asAddress(rDebug + BigInt(R_MAP)), 8).readBigUInt64LE(0));
   for (let i = 0; lm !== 0n && i < MAX_OBJECTS; i++) {

@@ -2,6 +2,7 @@
  * of a TLS variable for one thread"), in as few batched reads as the
  * layout allows. x86-64 (Variant II) throughout. */
 import { ReadFailure, readMany, type ReadRequest } from '../memory.js';
+import { TCB_DTV, TCB_SELF } from '../tcb.js';
 import { asAddress, type Address, type Pid, type Tid } from '../types.js';
 import type { TlsLayout, TlsModule } from './layout.js';
 import type { Slot } from './glibc.js';
@@ -21,9 +22,7 @@ export type ThreadRead =
   | { state: 'stale-tp' }
   | { state: 'error'; error: string; address?: Address };
 
-// TCB (TLS-LAYOUT.md "TCB"): self pointer at tp+0, DTV pointer at tp+8.
-const TCB_BYTES = 16;
-const TCB_DTV = 8;
+const TCB_BYTES = TCB_DTV + 8; // the self pointer and the DTV pointer
 // glibc DTV: 16-byte entries { val, to_free }; dtv[-1].counter = slots,
 // dtv[0].counter = generation; bit 0 of val set = TLS_DTV_UNALLOCATED.
 const GLIBC_DTV_ENTRY = 16n;
@@ -63,7 +62,7 @@ function readAtOffset(pid: Pid, threads: ThreadPointer[], offset: bigint, length
       const tp = threads[i]!.tp;
       const address = asAddress(tp + offset);
       if (b instanceof ReadFailure) return { ...failure(b), address } as ThreadRead;
-      if (b.readBigUInt64LE(Number(-from)) !== tp) return { state: 'stale-tp' };
+      if (b.readBigUInt64LE(Number(-from) + TCB_SELF) !== tp) return { state: 'stale-tp' };
       return { state: 'ok', address, bytes: b.subarray(Number(offset - from), Number(offset - from + len)) };
     });
   }
@@ -92,7 +91,7 @@ function readThroughDtv(pid: Pid, layout: TlsLayout, where: Location & { kind: '
 function checkTcbs(pid: Pid, threads: ThreadPointer[]): Array<Buffer | ThreadRead> {
   return readMany(pid, threads.map((t) => ({ address: t.tp, length: TCB_BYTES }))).map((b, i) => {
     if (b instanceof ReadFailure) return failure(b);
-    return b.readBigUInt64LE(0) === threads[i]!.tp ? b : { state: 'stale-tp' };
+    return b.readBigUInt64LE(TCB_SELF) === threads[i]!.tp ? b : { state: 'stale-tp' };
   });
 }
 

@@ -149,11 +149,11 @@ export class TlsReader {
     }
     for (let attempt = 0; ; attempt++) {
       try {
-        const layout = discoverLayout(p.pid, p.exe, { libc: p.libc, linkage: p.linkage });
+        const { layout, state } = discoverLayout(p.pid, p.exe, { libc: p.libc, linkage: p.linkage });
         const fresh = { image: p.image, layout, variables: catalogue(layout) };
         this.cache.set(p, fresh);
         this.log.debug({ tracee: p.pid, modules: layout.modules.length }, 'TLS layout discovered');
-        return { ...fresh, state: readState(p.pid, layout) };
+        return { ...fresh, state };
       } catch (e) {
         if (e instanceof NotReadyError && attempt < NOT_READY_RETRIES) {
           await sleep(NOT_READY_WAIT_MS);

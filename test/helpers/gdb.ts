@@ -1,0 +1,21 @@
+/* gdb as the oracle (STYLE.md: an oracle someone else wrote): one
+ * expression printed in every thread, by tid. gdb attaches for the time of
+ * the command, so the process must not be supervised meanwhile. */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/** `thread apply all print EXPR`; `value` matches what follows "$N = ". */
+export async function gdbPerThread(pid: number, print: string, value: RegExp): Promise<Map<number, string>> {
+  const { stdout } = await run('gdb', ['-batch', '-nx', '-p', String(pid), '-ex', `thread apply all ${print}`], { maxBuffer: 1 << 24 });
+  const values = new Map<number, string>();
+  let lwp: number | undefined;
+  for (const line of stdout.split('\n')) {
+    const thread = line.match(/\(LWP (\d+)\)/);
+    if (thread) lwp = Number(thread[1]);
+    const printed = line.match(/^\$\d+ = (.*)$/)?.[1]?.match(value);
+    if (printed && lwp !== undefined) values.set(lwp, printed[0]);
+  }
+  return values;
+}
