@@ -8,6 +8,7 @@ export const errorStatus = {
   ALREADY_TRACED: 409,
   GONE: 410,
   PAYLOAD_TOO_LARGE: 413,
+  RATE_LIMITED: 429,
   UNAVAILABLE: 503,
   INTERNAL: 500,
 } as const;

@@ -14,11 +14,14 @@ export interface LifecycleEvent {
 
 export class EventBus {
   private readonly emitter = new EventEmitter();
+  /** Events published so far, by type (for /metrics). */
+  readonly counts = new Map<LifecycleEventType, number>();
   constructor() { this.emitter.setMaxListeners(0); }
 
   /** `data` is only called when someone listens: with nobody listening,
    * thread churn must not pay for building events. */
   publish(type: LifecycleEventType, data: () => Record<string, unknown>, at = new Date()): void {
+    this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
     if (this.emitter.listenerCount('event') === 0) return;
     this.emitter.emit('event', { type, at: at.toISOString(), data: data() } satisfies LifecycleEvent);
   }

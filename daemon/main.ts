@@ -1,38 +1,90 @@
 /* tlsd: the daemon. `npm start` runs this.
  *
- *   --socket PATH   (or TLSD_SOCKET)      default /run/tlsd/tlsd.sock
- *   --output-dir D  (or TLSD_OUTPUT_DIR)  spawned processes' default output
- *   --log-level L   (or TLSD_LOG_LEVEL)   pino level, default info
+ *   --socket PATH       (TLSD_SOCKET)        default /run/tlsd/tlsd.sock
+ *   --socket-group G    (TLSD_SOCKET_GROUP)  socket 0660 for group G (name or gid)
+ *   --http HOST:PORT    (TLSD_HTTP)          also listen on TCP, bearer token required
+ *   --token-file F      (TLSD_TOKEN_FILE)    default /run/tlsd/token, created if missing
+ *   --allow-remote                           let --http listen on a non-loopback address
+ *   --attach-allow L    (TLSD_ATTACH_ALLOW)  uids and executables that may be traced
+ *   --rate-limit N      (TLSD_RATE_LIMIT)    requests per second per client, default 1000
+ *   --output-dir D      (TLSD_OUTPUT_DIR)    spawned processes' default output
+ *   --log-level L       (TLSD_LOG_LEVEL)     pino level, default info
  */
+import type { Server } from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import { loadOrCreateToken, TokenGuard } from '../api/auth.js';
+import { groupId, isLoopback, listenOnSocket, listenOnTcp, parseHostPort } from '../api/listen.js';
 import { buildServer } from '../api/server.js';
-import { listenOnSocket } from './listen.js';
+import { AttachPolicy, parseAllowlist } from './attach-policy.js';
 import { tracerBinary, version } from './paths.js';
 import { Supervisor } from './supervisor.js';
 
 const { values } = parseArgs({
   options: {
     socket: { type: 'string' },
+    'socket-group': { type: 'string' },
+    http: { type: 'string' },
+    'token-file': { type: 'string' },
+    'allow-remote': { type: 'boolean' },
+    'attach-allow': { type: 'string' },
+    'rate-limit': { type: 'string' },
     'output-dir': { type: 'string' },
     'log-level': { type: 'string' },
   },
 });
-const socketPath = values.socket ?? process.env.TLSD_SOCKET ?? '/run/tlsd/tlsd.sock';
-const outputDir = values['output-dir'] ?? process.env.TLSD_OUTPUT_DIR ?? path.join(path.dirname(socketPath), 'output');
-const log = pino({ name: 'tlsd', level: values['log-level'] ?? process.env.TLSD_LOG_LEVEL ?? 'info' });
+const env = process.env;
+const socketPath = values.socket ?? env.TLSD_SOCKET ?? '/run/tlsd/tlsd.sock';
+const outputDir = values['output-dir'] ?? env.TLSD_OUTPUT_DIR ?? path.join(path.dirname(socketPath), 'output');
+const log = pino({ name: 'tlsd', level: values['log-level'] ?? env.TLSD_LOG_LEVEL ?? 'info' });
 
-const supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log });
-const app = buildServer({ supervisor, version, log });
+/** A configuration mistake ends the daemon before it traces anything. */
+function fail(message: string): never {
+  log.fatal(message);
+  process.exit(1);
+}
+
+function configured<T>(what: string, make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    return fail(`${what}: ${(e as Error).message}`);
+  }
+}
+
+const socketGroup = values['socket-group'] ?? env.TLSD_SOCKET_GROUP;
+const gid = socketGroup ? configured('TLSD_SOCKET_GROUP', () => groupId(socketGroup)) : undefined;
+const allowText = values['attach-allow'] ?? env.TLSD_ATTACH_ALLOW;
+const policy = new AttachPolicy(allowText ? configured('TLSD_ATTACH_ALLOW', () => parseAllowlist(allowText)) : undefined);
+const rateText = values['rate-limit'] ?? env.TLSD_RATE_LIMIT;
+const rateLimit = rateText === undefined ? undefined : Number(rateText);
+if (rateLimit !== undefined && !(Number.isInteger(rateLimit) && rateLimit > 0)) fail(`rate limit "${rateText}" is not a positive integer`);
+const httpText = values.http ?? env.TLSD_HTTP;
+const tcp = httpText ? configured('--http', () => parseHostPort(httpText)) : undefined;
+if (tcp && !isLoopback(tcp.host) && !values['allow-remote']) {
+  fail(`--http ${httpText} is not a loopback address: anyone who can reach it and has the token can read traced memory; add --allow-remote to mean it`);
+}
+const tokenFile = values['token-file'] ?? env.TLSD_TOKEN_FILE ?? '/run/tlsd/token';
+const tokenGuard = tcp ? new TokenGuard(configured('token file', () => loadOrCreateToken(tokenFile))) : undefined;
+
+const supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy });
+const app = buildServer({ supervisor, version, log, ...(tokenGuard ? { tokenGuard } : {}), ...(rateLimit ? { rateLimit } : {}) });
+let tcpServer: Server | undefined;
 try {
-  await listenOnSocket(app, socketPath);
+  await listenOnSocket(app, socketPath, gid);
+  if (tcp && tokenGuard) {
+    tcpServer = await listenOnTcp(app, tcp, tokenGuard);
+    if (!isLoopback(tcp.host)) log.warn({ http: httpText }, 'listening on a non-loopback address (--allow-remote)');
+  }
 } catch (e) {
   log.fatal({ err: e }, 'cannot listen');
   await supervisor.close();
   process.exit(1);
 }
-log.info({ socket: socketPath, version, tracerPid: supervisor.tracerPid }, 'tlsd listening');
+log.info({
+  socket: socketPath, ...(tcp ? { http: httpText, tokenFile } : {}), version, tracerPid: supervisor.tracerPid, policy: policy.describe(),
+}, 'tlsd listening');
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {
@@ -40,6 +92,8 @@ async function stop(signal: string): Promise<void> {
   stopping = true;
   log.info({ signal }, 'stopping: detaching every tracee');
   await supervisor.close(); // first: it is what must not be left undone
+  tcpServer?.closeAllConnections();
+  tcpServer?.close();
   await app.close();
   process.exit(0);
 }

@@ -4,9 +4,10 @@ import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { getSystemErrorName } from 'node:util';
 import type { Logger } from 'pino';
+import { AttachPolicy } from './attach-policy.js';
 import { EventBus } from './event-bus.js';
 import { TlsdError } from './errors.js';
-import { readStatus } from './procfs.js';
+import { readExe, readStatus } from './procfs.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
 import { readTcb, tcbIsCurrent, type Tcb } from './tcb.js';
 import { TlsReader } from './tls/tls-reader.js';
@@ -18,6 +19,8 @@ export interface SupervisorOptions {
   /** Where spawned processes' output goes when the request names no file. */
   outputDir: string;
   log: Logger;
+  /** Default: the daemon's own uid, no allowlist. */
+  policy?: AttachPolicy;
 }
 
 export interface SpawnRequest {
@@ -45,9 +48,11 @@ export class Supervisor {
   private readonly inFlight = new Set<Pid>();
   private spawnCount = 0;
   private readonly log: Logger;
+  private readonly policy: AttachPolicy;
 
   private constructor(private readonly opts: SupervisorOptions) {
     this.log = opts.log.child({ component: 'supervisor' });
+    this.policy = opts.policy ?? new AttachPolicy();
     this.registry = new Registry(this.bus, opts.log.child({ component: 'registry' }));
     this.tls = new TlsReader(this, opts.log.child({ component: 'tls' }));
   }
@@ -136,6 +141,7 @@ export class Supervisor {
     }
     if (status.kernelThread) throw new TlsdError('FORBIDDEN', `pid ${pid} is a kernel thread`);
     if (status.tgid !== pid) throw new TlsdError('INVALID_ARGUMENT', `${pid} is a thread of process ${status.tgid}, not a process`);
+    this.policy.checkAttach(pid, status.uid, readExe(pid));
     if (this.registry.get(pid)?.state === 'running' || this.inFlight.has(pid)) {
       throw new TlsdError('ALREADY_TRACED', `process ${pid} is already supervised by tlsd (tracer pid ${this.tracerPid})`);
     }
@@ -176,6 +182,7 @@ export class Supervisor {
     if (!isDirectory(cwd)) throw new TlsdError('INVALID_ARGUMENT', `cwd ${cwd} is not a directory`);
     const env = req.env ?? (process.env as Record<string, string>);
     const program = resolveExecutable(req.argv[0] ?? '', cwd, env.PATH ?? '/usr/local/bin:/usr/bin:/bin');
+    this.policy.checkSpawn(program);
     const name = `${Date.now()}-${process.pid}-${++this.spawnCount}`;
     mkdirSync(this.opts.outputDir, { recursive: true, mode: 0o700 });
     const stdout = path.resolve(cwd, req.stdout ?? path.join(this.opts.outputDir, `${name}.stdout`));

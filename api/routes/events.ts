@@ -7,7 +7,7 @@ import type { RouteDeps } from '../server.js';
 const KEEPALIVE_MS = 15000;
 
 export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
-  app.get('/v1/events', { schema: { querystring: EventsQuery } }, (request, reply) => {
+  app.get('/v1/events', { schema: { summary: 'Lifecycle events as server-sent events (text/event-stream)', produces: ['text/event-stream'], querystring: EventsQuery } }, (request, reply) => {
     const only = request.query.pid;
     reply.hijack();
     const out = reply.raw;

@@ -3,7 +3,7 @@ import { Health } from '../schemas.js';
 import type { RouteDeps } from '../server.js';
 
 export const healthRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor, version }) => {
-  app.get('/v1/health', { schema: { response: { 200: Health } } }, async () => {
+  app.get('/v1/health', { schema: { summary: 'The daemon, its tracer and what it supervises', response: { 200: Health } } }, async () => {
     const running = supervisor.registry.list().filter((p) => p.state === 'running');
     const tracerPid = supervisor.tracerPid ?? null;
     return {

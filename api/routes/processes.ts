@@ -8,12 +8,12 @@ import type { RouteDeps } from '../server.js';
 const errors = { 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 410: ErrorBody, 503: ErrorBody };
 
 export const processRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
-  app.get('/v1/processes', { schema: { response: { 200: Type.Object({ processes: Type.Array(Process) }) } } }, async () => {
+  app.get('/v1/processes', { schema: { summary: 'Every supervised process, running or ended', response: { 200: Type.Object({ processes: Type.Array(Process) }) } } }, async () => {
     return { processes: supervisor.registry.list().map(processJson) };
   });
 
   app.post('/v1/processes', {
-    schema: { body: Type.Union([AttachBody, SpawnBody]), response: { 201: Process, ...errors } },
+    schema: { summary: 'Attach to a process ({ pid }) or spawn one ({ argv, ... })', body: Type.Union([AttachBody, SpawnBody]), response: { 201: Process, ...errors } },
   }, async (request, reply) => {
     const body = request.body;
     const p = 'pid' in body
@@ -22,12 +22,12 @@ export const processRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, {
     return reply.status(201).send(processJson(p));
   });
 
-  app.get('/v1/processes/:pid', { schema: { params: ProcessParams, response: { 200: Process, 404: ErrorBody } } }, async (request) => {
+  app.get('/v1/processes/:pid', { schema: { summary: 'One process', params: ProcessParams, response: { 200: Process, 404: ErrorBody } } }, async (request) => {
     return processJson(supervisor.getProcess(request.params.pid));
   });
 
   app.delete('/v1/processes/:pid', {
-    schema: { params: ProcessParams, querystring: DetachQuery, response: { 200: Process, ...errors } },
+    schema: { summary: 'Detach (a spawned process keeps running unless ?kill=true)', params: ProcessParams, querystring: DetachQuery, response: { 200: Process, ...errors } },
   }, async (request) => {
     const p = await supervisor.detach(asPid(request.params.pid), request.query.kill ?? false);
     return processJson(p);

@@ -7,7 +7,7 @@ import type { RouteDeps } from '../server.js';
 
 export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
   app.get('/v1/processes/:pid/threads', {
-    schema: { params: ProcessParams, response: { 200: Type.Object({ threads: Type.Array(Thread) }), 404: ErrorBody } },
+    schema: { summary: 'Live threads of a process', params: ProcessParams, response: { 200: Type.Object({ threads: Type.Array(Thread) }), 404: ErrorBody } },
   }, async (request) => {
     const p = supervisor.getProcess(request.params.pid);
     await supervisor.refreshUnknownFsBases(p);
@@ -15,7 +15,7 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   });
 
   app.get('/v1/processes/:pid/threads/:tid', {
-    schema: { params: ThreadParams, response: { 200: ThreadWithTcb, 404: ErrorBody, 410: ErrorBody } },
+    schema: { summary: 'One thread with its TCB', params: ThreadParams, response: { 200: ThreadWithTcb, 404: ErrorBody, 410: ErrorBody } },
   }, async (request) => {
     const { process, thread } = supervisor.getThread(asPid(request.params.pid), asTid(request.params.tid));
     const tcb = await supervisor.threadTcb(process, thread);
@@ -23,7 +23,7 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   });
 
   app.get('/v1/processes/:pid/exits', {
-    schema: { params: ProcessParams, response: { 200: Type.Object({ exits: Type.Array(Exit) }), 404: ErrorBody } },
+    schema: { summary: 'The exit ledger: how each thread ended', params: ProcessParams, response: { 200: Type.Object({ exits: Type.Array(Exit) }), 404: ErrorBody } },
   }, async (request) => {
     return { exits: supervisor.getProcess(request.params.pid).exits.map(exitJson) };
   });

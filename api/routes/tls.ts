@@ -6,9 +6,9 @@ import type { RouteDeps } from '../server.js';
 
 const errors = { 400: ErrorBody, 404: ErrorBody, 410: ErrorBody, 503: ErrorBody };
 
-export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
+export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor, metrics }) => {
   app.get('/v1/processes/:pid/tls/modules', {
-    schema: { params: ProcessParams, response: { 200: Type.Object({ modules: Type.Array(TlsModule) }), ...errors } },
+    schema: { summary: 'TLS modules: the program and each library with a PT_TLS segment', params: ProcessParams, response: { 200: Type.Object({ modules: Type.Array(TlsModule) }), ...errors } },
   }, async (request) => {
     const modules = await supervisor.tls.modules(request.params.pid);
     return {
@@ -21,20 +21,21 @@ export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { sup
   });
 
   app.get('/v1/processes/:pid/tls/symbols', {
-    schema: { params: ProcessParams, response: { 200: Type.Object({ symbols: Type.Array(TlsSymbol) }), ...errors } },
+    schema: { summary: 'TLS variables of every module', params: ProcessParams, response: { 200: Type.Object({ symbols: Type.Array(TlsSymbol) }), ...errors } },
   }, async (request) => {
     const variables = await supervisor.tls.variables(request.params.pid);
     return { symbols: variables.map((v) => ({ name: v.name, module: v.module, size: v.size })) };
   });
 
   app.get('/v1/processes/:pid/tls/symbols/:name', {
-    schema: { params: SymbolParams, querystring: SymbolQuery, response: { 200: TlsValues, ...errors } },
+    schema: { summary: 'One TLS variable in every thread (or one)', params: SymbolParams, querystring: SymbolQuery, response: { 200: TlsValues, ...errors } },
   }, async (request) => {
     const { module, type, length, tid } = request.query;
     const result = await supervisor.tls.read(request.params.pid, request.params.name, {
       ...(module !== undefined ? { module } : {}), ...(type !== undefined ? { type } : {}),
       ...(length !== undefined ? { length } : {}), ...(tid !== undefined ? { tid: asTid(tid) } : {}),
     });
+    metrics.tlsRead(result.values);
     return {
       symbol: result.variable.name, module: result.variable.module, type: result.type,
       values: result.values.map((v) => ({

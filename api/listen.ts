@@ -1,0 +1,80 @@
+/* Where the API listens (DESIGN.md "HTTP API v1").
+ *
+ * The Unix socket, always: socket 0600 in a directory 0700, or 0660 in a
+ * directory 0710 for one group (TLSD_SOCKET_GROUP). A stale socket file
+ * from a dead daemon is removed, a live one left alone.
+ *
+ * TCP, only when asked: a second HTTP server on the same routes, every
+ * request of which needs the bearer token (auth.ts). A non-loopback
+ * address needs an explicit allowRemote. */
+import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { TokenGuard } from './auth.js';
+
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(socketPath);
+    c.once('connect', () => { c.destroy(); resolve(true); });
+    c.once('error', () => resolve(false));
+  });
+}
+
+/** A group name or number, from /etc/group (Node has no getgrnam). */
+export function groupId(group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  for (const line of readFileSync('/etc/group', 'utf8').split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined) return Number(gid);
+  }
+  throw new Error(`no group ${group} in /etc/group`);
+}
+
+export async function listenOnSocket(app: FastifyInstance, socketPath: string, gid?: number): Promise<void> {
+  const dir = path.dirname(socketPath);
+  // Only a directory tlsd creates gets its mode and group: an existing
+  // one (say /tmp) is the administrator's.
+  const created = mkdirSync(dir, { recursive: true, mode: 0o700 }) !== undefined;
+  if (created && gid !== undefined) {
+    chownSync(dir, -1, gid);
+    chmodSync(dir, 0o710);
+  }
+  let existing;
+  try { existing = lstatSync(socketPath); } catch { /* none */ }
+  if (existing) {
+    if (!existing.isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
+    if (await answers(socketPath)) throw new Error(`another tlsd is listening on ${socketPath}`);
+    unlinkSync(socketPath);
+  }
+  await app.listen({ path: socketPath });
+  if (gid !== undefined) chownSync(socketPath, -1, gid);
+  chmodSync(socketPath, gid === undefined ? 0o600 : 0o660);
+}
+
+export interface TcpAddress { host: string; port: number }
+
+/** `127.0.0.1:7878`, `[::1]:7878`, `localhost:7878`. */
+export function parseHostPort(text: string): TcpAddress {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port < 1 || port > 65535) throw new Error(`"${text}" is not HOST:PORT`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (net.isIPv4(host) && host.startsWith('127.'));
+}
+
+/** Serves the app's routes on TCP too. The app must be ready (listening
+ * on its socket). Closing the returned server is the caller's. */
+export async function listenOnTcp(app: FastifyInstance, address: TcpAddress, guard: TokenGuard): Promise<http.Server> {
+  const server = http.createServer(app.routing);
+  guard.guard(server);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
+  });
+  return server;
+}
