@@ -3,6 +3,7 @@
 import { Type, type Static } from 'typebox';
 import { MAX_READ_LENGTH } from '../daemon/tls/tls-reader.js';
 import { valueTypes } from '../daemon/tls/values.js';
+import { lifecycleEventTypes } from '../daemon/event-bus.js';
 
 const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
 const Time = Type.String({ format: 'date-time' });
@@ -84,6 +85,9 @@ export const AttachBody = Type.Object({ pid: PidNumber }, { additionalProperties
 export const SpawnBody = Type.Object({
   argv: Type.Array(Type.String({ maxLength: 131072 }), { minItems: 1, maxItems: 4096 }),
   env: Type.Optional(Type.Record(Type.String({ pattern: '^[^=\\u0000]+$' }), Type.String(), {
+    // A Record is patternProperties: without this, a name with '=' in it
+    // would match no pattern and pass unchecked.
+    additionalProperties: false,
     description: 'the whole environment of the new process; omitted: the daemon\'s',
   })),
   cwd: Type.Optional(Type.String({ minLength: 1 })),
@@ -94,7 +98,17 @@ export const SpawnBody = Type.Object({
 export const ProcessParams = Type.Object({ pid: PidNumber });
 export const ThreadParams = Type.Object({ pid: PidNumber, tid: PidNumber });
 export const DetachQuery = Type.Object({ kill: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
-export const EventsQuery = Type.Object({ pid: Type.Optional(PidNumber) }, { additionalProperties: false });
+export const EventsQuery = Type.Object({
+  pid: Type.Optional(PidNumber),
+  since: Type.Optional(Type.Integer({ minimum: 0, description: 'replay retained events with a greater id first (as the Last-Event-ID header does)' })),
+}, { additionalProperties: false });
+
+export const Event = Type.Object({
+  id: Type.Integer({ description: '1, 2, 3, ... in order, for the daemon\'s life' }),
+  type: Type.Enum(lifecycleEventTypes),
+  at: Time,
+  pid: Type.Integer(),
+}, { additionalProperties: true, description: 'and the fields of its kind: tid, fsBase, how, code, signal, exe, argv, ...' });
 
 export const TlsModule = Type.Object({
   id: Type.Integer({ description: 'TLS module id (glibc: from the link_map; musl: load-order rank)' }),
@@ -141,3 +155,4 @@ export type ProcessJson = Static<typeof Process>;
 export type ThreadJson = Static<typeof Thread>;
 export type ExitJson = Static<typeof Exit>;
 export type HealthJson = Static<typeof Health>;
+export type EventJson = Static<typeof Event>;

@@ -50,7 +50,7 @@ async function underTlsd(client: TlsdClient, argv: string[]): Promise<number> {
 async function startDaemon(dir: string): Promise<{ daemon: ChildProcess; client: TlsdClient }> {
   const socket = path.join(dir, 'tlsd.sock');
   const daemon = spawn(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', socket, '--log-level', 'warn'], { stdio: 'inherit' });
-  const client = new TlsdClient(socket);
+  const client = new TlsdClient({ socket });
   for (let i = 0; ; i++) {
     try {
       await client.health();

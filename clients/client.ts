@@ -1,67 +1,217 @@
-/* A typed client for the tlsd HTTP API v1 over its Unix socket. The types
- * are the server's own schemas (api/schemas.ts): one source of truth. */
+/* A typed client for the tlsd HTTP API v1, over the Unix socket or over
+ * TCP with the bearer token. The types are the server's own schemas
+ * (api/schemas.ts): one source of truth.
+ *
+ *   const tlsd = new TlsdClient();                       // TLSD_SOCKET or /run/tlsd/tlsd.sock
+ *   const tlsd = new TlsdClient({ http: '127.0.0.1:7878', tokenFile: '/run/tlsd/token' });
+ */
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
-  ExitJson, HealthJson, ProcessJson, SpawnBody, SymbolQuery, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  EventJson, ExitJson, HealthJson, ProcessJson, SpawnBody, SymbolQuery, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
+import { parseHostPort } from '../api/listen.js';
+import type { ErrorCode } from '../daemon/errors.js';
+import type { LifecycleEventType } from '../daemon/event-bus.js';
+
+export const DEFAULT_SOCKET = '/run/tlsd/tlsd.sock';
+export const DEFAULT_TOKEN_FILE = '/run/tlsd/token';
+
+export interface ClientOptions {
+  /** Unix socket path; default TLSD_SOCKET, then /run/tlsd/tlsd.sock. */
+  socket?: string;
+  /** `host:port`: use TCP instead of the socket (default TLSD_HTTP). */
+  http?: string;
+  /** The bearer token for TCP; default: read from tokenFile. */
+  token?: string;
+  /** Default TLSD_TOKEN_FILE, then /run/tlsd/token. */
+  tokenFile?: string;
+}
+
+/** `code` is the API's error code, or the client's own: UNREACHABLE (no
+ * daemon answered) or BAD_RESPONSE (the answer was not the API's). */
+export type ClientErrorCode = ErrorCode | 'UNREACHABLE' | 'BAD_RESPONSE';
 
 export class TlsdError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(readonly status: number, readonly code: ClientErrorCode, message: string) {
     super(`${code}: ${message}`);
   }
 }
 
+/** One lifecycle event: id, type, at, pid and the fields of its type. */
+export type TlsdEvent = EventJson & { type: LifecycleEventType };
+
+export type Spawn = Static<typeof SpawnBody>;
+export type Thread = ThreadJson;
+export type ThreadDetail = Static<typeof ThreadWithTcb>;
+export type Module = Static<typeof TlsModule>;
+export type Symbol = Static<typeof TlsSymbol>;
+export type TlsRead = Static<typeof TlsValues>;
+export type TlsReadQuery = Static<typeof SymbolQuery>;
+export type { ExitJson as Exit, HealthJson as Health, ProcessJson as Process };
+
+type Target = { socketPath: string } | { host: string; port: number };
+
 export class TlsdClient {
-  constructor(private readonly socketPath = process.env.TLSD_SOCKET ?? '/run/tlsd/tlsd.sock') {}
+  private readonly target: Target;
+  private readonly headers: Record<string, string> = {};
+  /** Where requests go, for messages. */
+  readonly where: string;
+
+  constructor(opts: ClientOptions = {}) {
+    const env = process.env;
+    const httpAddress = opts.http ?? env.TLSD_HTTP;
+    if (httpAddress) {
+      this.target = parseHostPort(httpAddress);
+      this.headers.authorization = `Bearer ${opts.token ?? readToken(opts.tokenFile ?? env.TLSD_TOKEN_FILE ?? DEFAULT_TOKEN_FILE)}`;
+      this.where = `http://${httpAddress}`;
+    } else {
+      const socketPath = opts.socket ?? env.TLSD_SOCKET ?? DEFAULT_SOCKET;
+      this.target = { socketPath };
+      this.where = socketPath;
+    }
+  }
+
+  private send(method: string, path: string, body: unknown, onResponse: (res: http.IncomingMessage) => void, signal?: AbortSignal) {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = http.request({
+      ...this.target, method, path, ...(signal ? { signal } : {}),
+      headers: { ...this.headers, ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}) },
+    }, onResponse);
+    req.end(payload);
+    return req;
+  }
+
+  private unreachable(e: Error): TlsdError {
+    return new TlsdError(0, 'UNREACHABLE', `cannot reach tlsd at ${this.where}: ${(e as NodeJS.ErrnoException).code ?? e.message}`);
+  }
 
   /** One request; a non-2xx answer throws TlsdError with the API's code. */
   request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
-      const req = http.request({
-        socketPath: this.socketPath, method, path,
-        headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
-      }, (res) => {
+      const req = this.send(method, path, body, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
         res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let json: unknown;
-          try {
-            json = text ? JSON.parse(text) : undefined;
-          } catch {
-            return reject(new TlsdError(res.statusCode ?? 0, 'BAD_RESPONSE', text.slice(0, 200)));
-          }
           const status = res.statusCode ?? 0;
+          const text = Buffer.concat(chunks).toString('utf8');
+          const isJson = (res.headers['content-type'] ?? '').startsWith('application/json');
+          let json: unknown = text;
+          try {
+            if (isJson && text) json = JSON.parse(text);
+          } catch {
+            return reject(new TlsdError(status, 'BAD_RESPONSE', text.slice(0, 200)));
+          }
           if (status >= 200 && status < 300) return resolve(json as T);
-          const err = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
-          reject(new TlsdError(status, err?.code ?? 'UNKNOWN', err?.message ?? text));
+          const err = (json as { error?: { code?: ClientErrorCode; message?: string } } | undefined)?.error;
+          reject(new TlsdError(status, err?.code ?? 'BAD_RESPONSE', err?.message ?? text.slice(0, 200)));
         });
       });
-      req.on('error', reject);
-      req.end(payload);
+      req.on('error', (e) => reject(this.unreachable(e)));
     });
   }
 
   health() { return this.request<HealthJson>('GET', '/v1/health'); }
   processes() { return this.request<{ processes: ProcessJson[] }>('GET', '/v1/processes').then((r) => r.processes); }
   attach(pid: number) { return this.request<ProcessJson>('POST', '/v1/processes', { pid }); }
-  spawn(body: Static<typeof SpawnBody>) { return this.request<ProcessJson>('POST', '/v1/processes', body); }
+  spawn(body: Spawn) { return this.request<ProcessJson>('POST', '/v1/processes', body); }
   process(pid: number) { return this.request<ProcessJson>('GET', `/v1/processes/${pid}`); }
   detach(pid: number, kill = false) { return this.request<ProcessJson>('DELETE', `/v1/processes/${pid}${kill ? '?kill=true' : ''}`); }
-  threads(pid: number) { return this.request<{ threads: ThreadJson[] }>('GET', `/v1/processes/${pid}/threads`).then((r) => r.threads); }
-  thread(pid: number, tid: number) { return this.request<Static<typeof ThreadWithTcb>>('GET', `/v1/processes/${pid}/threads/${tid}`); }
+  threads(pid: number) { return this.request<{ threads: Thread[] }>('GET', `/v1/processes/${pid}/threads`).then((r) => r.threads); }
+  thread(pid: number, tid: number) { return this.request<ThreadDetail>('GET', `/v1/processes/${pid}/threads/${tid}`); }
+  exits(pid: number) { return this.request<{ exits: ExitJson[] }>('GET', `/v1/processes/${pid}/exits`).then((r) => r.exits); }
   tlsModules(pid: number) {
-    return this.request<{ modules: Array<Static<typeof TlsModule>> }>('GET', `/v1/processes/${pid}/tls/modules`).then((r) => r.modules);
+    return this.request<{ modules: Module[] }>('GET', `/v1/processes/${pid}/tls/modules`).then((r) => r.modules);
   }
   tlsSymbols(pid: number) {
-    return this.request<{ symbols: Array<Static<typeof TlsSymbol>> }>('GET', `/v1/processes/${pid}/tls/symbols`).then((r) => r.symbols);
+    return this.request<{ symbols: Symbol[] }>('GET', `/v1/processes/${pid}/tls/symbols`).then((r) => r.symbols);
   }
   /** One TLS variable in every thread (or in `query.tid`). */
-  readTls(pid: number, name: string, query: Static<typeof SymbolQuery> = {}) {
+  readTls(pid: number, name: string, query: TlsReadQuery = {}) {
     const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)])).toString();
-    return this.request<Static<typeof TlsValues>>('GET', `/v1/processes/${pid}/tls/symbols/${encodeURIComponent(name)}${qs ? '?' + qs : ''}`);
+    return this.request<TlsRead>('GET', `/v1/processes/${pid}/tls/symbols/${encodeURIComponent(name)}${qs ? '?' + qs : ''}`);
   }
-  exits(pid: number) { return this.request<{ exits: ExitJson[] }>('GET', `/v1/processes/${pid}/exits`).then((r) => r.exits); }
+  /** Prometheus text. */
+  metrics() { return this.request<string>('GET', '/metrics'); }
+  /** The OpenAPI document. */
+  openapi() { return this.request<Record<string, unknown>>('GET', '/docs/json'); }
+
+  /** The events the daemon retains (its last 1000), oldest first. */
+  recentEvents(opts: EventsOptions = {}) {
+    return this.request<{ events: TlsdEvent[] }>('GET', `/v1/events/recent${eventsQuery(opts)}`).then((r) => r.events);
+  }
+
+  /** Lifecycle events as they happen (after the retained ones newer than
+   * `since`, if given), until `signal` aborts (the loop then ends quietly)
+   * or the daemon goes away (it throws UNREACHABLE).
+   *
+   *   for await (const e of tlsd.events({ pid })) if (e.type === 'thread.exited') ...
+   */
+  async *events(opts: EventsOptions & { signal?: AbortSignal } = {}): AsyncGenerator<TlsdEvent> {
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = this.send('GET', `/v1/events${eventsQuery(opts)}`, undefined, resolve, opts.signal);
+      req.on('error', (e) => reject(opts.signal?.aborted ? e : this.unreachable(e)));
+    }).catch((e: Error) => {
+      if (opts.signal?.aborted) return undefined;
+      throw e;
+    });
+    if (!res) return;
+    if (res.statusCode !== 200) {
+      const text = await new Promise<string>((r) => { let s = ''; res.on('data', (c) => (s += c)); res.on('end', () => r(s)); });
+      const err = (JSON.parse(text || '{}') as { error?: { code?: ClientErrorCode; message?: string } }).error;
+      throw new TlsdError(res.statusCode ?? 0, err?.code ?? 'BAD_RESPONSE', err?.message ?? text);
+    }
+    res.setEncoding('utf8');
+    let buffered = '';
+    try {
+      for await (const chunk of res as AsyncIterable<string>) {
+        buffered += chunk;
+        let end;
+        while ((end = buffered.indexOf('\n\n')) >= 0) {
+          const event = parseEvent(buffered.slice(0, end));
+          buffered = buffered.slice(end + 2);
+          if (event) yield event;
+        }
+      }
+    } catch (e) {
+      if (!opts.signal?.aborted) throw this.unreachable(e as Error);
+    }
+    if (!opts.signal?.aborted) throw new TlsdError(0, 'UNREACHABLE', `tlsd at ${this.where} closed the event stream`);
+  }
+}
+
+function readToken(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new TlsdError(0, 'UNAUTHORIZED', `cannot read the token file ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+  }
+}
+
+export interface EventsOptions {
+  pid?: number;
+  /** An event id: only later events. */
+  since?: number;
+}
+
+function eventsQuery(opts: EventsOptions): string {
+  const q = new URLSearchParams();
+  if (opts.pid !== undefined) q.set('pid', String(opts.pid));
+  if (opts.since !== undefined) q.set('since', String(opts.since));
+  const text = q.toString();
+  return text ? `?${text}` : '';
+}
+
+/** One server-sent event block (comments, keepalives: undefined). */
+function parseEvent(block: string): TlsdEvent | undefined {
+  let id = 0, type = '', data = '';
+  for (const line of block.split('\n')) {
+    if (line.startsWith('id: ')) id = Number(line.slice(4));
+    else if (line.startsWith('event: ')) type = line.slice(7);
+    else if (line.startsWith('data: ')) data += line.slice(6);
+  }
+  if (!type || !data) return undefined;
+  return { id, type: type as LifecycleEventType, ...(JSON.parse(data) as { at: string; pid: number }) };
 }

@@ -1,29 +1,49 @@
 /* Lifecycle events (DESIGN.md `GET /v1/events`) from the registry to
- * whoever listens: the SSE route, metrics, tests. */
+ * whoever listens: the SSE route, metrics, tests. The last RETAINED
+ * events are kept, so that a client can see what just happened
+ * (`tlsctl events`) and an event stream can resume where it broke off
+ * (SSE `Last-Event-ID`). */
 import { EventEmitter } from 'node:events';
 
 export type LifecycleEventType =
   | 'process.attached' | 'process.spawned' | 'thread.created' | 'thread.exited'
   | 'process.exec' | 'process.exited' | 'process.detached';
 
+export const lifecycleEventTypes: readonly LifecycleEventType[] = [
+  'process.attached', 'process.spawned', 'thread.created', 'thread.exited', 'process.exec', 'process.exited', 'process.detached',
+];
+
 export interface LifecycleEvent {
+  /** 1, 2, 3, ... in the order of publication, for the daemon's life. */
+  id: number;
   type: LifecycleEventType;
   at: string;
-  data: Record<string, unknown>;
+  data: Record<string, unknown> & { pid: number };
 }
+
+const RETAINED = 1000;
 
 export class EventBus {
   private readonly emitter = new EventEmitter();
+  private readonly retained: LifecycleEvent[] = [];
+  private lastId = 0;
   /** Events published so far, by type (for /metrics). */
   readonly counts = new Map<LifecycleEventType, number>();
   constructor() { this.emitter.setMaxListeners(0); }
 
-  /** `data` is only called when someone listens: with nobody listening,
-   * thread churn must not pay for building events. */
-  publish(type: LifecycleEventType, data: () => Record<string, unknown>, at = new Date()): void {
+  publish(type: LifecycleEventType, data: Record<string, unknown> & { pid: number }, at = new Date()): void {
+    const event: LifecycleEvent = { id: ++this.lastId, type, at: at.toISOString(), data };
     this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
-    if (this.emitter.listenerCount('event') === 0) return;
-    this.emitter.emit('event', { type, at: at.toISOString(), data: data() } satisfies LifecycleEvent);
+    this.retained.push(event);
+    // Trimmed in batches, so that keeping history is O(1) per event.
+    if (this.retained.length >= 2 * RETAINED) this.retained.splice(0, this.retained.length - RETAINED);
+    this.emitter.emit('event', event);
+  }
+
+  /** Retained events after `afterId`, oldest first. */
+  since(afterId = 0): LifecycleEvent[] {
+    const first = this.retained.findIndex((e) => e.id > afterId);
+    return first < 0 ? [] : this.retained.slice(Math.max(first, this.retained.length - RETAINED));
   }
 
   subscribe(listener: (e: LifecycleEvent) => void): () => void {

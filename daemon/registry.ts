@@ -128,7 +128,7 @@ export class Registry {
     this.processes.delete(e.pid); // a reused pid: the new one goes last
     this.processes.set(e.pid, p);
     this.forgetOldEnded();
-    if (p.origin === 'forked') this.bus.publish('process.spawned', () => this.summary(p), p.startedAt);
+    if (p.origin === 'forked') this.bus.publish('process.spawned', this.summary(p), p.startedAt);
   }
 
   /** Drops the oldest ended or detached processes beyond the limit (a
@@ -153,7 +153,7 @@ export class Registry {
     Object.assign(p, binaryKind(p.pid, image.exe));
   }
 
-  summary(p: ProcessRecord): Record<string, unknown> {
+  summary(p: ProcessRecord): Record<string, unknown> & { pid: number } {
     return { pid: p.pid, origin: p.origin, exe: p.exe, argv: p.argv, ...(p.parentPid ? { parentPid: p.parentPid } : {}) };
   }
 
@@ -167,10 +167,10 @@ export class Registry {
     const t: ThreadRecord = { tid: e.tid, pid: p.pid, fsBase: e.fsBase, fsBaseSource: e.source, createdAt: toDate(e.at) };
     if (e.parentTid) t.parentTid = e.parentTid;
     p.threads.set(e.tid, t);
-    this.bus.publish('thread.created', () => ({
+    this.bus.publish('thread.created', {
       pid: p.pid, tid: e.tid, fsBase: formatAddress(e.fsBase), fsBaseSource: e.source,
       ...(e.parentTid ? { parentTid: e.parentTid } : {}),
-    }), t.createdAt);
+    }, t.createdAt);
   }
 
   private threadExiting(p: ProcessRecord, e: Extract<TracerEvent, { type: 'threadExiting' }>): void {
@@ -206,7 +206,7 @@ export class Registry {
     for (const tid of p.threads.keys()) this.ledger(p, tid, 'unknown', {}, at);
     p.state = 'exited';
     p.exit = { ...ending, at };
-    this.bus.publish('process.exited', () => ({ pid: p.pid, ...ending }), at);
+    this.bus.publish('process.exited', { pid: p.pid, ...ending }, at);
   }
 
   private exec(p: ProcessRecord, e: Extract<TracerEvent, { type: 'exec' }>): void {
@@ -217,7 +217,7 @@ export class Registry {
     for (const tid of [...p.threads.keys()]) this.ledger(p, tid, 'exec', {}, at);
     p.groupExitSeen = false;
     this.describe(p, e);
-    this.bus.publish('process.exec', () => ({ pid: p.pid, formerTid: e.formerTid, exe: p.exe, argv: p.argv }), at);
+    this.bus.publish('process.exec', { pid: p.pid, formerTid: e.formerTid, exe: p.exe, argv: p.argv }, at);
     this.threadNew(p, { type: 'threadNew', pid: p.pid, tid: leaderTid(p.pid), parentTid: e.formerTid, fsBase: e.fsBase, source: 'exec', at: e.at });
   }
 
@@ -225,7 +225,7 @@ export class Registry {
     this.resolve(p, 'unknown');
     p.threads.clear();
     p.state = 'detached';
-    this.bus.publish('process.detached', () => ({ pid: p.pid }));
+    this.bus.publish('process.detached', { pid: p.pid });
   }
 
   /** Settles threads whose way of ending was waiting on this news. */
@@ -243,7 +243,7 @@ export class Registry {
 
   private record(p: ProcessRecord, x: ExitRecord): void {
     p.exits.push(x);
-    this.bus.publish('thread.exited', () => ({ ...x, exitedAt: x.exitedAt.toISOString() }), x.exitedAt);
+    this.bus.publish('thread.exited', { ...x, exitedAt: x.exitedAt.toISOString() }, x.exitedAt);
   }
 
   /* Tracer restarts (DESIGN.md "Why a helper process"): the kernel detached
@@ -269,7 +269,7 @@ export class Registry {
       this.resolve(p, 'unknown');
       p.state = 'exited';
       p.exit = { at };
-      this.bus.publish('process.exited', () => ({ pid: p.pid }), at);
+      this.bus.publish('process.exited', { pid: p.pid }, at);
     }
   }
 }

@@ -156,7 +156,7 @@ export class Supervisor {
       if (reply.errno !== 0) throw this.attachError(pid, reply.errno);
       const p = this.getProcess(pid);
       p.attach = { passes: reply.passes, threads: reply.threads, longestStopNs: reply.value };
-      this.bus.publish('process.attached', () => ({ ...this.registry.summary(p), threads: p.threads.size }));
+      this.bus.publish('process.attached', { ...this.registry.summary(p), threads: p.threads.size });
       this.log.info({ tracee: pid, threads: reply.threads, passes: reply.passes }, 'attached');
       return { process: p, reply };
     } finally {
@@ -196,7 +196,7 @@ export class Supervisor {
     }
     const p = this.getProcess(reply.pid);
     Object.assign(p, { stdout, stderr });
-    this.bus.publish('process.spawned', () => ({ ...this.registry.summary(p), stdout, stderr }));
+    this.bus.publish('process.spawned', { ...this.registry.summary(p), stdout, stderr });
     return p;
   }
 

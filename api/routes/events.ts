@@ -1,23 +1,43 @@
-/* GET /v1/events: server-sent events (text/event-stream), one per
- * lifecycle event, optionally only those of one process. */
+/* Lifecycle events: GET /v1/events streams them as server-sent events
+ * (text/event-stream); GET /v1/events/recent lists the retained ones.
+ * Both can be limited to one process; both take `since` (an event id), and
+ * the stream also the standard Last-Event-ID header, to resume. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { EventsQuery } from '../schemas.js';
+import { Type } from 'typebox';
+import type { LifecycleEvent } from '../../daemon/event-bus.js';
+import { Event, EventsQuery } from '../schemas.js';
 import type { RouteDeps } from '../server.js';
 
 const KEEPALIVE_MS = 15000;
 
+const eventJson = (e: LifecycleEvent) => ({ id: e.id, type: e.type, at: e.at, ...e.data });
+
 export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
-  app.get('/v1/events', { schema: { summary: 'Lifecycle events as server-sent events (text/event-stream)', produces: ['text/event-stream'], querystring: EventsQuery } }, (request, reply) => {
-    const only = request.query.pid;
+  app.get('/v1/events/recent', {
+    schema: { summary: 'The retained lifecycle events (the last 1000), oldest first', querystring: EventsQuery, response: { 200: Type.Object({ events: Type.Array(Event) }) } },
+  }, async (request) => {
+    const { pid, since } = request.query;
+    return { events: supervisor.bus.since(since).filter((e) => pid === undefined || e.data.pid === pid).map(eventJson) };
+  });
+
+  app.get('/v1/events', {
+    schema: { summary: 'Lifecycle events as server-sent events (text/event-stream)', produces: ['text/event-stream'], querystring: EventsQuery },
+  }, (request, reply) => {
+    const { pid } = request.query;
+    const lastEventId = Number(request.headers['last-event-id']);
+    const since = request.query.since ?? (Number.isInteger(lastEventId) && lastEventId >= 0 ? lastEventId : undefined);
     reply.hijack();
     const out = reply.raw;
     out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     out.write(': tlsd events\n\n');
-    let id = 0;
-    const unsubscribe = supervisor.bus.subscribe((e) => {
-      if (only !== undefined && e.data.pid !== only) return;
-      out.write(`id: ${++id}\nevent: ${e.type}\ndata: ${JSON.stringify({ at: e.at, ...e.data })}\n\n`);
-    });
+    const send = (e: LifecycleEvent) => {
+      if (pid !== undefined && e.data.pid !== pid) return;
+      const { id, type, ...data } = eventJson(e);
+      out.write(`id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+    };
+    // Replay and subscribe in one turn of the event loop: nothing between.
+    if (since !== undefined) supervisor.bus.since(since).forEach(send);
+    const unsubscribe = supervisor.bus.subscribe(send);
     const keepalive = setInterval(() => out.write(': keepalive\n\n'), KEEPALIVE_MS);
     request.raw.on('close', () => {
       clearInterval(keepalive);

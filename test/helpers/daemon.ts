@@ -16,10 +16,11 @@ export interface TestDaemon {
   dir: string;
 }
 
-export async function startDaemon(t: ExecutionContext): Promise<TestDaemon> {
+/** `args` are more daemon flags (--http, --attach-allow, ...). */
+export async function startDaemon(t: ExecutionContext, args: string[] = []): Promise<TestDaemon> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-test-'));
   const socket = path.join(dir, 'tlsd.sock');
-  const child = spawn(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', socket, '--log-level', 'warn'], {
+  const child = spawn(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', socket, '--log-level', 'warn', ...args], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const exited = new Promise((r) => child.once('exit', r));
@@ -31,7 +32,7 @@ export async function startDaemon(t: ExecutionContext): Promise<TestDaemon> {
     }
     rmSync(dir, { recursive: true, force: true });
   });
-  const client = new TlsdClient(socket);
+  const client = new TlsdClient({ socket });
   await waitUntil('the daemon to answer', () => client.health().catch(() => undefined));
   return { child, client, socket, dir };
 }

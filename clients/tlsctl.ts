@@ -1,0 +1,236 @@
+#!/usr/bin/env node
+/* tlsctl: the command line of tlsd. Every command is one or two calls of
+ * the typed client (client.ts); this file is only arguments and output.
+ *
+ * Exit codes: 0 ok, 1 the API (or the connection) failed — the message and
+ * the error code on stderr —, 2 a usage error. */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { valueTypes } from '../daemon/tls/values.js';
+import { version } from '../daemon/paths.js';
+import { TlsdClient, type Process, type TlsdEvent } from './client.js';
+import { printFields, printTable, shortTime } from './table.js';
+
+const stdout = process.stdout;
+const stderr = process.stderr;
+
+interface GlobalOptions { socket?: string; http?: string; tokenFile?: string; json?: boolean }
+
+function positiveInteger(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new InvalidArgumentError('not a positive integer');
+  return Number(text);
+}
+
+function keyValue(text: string, previous: Record<string, string> = {}): Record<string, string> {
+  const eq = text.indexOf('=');
+  if (eq < 1) throw new InvalidArgumentError('expected KEY=VALUE');
+  return { ...previous, [text.slice(0, eq)]: text.slice(eq + 1) };
+}
+
+const program = new Command('tlsctl')
+  .description('control tlsd: attach to processes, list their threads, read their thread-local storage')
+  .version(version)
+  .option('--socket <path>', 'the daemon\'s Unix socket (default TLSD_SOCKET, then /run/tlsd/tlsd.sock)')
+  .option('--http <host:port>', 'use the daemon\'s TCP listener instead (default TLSD_HTTP)')
+  .option('--token-file <file>', 'bearer token for --http (default TLSD_TOKEN_FILE, then /run/tlsd/token)')
+  .option('--json', 'machine output: the API\'s JSON (events: one JSON object per line)')
+  .showHelpAfterError('(tlsctl --help lists the commands and options)')
+  .exitOverride();
+
+function context(command: Command): { client: TlsdClient; json: boolean } {
+  const g = command.optsWithGlobals<GlobalOptions>();
+  const client = new TlsdClient({
+    ...(g.socket !== undefined ? { socket: g.socket } : {}),
+    ...(g.http !== undefined ? { http: g.http } : {}),
+    ...(g.tokenFile !== undefined ? { tokenFile: g.tokenFile } : {}),
+  });
+  return { client, json: g.json ?? false };
+}
+
+function printJson(value: unknown): void {
+  stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+const commandLine = (p: Process) => p.argv.join(' ') || p.exe;
+
+function printProcesses(processes: Process[]): void {
+  printTable(stdout, ['PID', 'STATE', 'ORIGIN', 'LIBC', 'LINKAGE', 'THREADS', 'STARTED', 'COMMAND'], processes.map((p) => [
+    String(p.pid), p.state, p.origin, p.libc, p.linkage, String(p.threads), shortTime(p.startedAt), commandLine(p),
+  ]));
+}
+
+/** On a terminal, shows that a long request (an attach to 10,000 threads)
+ * is under way; elsewhere, nothing. */
+async function withProgress<T>(label: string, work: Promise<T>): Promise<T> {
+  if (!stderr.isTTY) return work;
+  const started = Date.now();
+  const frames = '|/-\\';
+  let i = 0;
+  const timer = setInterval(() => {
+    stderr.write(`\r${frames[i++ % frames.length]} ${label} ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }, 100);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+    stderr.write('\r\x1b[K');
+  }
+}
+
+/** Threads of a local process, from /proc, for the progress label. */
+function threadCount(pid: number): string {
+  try {
+    const n = /^Threads:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return n ? ` (${n} threads)` : '';
+  } catch {
+    return '';
+  }
+}
+
+program.command('ps')
+  .description('list supervised processes')
+  .action(async (_opts, command: Command) => {
+    const { client, json } = context(command);
+    const processes = await client.processes();
+    if (json) return printJson({ processes });
+    printProcesses(processes);
+  });
+
+program.command('attach')
+  .description('attach to a running process and every one of its threads')
+  .argument('<pid>', 'process id', positiveInteger)
+  .action(async (pid: number, _opts, command: Command) => {
+    const { client, json } = context(command);
+    const p = await withProgress(`attaching to ${pid}${threadCount(pid)}`, client.attach(pid));
+    if (json) return printJson(p);
+    stdout.write(`attached to ${p.pid} (${commandLine(p)}): ${p.threads} threads`
+      + (p.attach ? `, ${p.attach.passes} passes, longest stop ${Math.round(p.attach.longestStopMicros)} µs` : '') + '\n');
+  });
+
+program.command('spawn')
+  .description('start a command under tlsd; it runs in this directory with this environment unless told otherwise')
+  .option('--cwd <dir>', 'working directory (default: the current one)')
+  .option('--env <key=value>', 'set a variable (repeatable)', keyValue)
+  .option('--clear-env', 'start from an empty environment instead of this one')
+  .option('--stdout <file>', 'where its stdout goes (default: a file the daemon names)')
+  .option('--stderr <file>', 'where its stderr goes')
+  .argument('<argv...>', 'the command and its arguments (after --)')
+  .action(async (argv: string[], opts: { cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdout?: string; stderr?: string }, command: Command) => {
+    const { client, json } = context(command);
+    const base = opts.clearEnv ? {} : Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
+    const p = await client.spawn({
+      argv, cwd: opts.cwd ?? process.cwd(), env: { ...base, ...opts.env },
+      ...(opts.stdout ? { stdout: opts.stdout } : {}), ...(opts.stderr ? { stderr: opts.stderr } : {}),
+    });
+    if (json) return printJson(p);
+    stdout.write(`spawned ${p.pid} (${commandLine(p)}); stdout ${p.stdout}, stderr ${p.stderr}\n`);
+  });
+
+program.command('show')
+  .description('one process: what it runs, its libc, how it ended')
+  .argument('<pid>', 'process id', positiveInteger)
+  .action(async (pid: number, _opts, command: Command) => {
+    const { client, json } = context(command);
+    const p = await client.process(pid);
+    if (json) return printJson(p);
+    printFields(stdout, { ...p, gaps: p.gaps.length ? p.gaps : undefined });
+  });
+
+program.command('threads')
+  .description('live threads of a process, with their thread pointers')
+  .argument('<pid>', 'process id', positiveInteger)
+  .action(async (pid: number, _opts, command: Command) => {
+    const { client, json } = context(command);
+    const threads = await client.threads(pid);
+    if (json) return printJson({ threads });
+    printTable(stdout, ['TID', 'NAME', 'STATE', 'FS_BASE', 'FROM', 'CREATED', 'PARENT'], threads.map((t) => [
+      String(t.tid), t.name, t.state, t.fsBase, t.fsBaseSource, shortTime(t.createdAt), t.parentTid ? String(t.parentTid) : '',
+    ]));
+  });
+
+program.command('tls')
+  .description('a thread-local variable in every thread of a process')
+  .argument('<pid>', 'process id', positiveInteger)
+  .argument('<symbol>', 'the variable (errno for libc\'s errno)')
+  .addOption(new Option('--type <type>', 'how to show the value (default: from its size)').choices(valueTypes))
+  .option('--module <module>', 'the module that defines it, when several do (path, file name or id)')
+  .option('--tid <tid>', 'one thread only', positiveInteger)
+  .option('--length <bytes>', 'bytes to read for bytes and cstring', positiveInteger)
+  .action(async (pid: number, symbol: string, opts: { type?: (typeof valueTypes)[number]; module?: string; tid?: number; length?: number }, command: Command) => {
+    const { client, json } = context(command);
+    const r = await client.readTls(pid, symbol, opts);
+    if (json) return printJson(r);
+    stdout.write(`${r.symbol} in ${r.module} (${r.type})\n`);
+    printTable(stdout, ['TID', 'ADDRESS', 'STATE', 'VALUE'], r.values.map((v) => [
+      String(v.tid), v.address ?? '', v.state, v.error ?? (v.value === null ? '' : String(v.value)),
+    ]));
+  });
+
+program.command('exits')
+  .description('the exit ledger: how each thread of a process ended')
+  .argument('<pid>', 'process id', positiveInteger)
+  .action(async (pid: number, _opts, command: Command) => {
+    const { client, json } = context(command);
+    const exits = await client.exits(pid);
+    if (json) return printJson({ exits });
+    printTable(stdout, ['TID', 'HOW', 'CODE', 'SIGNAL', 'EXITED', 'LEADER'], exits.map((x) => [
+      String(x.tid), x.how, x.code === undefined ? '' : String(x.code),
+      x.signal === undefined ? '' : `${x.signal}${x.coreDumped ? ' (core)' : ''}`, shortTime(x.exitedAt), x.leader ? 'yes' : '',
+    ]));
+  });
+
+function printEvent(e: TlsdEvent, json: boolean): void {
+  if (json) return void stdout.write(JSON.stringify(e) + '\n');
+  const { id, type, at, pid, ...rest } = e;
+  const details = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' ');
+  stdout.write(`${id}  ${shortTime(at)}  ${type.padEnd(16)}  ${pid}  ${details}\n`);
+}
+
+program.command('events')
+  .description('lifecycle events: the recent ones the daemon kept, then (--follow) new ones as they happen')
+  .option('-f, --follow', 'keep printing events as they happen, until interrupted')
+  .option('--pid <pid>', 'one process only', positiveInteger)
+  .action(async (opts: { follow?: boolean; pid?: number }, command: Command) => {
+    const { client, json } = context(command);
+    const recent = await client.recentEvents(opts);
+    for (const e of recent) printEvent(e, json);
+    if (!opts.follow) return;
+    const stop = new AbortController();
+    process.once('SIGINT', () => stop.abort());
+    // Nothing retained and printed: the stream replays whatever came since.
+    const since = recent.at(-1)?.id ?? 0;
+    for await (const e of client.events({ ...opts, since, signal: stop.signal })) printEvent(e, json);
+  });
+
+program.command('detach')
+  .description('stop supervising a process (it keeps running unless --kill)')
+  .argument('<pid>', 'process id', positiveInteger)
+  .option('--kill', 'end it with SIGKILL instead')
+  .action(async (pid: number, opts: { kill?: boolean }, command: Command) => {
+    const { client, json } = context(command);
+    const p = await client.detach(pid, opts.kill ?? false);
+    if (json) return printJson(p);
+    stdout.write(opts.kill ? `killed ${pid}\n` : `detached from ${pid}; it runs on\n`);
+  });
+
+program.command('health')
+  .description('is the daemon up, and its tracer')
+  .action(async (_opts, command: Command) => {
+    const { client, json } = context(command);
+    const h = await client.health();
+    if (json) return printJson(h);
+    printFields(stdout, h);
+  });
+
+try {
+  await program.parseAsync();
+} catch (e) {
+  if (e instanceof CommanderError) {
+    // Help and version are not errors; commander printed the rest.
+    process.exitCode = e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
+  } else {
+    // A TlsdError's message starts with its code.
+    stderr.write(`tlsctl: ${(e as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}
