@@ -17,9 +17,9 @@ export interface TestDaemon {
 }
 
 /** `args` are more daemon flags (--http, --attach-allow, ...). */
-export async function startDaemon(t: ExecutionContext, args: string[] = []): Promise<TestDaemon> {
+export async function startDaemon(t: ExecutionContext, args: string[] = [], opts: { socket?: string } = {}): Promise<TestDaemon> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-test-'));
-  const socket = path.join(dir, 'tlsd.sock');
+  const socket = opts.socket ?? path.join(dir, 'tlsd.sock');
   const child = spawn(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', socket, '--log-level', 'warn', ...args], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });

@@ -1,0 +1,118 @@
+/* tlsctl against a real daemon: what a newcomer types after reading the
+ * README, and the exit codes scripts rely on (0 ok, 1 API, 2 usage). */
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { packageRoot } from '../daemon/paths.js';
+import { startDaemon } from './helpers/daemon.js';
+import { Fixture, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
+
+const tlsctlPath = path.join(packageRoot, 'dist', 'clients', 'tlsctl.js');
+
+interface Run { code: number; stdout: string; stderr: string }
+
+function tlsctl(socket: string, ...args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [tlsctlPath, '--socket', socket, ...args], (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** tid -> 7*i+1, from the fixture's "tls-thread I TID" lines. */
+function expectedValues(f: Fixture): Map<number, number> {
+  return new Map(f.out.all.flatMap((l) => {
+    const m = /^tls-thread (\d+) (\d+)/.exec(l);
+    return m ? [[Number(m[2]), 7 * Number(m[1]) + 1] as [number, number]] : [];
+  }));
+}
+
+test('attach, ps, threads, tls, show, exits, events, detach', async (t) => {
+  const { socket } = await startDaemon(t);
+  const f = await Fixture.start(t, path.join('glibc-dynamic', 'tls'), ['3']);
+  const expected = expectedValues(f);
+
+  const attached = await tlsctl(socket, 'attach', String(f.pid));
+  t.is(attached.code, 0, attached.stderr);
+  t.regex(attached.stdout, new RegExp(`^attached to ${f.pid} .*: 4 threads`));
+
+  const ps = JSON.parse((await tlsctl(socket, '--json', 'ps')).stdout);
+  t.like(ps.processes.find((p: { pid: number }) => p.pid === f.pid), { state: 'running', libc: 'glibc', threads: 4 });
+
+  const threads = (await tlsctl(socket, 'threads', String(f.pid))).stdout.trim().split('\n');
+  t.regex(threads[0]!, /^TID\s+NAME\s+STATE\s+FS_BASE/);
+  t.deepEqual(threads.slice(1).map((l) => Number(l.split(/\s+/)[0])).sort(), [...expected.keys()].sort());
+
+  const read = JSON.parse((await tlsctl(socket, '--json', 'tls', String(f.pid), 'tls_exe')).stdout);
+  t.deepEqual(new Map(read.values.map((v: { tid: number; value: number }) => [v.tid, v.value])), expected);
+  const table = (await tlsctl(socket, 'tls', String(f.pid), 'tls_name', '--type', 'cstring')).stdout;
+  t.regex(table, /^tls_name in .*\/tls \(cstring\)\nTID\s+ADDRESS\s+STATE\s+VALUE\n/);
+  t.regex(table, /\bok\s+thread-3\n/);
+  const one = JSON.parse((await tlsctl(socket, '--json', 'tls', String(f.pid), 'errno', '--tid', String(f.pid))).stdout);
+  t.deepEqual(one.values.map((v: { value: number }) => v.value), [1]);
+
+  const show = (await tlsctl(socket, 'show', String(f.pid))).stdout;
+  t.regex(show, /^pid\s+\d+$/m);
+  t.regex(show, /^libc\s+glibc$/m);
+  t.regex((await tlsctl(socket, 'exits', String(f.pid))).stdout, /^TID\s+HOW\s+CODE/);
+  t.regex((await tlsctl(socket, 'health')).stdout, /^status\s+ok$/m);
+
+  const events = (await tlsctl(socket, '--json', 'events', '--pid', String(f.pid))).stdout.trim().split('\n').map((l) => JSON.parse(l));
+  t.is(events.filter((e) => e.type === 'thread.created').length, 4);
+  t.is(events.at(-1).type, 'process.attached');
+
+  const detached = await tlsctl(socket, 'detach', String(f.pid));
+  t.is(detached.code, 0);
+  t.true(noThreadInTracingStop(f.pid));
+  t.is((await tlsctl(socket, '--json', 'show', String(f.pid))).stdout.includes('"state": "detached"'), true);
+});
+
+test('events --follow prints what happens until interrupted', async (t) => {
+  const { socket, client } = await startDaemon(t);
+  const f = await Fixture.start(t, 'threads', ['1']);
+  const follow = spawn(process.execPath, [tlsctlPath, '--socket', socket, 'events', '--follow', '--pid', String(f.pid)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => follow.kill('SIGKILL'));
+  let out = '';
+  follow.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+  const ended = new Promise<number | null>((r) => follow.once('exit', r));
+  await new Promise((r) => setTimeout(r, 500)); // following before the attach
+  await client.attach(f.pid);
+  await client.detach(f.pid);
+  await waitUntil('the detach event', () => out.includes('process.detached'));
+  t.regex(out, new RegExp(`^\\d+\\s+\\S+ \\S+\\s+process\\.attached\\s+${f.pid}\\s`, 'm'));
+  follow.kill('SIGINT');
+  t.is(await ended, 0);
+});
+
+test('spawn runs the command here, with this environment and --env', async (t) => {
+  const { socket } = await startDaemon(t);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsctl-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const out = path.join(dir, 'out');
+  const r = await tlsctl(socket, 'spawn', '--cwd', dir, '--env', 'GREETING=hello', '--stdout', out, '--', 'sh', '-c', 'echo "$GREETING $PWD $HOME"');
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /^spawned \d+ \(sh -c /);
+  await waitUntil('the output', () => readFileSync(out, 'utf8').includes('\n'));
+  t.is(readFileSync(out, 'utf8'), `hello ${dir} ${process.env.HOME}\n`);
+});
+
+test('exit codes: 1 with the API\'s code on stderr, 2 for usage', async (t) => {
+  const { socket } = await startDaemon(t);
+  const unknown = await tlsctl(socket, 'show', '4194000');
+  t.is(unknown.code, 1);
+  t.regex(unknown.stderr, /^tlsctl: NOT_FOUND: process 4194000 is not supervised$/m);
+  const refused = await tlsctl(socket, 'attach', '1');
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /FORBIDDEN/);
+  const noDaemon = await tlsctl(path.join(os.tmpdir(), 'no-tlsd-here.sock'), 'health');
+  t.is(noDaemon.code, 1);
+  t.regex(noDaemon.stderr, /UNREACHABLE: cannot reach tlsd at .*no-tlsd-here\.sock: ENOENT/);
+  for (const args of [['show', 'abc'], ['frobnicate'], ['tls', '1'], ['tls', '1', 'x', '--type', 'i128'], ['ps', '--bogus']]) {
+    const usage = await tlsctl(socket, ...args);
+    t.is(usage.code, 2, args.join(' '));
+    t.regex(usage.stderr, /error:/, args.join(' '));
+  }
+  t.is((await tlsctl(socket, '--help')).code, 0);
+});
