@@ -155,4 +155,3 @@ export type ProcessJson = Static<typeof Process>;
 export type ThreadJson = Static<typeof Thread>;
 export type ExitJson = Static<typeof Exit>;
 export type HealthJson = Static<typeof Health>;
-export type EventJson = Static<typeof Event>;

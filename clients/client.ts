@@ -9,11 +9,10 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
-  EventJson, ExitJson, HealthJson, ProcessJson, SpawnBody, SymbolQuery, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  ExitJson, HealthJson, ProcessJson, SpawnBody, SymbolQuery, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 import { parseHostPort } from '../api/listen.js';
 import type { ErrorCode } from '../daemon/errors.js';
-import type { LifecycleEventType } from '../daemon/event-bus.js';
 
 export const DEFAULT_SOCKET = '/run/tlsd/tlsd.sock';
 export const DEFAULT_TOKEN_FILE = '/run/tlsd/token';
@@ -39,8 +38,19 @@ export class TlsdError extends Error {
   }
 }
 
-/** One lifecycle event: id, type, at, pid and the fields of its type. */
-export type TlsdEvent = EventJson & { type: LifecycleEventType };
+interface EventBase { id: number; at: string; pid: number }
+type Image = Pick<ProcessJson, 'origin' | 'exe' | 'argv' | 'parentPid'>;
+
+/** One lifecycle event (api/routes/events.ts), told apart by `type`. */
+export type TlsdEvent = EventBase & (
+  | { type: 'thread.created'; tid: number; fsBase: string; fsBaseSource: ThreadJson['fsBaseSource']; parentTid?: number }
+  | ({ type: 'thread.exited' } & Omit<ExitJson, 'pid'>)
+  | ({ type: 'process.attached'; threads: number } & Image)
+  | ({ type: 'process.spawned'; stdout?: string; stderr?: string } & Image)
+  | { type: 'process.exec'; formerTid: number; exe: string; argv: string[] }
+  | { type: 'process.exited'; code?: number; signal?: number; coreDumped?: boolean }
+  | { type: 'process.detached' }
+);
 
 export type Spawn = Static<typeof SpawnBody>;
 export type Thread = ThreadJson;
@@ -213,5 +223,5 @@ function parseEvent(block: string): TlsdEvent | undefined {
     else if (line.startsWith('data: ')) data += line.slice(6);
   }
   if (!type || !data) return undefined;
-  return { id, type: type as LifecycleEventType, ...(JSON.parse(data) as { at: string; pid: number }) };
+  return { id, type, ...JSON.parse(data) } as TlsdEvent;
 }

@@ -22,10 +22,10 @@ function tlsctl(socket: string, ...args: string[]): Promise<Run> {
 }
 
 /** tid -> 7*i+1, from the fixture's "tls-thread I TID" lines. */
-function expectedValues(f: Fixture): Map<number, number> {
-  return new Map(f.out.all.flatMap((l) => {
+function expectedValues(f: Fixture): Record<number, number> {
+  return Object.fromEntries(f.out.all.flatMap((l) => {
     const m = /^tls-thread (\d+) (\d+)/.exec(l);
-    return m ? [[Number(m[2]), 7 * Number(m[1]) + 1] as [number, number]] : [];
+    return m ? [[Number(m[2]), 7 * Number(m[1]) + 1]] : [];
   }));
 }
 
@@ -43,10 +43,10 @@ test('attach, ps, threads, tls, show, exits, events, detach', async (t) => {
 
   const threads = (await tlsctl(socket, 'threads', String(f.pid))).stdout.trim().split('\n');
   t.regex(threads[0]!, /^TID\s+NAME\s+STATE\s+FS_BASE/);
-  t.deepEqual(threads.slice(1).map((l) => Number(l.split(/\s+/)[0])).sort(), [...expected.keys()].sort());
+  t.deepEqual(threads.slice(1).map((l) => l.split(/\s+/)[0]).sort(), Object.keys(expected).sort());
 
   const read = JSON.parse((await tlsctl(socket, '--json', 'tls', String(f.pid), 'tls_exe')).stdout);
-  t.deepEqual(new Map(read.values.map((v: { tid: number; value: number }) => [v.tid, v.value])), expected);
+  t.deepEqual(Object.fromEntries(read.values.map((v: { tid: number; value: number }) => [v.tid, v.value])), expected);
   const table = (await tlsctl(socket, 'tls', String(f.pid), 'tls_name', '--type', 'cstring')).stdout;
   t.regex(table, /^tls_name in .*\/tls \(cstring\)\nTID\s+ADDRESS\s+STATE\s+VALUE\n/);
   t.regex(table, /\bok\s+thread-3\n/);
