@@ -77,8 +77,10 @@ async function withProgress<T>(label: string, work: Promise<T>): Promise<T> {
   }
 }
 
-/** Threads of a local process, from /proc, for the progress label. */
-function threadCount(pid: number): string {
+/** Threads of the process, from /proc, for the progress label; over TCP
+ * the daemon may be on another machine, so nothing. */
+function threadCount(client: TlsdClient, pid: number): string {
+  if (client.where.startsWith('http')) return '';
   try {
     const n = /^Threads:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
     return n ? ` (${n} threads)` : '';
@@ -101,7 +103,7 @@ program.command('attach')
   .argument('<pid>', 'process id', positiveInteger)
   .action(async (pid: number, _opts, command: Command) => {
     const { client, json } = context(command);
-    const p = await withProgress(`attaching to ${pid}${threadCount(pid)}`, client.attach(pid));
+    const p = await withProgress(`attaching to ${pid}${threadCount(client, pid)}`, client.attach(pid));
     if (json) return printJson(p);
     stdout.write(`attached to ${p.pid} (${commandLine(p)}): ${p.threads} threads`
       + (p.attach ? `, ${p.attach.passes} passes, longest stop ${Math.round(p.attach.longestStopMicros)} µs` : '') + '\n');
