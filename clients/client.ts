@@ -101,23 +101,13 @@ export class TlsdClient {
   request<T>(method: string, path: string, body?: unknown): Promise<T> {
     return new Promise((resolve, reject) => {
       const req = this.send(method, path, body, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () => {
+        readAll(res).then((text) => {
           const status = res.statusCode ?? 0;
-          const text = Buffer.concat(chunks).toString('utf8');
-          const isJson = (res.headers['content-type'] ?? '').startsWith('application/json');
-          let json: unknown = text;
-          try {
-            if (isJson && text) json = JSON.parse(text);
-          } catch {
-            return reject(new TlsdError(status, 'BAD_RESPONSE', text.slice(0, 200)));
-          }
+          const json = (res.headers['content-type'] ?? '').startsWith('application/json') ? parseJson(text) : text;
+          if (json === undefined) return reject(new TlsdError(status, 'BAD_RESPONSE', text.slice(0, 200)));
           if (status >= 200 && status < 300) return resolve(json as T);
-          const err = (json as { error?: { code?: ClientErrorCode; message?: string } } | undefined)?.error;
-          reject(new TlsdError(status, err?.code ?? 'BAD_RESPONSE', err?.message ?? text.slice(0, 200)));
-        });
+          reject(apiError(status, json, text));
+        }, reject);
       });
       req.on('error', (e) => reject(this.unreachable(e)));
     });
@@ -140,8 +130,7 @@ export class TlsdClient {
   }
   /** One TLS variable in every thread (or in `query.tid`). */
   readTls(pid: number, name: string, query: TlsReadQuery = {}) {
-    const qs = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)])).toString();
-    return this.request<TlsRead>('GET', `/v1/processes/${pid}/tls/symbols/${encodeURIComponent(name)}${qs ? '?' + qs : ''}`);
+    return this.request<TlsRead>('GET', `/v1/processes/${pid}/tls/symbols/${encodeURIComponent(name)}${queryString(query)}`);
   }
   /** Prometheus text. */
   metrics() { return this.request<string>('GET', '/metrics'); }
@@ -150,7 +139,7 @@ export class TlsdClient {
 
   /** The events the daemon retains (its last 1000), oldest first. */
   recentEvents(opts: EventsOptions = {}) {
-    return this.request<{ events: TlsdEvent[] }>('GET', `/v1/events/recent${eventsQuery(opts)}`).then((r) => r.events);
+    return this.request<{ events: TlsdEvent[] }>('GET', `/v1/events/recent${queryString({ pid: opts.pid, since: opts.since })}`).then((r) => r.events);
   }
 
   /** Lifecycle events as they happen (after the retained ones newer than
@@ -161,7 +150,7 @@ export class TlsdClient {
    */
   async *events(opts: EventsOptions & { signal?: AbortSignal } = {}): AsyncGenerator<TlsdEvent> {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = this.send('GET', `/v1/events${eventsQuery(opts)}`, undefined, resolve, opts.signal);
+      const req = this.send('GET', `/v1/events${queryString({ pid: opts.pid, since: opts.since })}`, undefined, resolve, opts.signal);
       req.on('error', (e) => reject(opts.signal?.aborted ? e : this.unreachable(e)));
     }).catch((e: Error) => {
       if (opts.signal?.aborted) return undefined;
@@ -169,9 +158,8 @@ export class TlsdClient {
     });
     if (!res) return;
     if (res.statusCode !== 200) {
-      const text = await new Promise<string>((r) => { let s = ''; res.on('data', (c) => (s += c)); res.on('end', () => r(s)); });
-      const err = (JSON.parse(text || '{}') as { error?: { code?: ClientErrorCode; message?: string } }).error;
-      throw new TlsdError(res.statusCode ?? 0, err?.code ?? 'BAD_RESPONSE', err?.message ?? text);
+      const text = await readAll(res);
+      throw apiError(res.statusCode ?? 0, parseJson(text), text);
     }
     res.setEncoding('utf8');
     let buffered = '';
@@ -206,12 +194,35 @@ export interface EventsOptions {
   since?: number;
 }
 
-function eventsQuery(opts: EventsOptions): string {
-  const q = new URLSearchParams();
-  if (opts.pid !== undefined) q.set('pid', String(opts.pid));
-  if (opts.since !== undefined) q.set('since', String(opts.since));
-  const text = q.toString();
+/** `?a=1&b=x` of the fields that are set; '' when none is. */
+function queryString(fields: Record<string, string | number | boolean | undefined>): string {
+  const text = new URLSearchParams(
+    Object.entries(fields).flatMap(([k, v]) => (v === undefined ? [] : [[k, String(v)]])),
+  ).toString();
   return text ? `?${text}` : '';
+}
+
+function readAll(res: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('error', reject);
+    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+  });
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The API's `{ error: { code, message } }`, or what came instead. */
+function apiError(status: number, json: unknown, text: string): TlsdError {
+  const err = (json as { error?: { code?: ClientErrorCode; message?: string } } | null | undefined)?.error;
+  return new TlsdError(status, err?.code ?? 'BAD_RESPONSE', err?.message ?? text.slice(0, 200));
 }
 
 /** One server-sent event block (comments, keepalives: undefined). */

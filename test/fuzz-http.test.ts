@@ -5,8 +5,8 @@
  *
  * Safety of the machine the test runs on: the attach policy allows only
  * the fixture programs, so a generated pid or argv can reach nothing
- * else; spawn bodies name output files and directories only inside a
- * temporary directory. GET /v1/events is left out: a valid request is a
+ * else; spawn bodies always name a cwd inside a temporary directory, and
+ * output files only there. GET /v1/events is left out: a valid request is a
  * stream that never ends, which app.inject() cannot hold. */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -51,13 +51,16 @@ test('every generated request gets a documented answer; nothing is left stopped'
     { arbitrary: fc.record({ type: queryValue, module: queryValue, length: queryValue, tid: tid.map(String) }, { requiredKeys: [] }), weight: 3 },
     fc.dictionary(fc.oneof(fc.constantFrom('type', 'module', 'length', 'tid', 'pid', 'kill', 'since'), fc.string({ maxLength: 8 })), queryValue, { maxKeys: 4 }),
   );
-  const safePath = fc.oneof(fc.constant(undefined), fc.constantFrom(dir, path.join(dir, 'out'), path.join(dir, 'missing', 'x')), fc.integer());
+  // Always a cwd in the temporary directory: a relative output path (a
+  // number is coerced to one) then lands there too.
+  const cwd = fc.constantFrom(dir, path.join(dir, 'missing'));
+  const outputPath = fc.oneof(fc.constantFrom(path.join(dir, 'out'), path.join(dir, 'missing', 'x'), 'relative'), fc.integer());
   const spawnBody = fc.record({
     argv: fc.oneof(fc.array(weird, { maxLength: 3 }), { arbitrary: fc.tuple(fc.constantFrom(threads, tls), fc.constantFrom('1', 'x', '')).map((a) => [...a]), weight: 2 }),
-    env: fc.oneof(fc.constant(undefined), fc.dictionary(weird, weird, { maxKeys: 3 })),
-    cwd: safePath, stdout: safePath, stderr: safePath,
-    extra: fc.oneof(fc.constant(undefined), fc.jsonValue()),
-  }, { requiredKeys: [] });
+    env: fc.dictionary(weird, weird, { maxKeys: 3 }),
+    cwd, stdout: outputPath, stderr: outputPath,
+    extra: fc.jsonValue(),
+  }, { requiredKeys: ['cwd'] });
   const body = fc.oneof(
     { arbitrary: fc.record({ pid }), weight: 3 }, { arbitrary: spawnBody, weight: 3 }, fc.jsonValue(), weird,
     fc.constant('{"pid":'), fc.constant('x'.repeat(1024 * 1024 + 10)),
