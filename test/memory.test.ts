@@ -1,9 +1,9 @@
 /* Batched reads of another process's memory (process_vm_readv). */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import test from 'ava';
 import { ReadFailure, readMany } from '../daemon/memory.js';
 import { asAddress, asPid } from '../daemon/types.js';
-import { Fixture } from './helpers/fixture.js';
+import { Fixture, waitUntil } from './helpers/fixture.js';
 
 test('more ranges than one call takes, with unreadable ones among them', async (t) => {
   const fixture = await Fixture.start(t, 'threads', ['0']);
@@ -21,6 +21,9 @@ test('more ranges than one call takes, with unreadable ones among them', async (
     else t.true(r instanceof Buffer && r.length === 8, `range ${i} was read`);
   });
   fixture.kill();
+  // SIGKILL is not the end yet: until the process is reaped its memory may
+  // still be readable.
+  await waitUntil('the fixture to be reaped', () => !existsSync(`/proc/${fixture.pid}`));
   const gone = readMany(asPid(fixture.pid), requests.slice(1, 3));
   t.true(gone.every((r) => r instanceof ReadFailure && r.gone), 'a process that is gone: ESRCH for every range');
 });
