@@ -1,0 +1,9 @@
+/* The few memory functions the shim needs, without libc. */
+#ifndef TLSSHIM_MEM_H
+#define TLSSHIM_MEM_H
+
+#include <stddef.h>
+
+void *shim_memset(void *dst, int c, size_t n);
+
+#endif

@@ -1,0 +1,171 @@
+/* The shim's thread-local storage: the table of per-thread slots
+ * (table.h), variable registration, and the get path.
+ *
+ * Process-wide state is the table pointer and the key function chosen at
+ * start; per-thread state is the thread's slot, found by its key. */
+#include "table.h"
+#include "mem.h"
+#include "sys.h"
+#include "tlsshim.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+static struct tlsshim_table *table;
+
+/* This thread's key, by the mode and the CPU. */
+static inline uint64_t current_key(const struct tlsshim_table *t)
+{
+	if (__builtin_expect(t->uses_rdfsbase, 1)) return read_fs_base_insn();
+	return t->mode == TLSSHIM_MODE_TID ? (uint64_t)sys0(SYS_gettid) : read_fs_base_syscall();
+}
+
+static inline struct tlsshim_slot *slot_at(uint32_t i)
+{
+	return (struct tlsshim_slot *)((char *)table + table->slots_offset + (uint64_t)i * table->slot_stride);
+}
+
+/* Fibonacci hashing: FS bases share their low bits (TCBs sit at the same
+ * offset in each thread's stack mapping), so the product's upper half
+ * picks the index. */
+static inline uint32_t home_index(uint64_t key)
+{
+	return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & (table->slot_count - 1);
+}
+
+/* The slot holding `key`, or NULL. Lock-free: only the owner (or tlsd,
+ * once the owner is dead) changes a slot's key from the owner's key. */
+static struct tlsshim_slot *find(uint64_t key)
+{
+	uint32_t mask = table->slot_count - 1;
+	uint32_t i = home_index(key);
+	for (uint32_t n = 0; n < table->slot_count; n++, i = (i + 1) & mask) {
+		struct tlsshim_slot *s = slot_at(i);
+		uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+		if (k == key) return s;
+		if (k == SLOT_EMPTY) return 0;
+	}
+	return 0;
+}
+
+/* A thread's first get: take the first empty or free slot on the key's
+ * probe path and zero it. Signals are blocked meanwhile, so that a
+ * handler on this thread cannot see the slot before it is zeroed, nor
+ * claim a second one. */
+static struct tlsshim_slot *claim(uint64_t key)
+{
+	uint64_t mask_before;
+	block_signals(&mask_before);
+	struct tlsshim_slot *s = find(key); /* a handler may have run before the block */
+	uint32_t mask = table->slot_count - 1;
+	uint32_t i = home_index(key);
+	for (uint32_t n = 0; !s && n < table->slot_count; n++, i = (i + 1) & mask) {
+		struct tlsshim_slot *c = slot_at(i);
+		uint64_t k = __atomic_load_n(&c->key, __ATOMIC_ACQUIRE);
+		if (k != SLOT_EMPTY && k != SLOT_FREE) continue;
+		if (!__atomic_compare_exchange_n(&c->key, &k, key, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+		shim_memset((char *)c + SLOT_HEADER, 0, table->slot_bytes);
+		c->fs_base = table->mode == TLSSHIM_MODE_THREAD_POINTER ? key : read_fs_base_syscall();
+		c->tid = (uint64_t)sys0(SYS_gettid);
+		__atomic_fetch_add(&c->claims, 1, __ATOMIC_RELEASE);
+		s = c;
+	}
+	restore_signals(&mask_before);
+	return s;
+}
+
+EXPORT void *tlsshim_get(int handle)
+{
+	struct tlsshim_table *t = table;
+	if (!t || handle < 0 || (uint32_t)handle >= ALLOC_VARS(__atomic_load_n(&t->allocation, __ATOMIC_ACQUIRE))) return 0;
+	uint64_t key = current_key(t);
+	if (key == SLOT_EMPTY || key == SLOT_FREE) return 0;
+	/* The home slot first: the common case, a load and a compare. */
+	struct tlsshim_slot *s = slot_at(home_index(key));
+	if (__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) != key) {
+		s = find(key);
+		if (!s) s = claim(key);
+		if (!s) return 0;
+	}
+	return (char *)s + SLOT_HEADER + t->vars[handle].offset;
+}
+
+EXPORT int tlsshim_register(size_t size, size_t align, const char *name)
+{
+	struct tlsshim_table *t = table;
+	if (!t) return TLSSHIM_ENOTSTARTED;
+	if (size == 0 || align == 0 || (align & (align - 1)) || align > TLSSHIM_MAX_ALIGN) return TLSSHIM_EINVAL;
+	if (size > t->slot_bytes) return TLSSHIM_ENOSPACE;
+	uint64_t before = __atomic_load_n(&t->allocation, __ATOMIC_ACQUIRE);
+	uint32_t index, offset;
+	do {
+		index = ALLOC_VARS(before);
+		offset = (ALLOC_BYTES(before) + (uint32_t)align - 1) & ~((uint32_t)align - 1);
+		if (index >= TLSSHIM_MAX_VARS) return TLSSHIM_ENOVARS;
+		if ((uint64_t)offset + size > t->slot_bytes) return TLSSHIM_ENOSPACE;
+	} while (!__atomic_compare_exchange_n(&t->allocation, &before, ALLOC(index + 1, offset + size), 0,
+					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	/* The entry is this caller's alone now; tlsd reads it once ready. A
+	 * get with this handle is only possible after we return. */
+	struct tlsshim_var *v = &t->vars[index];
+	v->offset = offset;
+	v->size = (uint32_t)size;
+	v->align = (uint32_t)align;
+	uint32_t n = 0;
+	for (; name && name[n] && n < sizeof v->name - 1; n++) v->name[n] = name[n];
+	v->name[n] = 0;
+	__atomic_store_n(&v->ready, 1, __ATOMIC_RELEASE);
+	return (int)index;
+}
+
+EXPORT int tlsshim_release(void)
+{
+	if (!table) return TLSSHIM_ENOTSTARTED;
+	uint64_t key = current_key(table);
+	struct tlsshim_slot *s = find(key);
+	if (s) __atomic_compare_exchange_n(&s->key, &key, SLOT_FREE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+	return 0;
+}
+
+EXPORT _Noreturn void tlsshim_release_and_exit(int code)
+{
+	/* Blocked for good: a handler run after the release would claim a
+	 * slot that nobody gives back. */
+	uint64_t ignored;
+	block_signals(&ignored);
+	tlsshim_release();
+	for (;;) sys1(SYS_exit, code);
+}
+
+EXPORT int tlsshim_mode(void) { return table ? (int)table->mode : 0; }
+EXPORT int tlsshim_uses_rdfsbase(void) { return table ? (int)table->uses_rdfsbase : 0; }
+EXPORT const void *tlsshim_table(void) { return table; }
+
+static int is_power_of_two(uint32_t v) { return v && !(v & (v - 1)); }
+
+EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
+{
+	if (table) return TLSSHIM_ESTARTED;
+	if (!ctx || ctx->version != TLSSHIM_VERSION) return TLSSHIM_EINVAL;
+	if (ctx->mode != TLSSHIM_MODE_THREAD_POINTER && ctx->mode != TLSSHIM_MODE_TID) return TLSSHIM_EINVAL;
+	uint32_t count = ctx->slot_count ? ctx->slot_count : TLSSHIM_DEFAULT_SLOTS;
+	uint32_t bytes = ctx->slot_bytes ? ctx->slot_bytes : TLSSHIM_DEFAULT_SLOT_BYTES;
+	if (!is_power_of_two(count) || count > TLSSHIM_MAX_SLOTS || bytes > TLSSHIM_MAX_SLOT_BYTES) return TLSSHIM_EINVAL;
+	uint32_t stride = (SLOT_HEADER + bytes + 63) & ~63u; /* every slot's variables 64-aligned */
+	uint64_t size = TABLE_HEADER + (uint64_t)count * stride;
+	/* Anonymous private memory: zero (every key SLOT_EMPTY), touched only
+	 * as slots are used, and copied, not shared, by fork. */
+	long m = sys6(SYS_mmap, 0, (long)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (sys_failed(m)) return TLSSHIM_ENOMEM;
+	struct tlsshim_table *t = (struct tlsshim_table *)m;
+	t->version = TLSSHIM_VERSION;
+	t->mode = ctx->mode;
+	t->slot_count = count;
+	t->slot_stride = stride;
+	t->slot_bytes = bytes;
+	t->slots_offset = TABLE_HEADER;
+	t->pid = (uint64_t)sys0(SYS_getpid);
+	t->uses_rdfsbase = ctx->mode == TLSSHIM_MODE_THREAD_POINTER && (ctx->hwcap2 & HWCAP2_FSGSBASE);
+	__atomic_store_n(&t->magic, TLSSHIM_MAGIC, __ATOMIC_RELEASE);
+	__atomic_store_n(&table, t, __ATOMIC_RELEASE);
+	return 0;
+}
