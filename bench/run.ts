@@ -3,7 +3,7 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
- *   BENCH_ONLY: a comma-separated subset of tls,churn,attach
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,shim
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -135,7 +135,46 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   console.log(`tlsd bench: ${rounds} rounds, medians; ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);
-  console.log(table(rows));
+  if (rows.length) console.log(table(rows));
+  if (wanted('shim')) console.log('\n' + shimTable(await shimAccesses()));
+}
+
+/** One access to a thread-local variable, in ns: libtlsshim's get in each
+ * mode next to a native __thread and a __tls_get_addr call, each the
+ * median over the rounds of bench/shim-get.c's best-of-ten. */
+async function shimAccesses(): Promise<Map<string, number[]>> {
+  const results = new Map<string, number[]>();
+  for (let i = 0; i < rounds; i++) {
+    for (const mode of ['thread-pointer', 'thread-pointer-syscall', 'tid']) {
+      const { stdout } = await run(benchProgram('shim-get'), [mode, benchProgram('libtlsgd.so')]);
+      for (const [, name, ns] of stdout.matchAll(/^RESULT (\S+) ([\d.]+)$/gm)) {
+        const key = name === 'shim_get' || name === 'shim_claim' ? `${name} ${mode}` : name!;
+        results.set(key, [...(results.get(key) ?? []), Number(ns)]);
+      }
+    }
+  }
+  return results;
+}
+
+function shimTable(results: Map<string, number[]>): string {
+  const names: Record<string, string> = {
+    native: 'native `__thread` (initial-exec), increment',
+    tls_get_addr: '`__tls_get_addr` (general-dynamic, dlopen\'ed library), increment',
+    rdfsbase: 'the `rdfsbase` instruction alone',
+    'shim_get thread-pointer': 'shim get, thread-pointer mode, rdfsbase, increment',
+    'shim_get thread-pointer-syscall': 'shim get, thread-pointer mode without FSGSBASE (arch_prctl), increment',
+    'shim_get tid': 'shim get, tid mode (gettid), increment',
+    'shim_claim thread-pointer': 'shim release + first get (a claim), thread-pointer mode',
+    'shim_claim thread-pointer-syscall': 'shim release + first get (a claim), without FSGSBASE',
+    'shim_claim tid': 'shim release + first get (a claim), tid mode',
+  };
+  const lines = ['| access | ns |', '| --- | ---: |'];
+  for (const [key, label] of Object.entries(names)) {
+    const ns = results.get(key);
+    // The native and __tls_get_addr figures come from every mode's run.
+    if (ns) lines.push(`| ${label} | ${median(ns).toFixed(1)} |`);
+  }
+  return lines.join('\n');
 }
 
 /** Tracing overhead: thread churn and a syscall loop, native, under tlsd

@@ -12,16 +12,23 @@
 
 static struct tlsshim_table *table;
 
+/* What the get path needs, copied out of the table at start so that it
+ * is a few loads that do not depend on each other. */
+static char *slots;          /* the first slot */
+static uint32_t slot_mask;   /* slot_count - 1 */
+static uint32_t stride_shift; /* slot_stride is 1 << stride_shift */
+static int key_is_rdfsbase;
+
 /* This thread's key, by the mode and the CPU. */
-static inline uint64_t current_key(const struct tlsshim_table *t)
+static inline uint64_t current_key(void)
 {
-	if (__builtin_expect(t->uses_rdfsbase, 1)) return read_fs_base_insn();
-	return t->mode == TLSSHIM_MODE_TID ? (uint64_t)sys0(SYS_gettid) : read_fs_base_syscall();
+	if (key_is_rdfsbase) return read_fs_base_insn();
+	return table->mode == TLSSHIM_MODE_TID ? (uint64_t)sys0(SYS_gettid) : read_fs_base_syscall();
 }
 
 static inline struct tlsshim_slot *slot_at(uint32_t i)
 {
-	return (struct tlsshim_slot *)((char *)table + table->slots_offset + (uint64_t)i * table->slot_stride);
+	return (struct tlsshim_slot *)(slots + ((uint64_t)i << stride_shift));
 }
 
 /* Fibonacci hashing: FS bases share their low bits (TCBs sit at the same
@@ -29,16 +36,15 @@ static inline struct tlsshim_slot *slot_at(uint32_t i)
  * picks the index. */
 static inline uint32_t home_index(uint64_t key)
 {
-	return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & (table->slot_count - 1);
+	return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & slot_mask;
 }
 
 /* The slot holding `key`, or NULL. Lock-free: only the owner (or tlsd,
  * once the owner is dead) changes a slot's key from the owner's key. */
 static struct tlsshim_slot *find(uint64_t key)
 {
-	uint32_t mask = table->slot_count - 1;
 	uint32_t i = home_index(key);
-	for (uint32_t n = 0; n < table->slot_count; n++, i = (i + 1) & mask) {
+	for (uint32_t n = 0; n <= slot_mask; n++, i = (i + 1) & slot_mask) {
 		struct tlsshim_slot *s = slot_at(i);
 		uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
 		if (k == key) return s;
@@ -53,19 +59,19 @@ static struct tlsshim_slot *find(uint64_t key)
  * claim a second one. */
 static struct tlsshim_slot *claim(uint64_t key)
 {
+	if (key == SLOT_EMPTY || key == SLOT_FREE) return 0;
 	uint64_t mask_before;
 	block_signals(&mask_before);
 	struct tlsshim_slot *s = find(key); /* a handler may have run before the block */
-	uint32_t mask = table->slot_count - 1;
 	uint32_t i = home_index(key);
-	for (uint32_t n = 0; !s && n < table->slot_count; n++, i = (i + 1) & mask) {
+	for (uint32_t n = 0; !s && n <= slot_mask; n++, i = (i + 1) & slot_mask) {
 		struct tlsshim_slot *c = slot_at(i);
 		uint64_t k = __atomic_load_n(&c->key, __ATOMIC_ACQUIRE);
 		if (k != SLOT_EMPTY && k != SLOT_FREE) continue;
 		if (!__atomic_compare_exchange_n(&c->key, &k, key, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
 		shim_memset((char *)c + SLOT_HEADER, 0, table->slot_bytes);
 		c->fs_base = table->mode == TLSSHIM_MODE_THREAD_POINTER ? key : read_fs_base_syscall();
-		c->tid = (uint64_t)sys0(SYS_gettid);
+		c->tid = table->mode == TLSSHIM_MODE_TID ? key : (uint64_t)sys0(SYS_gettid);
 		__atomic_fetch_add(&c->claims, 1, __ATOMIC_RELEASE);
 		s = c;
 	}
@@ -73,20 +79,29 @@ static struct tlsshim_slot *claim(uint64_t key)
 	return s;
 }
 
+/* Everything but a hit in the home slot with rdfsbase: another mode, a
+ * key placed further along, or a thread's first get. */
+__attribute__((noinline)) static void *get_slow(int handle)
+{
+	uint64_t key = current_key();
+	struct tlsshim_slot *s = find(key);
+	if (!s) s = claim(key);
+	return s ? (char *)s + SLOT_HEADER + table->vars[handle].offset : 0;
+}
+
 EXPORT void *tlsshim_get(int handle)
 {
 	struct tlsshim_table *t = table;
 	if (!t || handle < 0 || (uint32_t)handle >= ALLOC_VARS(__atomic_load_n(&t->allocation, __ATOMIC_ACQUIRE))) return 0;
-	uint64_t key = current_key(t);
-	if (key == SLOT_EMPTY || key == SLOT_FREE) return 0;
-	/* The home slot first: the common case, a load and a compare. */
-	struct tlsshim_slot *s = slot_at(home_index(key));
-	if (__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) != key) {
-		s = find(key);
-		if (!s) s = claim(key);
-		if (!s) return 0;
+	/* The common case: rdfsbase, a hash, a load and a compare. The rest is
+	 * a tail call, so that this path saves no registers. */
+	if (__builtin_expect(key_is_rdfsbase, 1)) {
+		uint64_t key = read_fs_base_insn();
+		struct tlsshim_slot *s = slot_at(home_index(key));
+		if (__builtin_expect(__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) == key, 1))
+			return (char *)s + SLOT_HEADER + t->vars[handle].offset;
 	}
-	return (char *)s + SLOT_HEADER + t->vars[handle].offset;
+	return get_slow(handle);
 }
 
 EXPORT int tlsshim_register(size_t size, size_t align, const char *name)
@@ -120,7 +135,7 @@ EXPORT int tlsshim_register(size_t size, size_t align, const char *name)
 EXPORT int tlsshim_release(void)
 {
 	if (!table) return TLSSHIM_ENOTSTARTED;
-	uint64_t key = current_key(table);
+	uint64_t key = current_key();
 	struct tlsshim_slot *s = find(key);
 	if (s) __atomic_compare_exchange_n(&s->key, &key, SLOT_FREE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 	return 0;
@@ -150,7 +165,11 @@ EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
 	uint32_t count = ctx->slot_count ? ctx->slot_count : TLSSHIM_DEFAULT_SLOTS;
 	uint32_t bytes = ctx->slot_bytes ? ctx->slot_bytes : TLSSHIM_DEFAULT_SLOT_BYTES;
 	if (!is_power_of_two(count) || count > TLSSHIM_MAX_SLOTS || bytes > TLSSHIM_MAX_SLOT_BYTES) return TLSSHIM_EINVAL;
-	uint32_t stride = (SLOT_HEADER + bytes + 63) & ~63u; /* every slot's variables 64-aligned */
+	/* A power of two, so that finding a slot is a shift: every slot's
+	 * variables stay 64-aligned, and pages past a slot's used bytes are
+	 * never touched, so never backed. */
+	uint32_t stride = 64;
+	while (stride < SLOT_HEADER + bytes) stride <<= 1;
 	uint64_t size = TABLE_HEADER + (uint64_t)count * stride;
 	/* Anonymous private memory: zero (every key SLOT_EMPTY), touched only
 	 * as slots are used, and copied, not shared, by fork. */
@@ -165,6 +184,10 @@ EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
 	t->slots_offset = TABLE_HEADER;
 	t->pid = (uint64_t)sys0(SYS_getpid);
 	t->uses_rdfsbase = ctx->mode == TLSSHIM_MODE_THREAD_POINTER && (ctx->hwcap2 & HWCAP2_FSGSBASE);
+	slots = (char *)t + TABLE_HEADER;
+	slot_mask = count - 1;
+	stride_shift = (uint32_t)__builtin_ctz(stride);
+	key_is_rdfsbase = (int)t->uses_rdfsbase;
 	__atomic_store_n(&t->magic, TLSSHIM_MAGIC, __ATOMIC_RELEASE);
 	__atomic_store_n(&table, t, __ATOMIC_RELEASE);
 	return 0;
