@@ -32,15 +32,20 @@ export function groupId(group: string): number {
   throw new Error(`no group ${group} in /etc/group`);
 }
 
-export async function listenOnSocket(app: FastifyInstance, socketPath: string, gid?: number): Promise<void> {
+/** The socket's directory, made before anything listens in it (the shims'
+ * socket lives there too). Only a directory tlsd creates gets its mode
+ * and group: an existing one (say /tmp) is the administrator's. */
+export function prepareSocketDirectory(socketPath: string, gid?: number): void {
   const dir = path.dirname(socketPath);
-  // Only a directory tlsd creates gets its mode and group: an existing
-  // one (say /tmp) is the administrator's.
   const created = mkdirSync(dir, { recursive: true, mode: 0o700 }) !== undefined;
   if (created && gid !== undefined) {
     chownSync(dir, -1, gid);
     chmodSync(dir, 0o710);
   }
+}
+
+/** In a directory prepareSocketDirectory made ready. */
+export async function listenOnSocket(app: FastifyInstance, socketPath: string, gid?: number): Promise<void> {
   let existing;
   try { existing = lstatSync(socketPath); } catch { /* none */ }
   if (existing) {

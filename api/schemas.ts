@@ -93,6 +93,9 @@ export const SpawnBody = Type.Object({
   cwd: Type.Optional(Type.String({ minLength: 1 })),
   stdout: Type.Optional(Type.String({ minLength: 1 })),
   stderr: Type.Optional(Type.String({ minLength: 1 })),
+  shim: Type.Optional(Type.Object({ mode: Type.Enum(['thread-pointer', 'tid']) }, {
+    additionalProperties: false, description: 'load libtlsshim (LD_PRELOAD; dynamic programs only) in this mode',
+  })),
 }, { additionalProperties: false });
 
 export const ProcessParams = Type.Object({ pid: PidNumber });
@@ -149,6 +152,34 @@ export const TlsValues = Type.Object({
     }),
     error: Type.Optional(Type.String()),
   })),
+});
+
+export const ShimVariable = Type.Object({
+  handle: Type.Integer(), name: Type.String(), offset: Type.Integer(), size: Type.Integer(), align: Type.Integer(),
+});
+
+export const ShimStatus = Type.Object({
+  loaded: Type.Boolean({ description: 'a shim said hello from this process' }),
+  connected: Type.Optional(Type.Boolean({ description: 'its agent thread is still connected' })),
+  mode: Type.Optional(Type.Enum(['thread-pointer', 'tid'])),
+  version: Type.Optional(Type.Integer()),
+  table: Type.Optional(Hex),
+  handshakeAt: Type.Optional(Time),
+  slotCount: Type.Optional(Type.Integer()),
+  slotBytes: Type.Optional(Type.Integer()),
+  slotsInUse: Type.Optional(Type.Integer()),
+  slotsFree: Type.Optional(Type.Integer()),
+  usesRdfsbase: Type.Optional(Type.Boolean()),
+  variables: Type.Optional(Type.Array(ShimVariable)),
+});
+
+export const ThreadShim = Type.Object({
+  tid: Type.Integer(),
+  key: Type.String({ description: 'the thread\'s key in the table: its FS base or its tid, hex' }),
+  slot: Type.Union([Type.Object({ index: Type.Integer(), address: Hex, claims: Type.Integer() }), Type.Null()], {
+    description: 'null: the thread has not used shim TLS (or gave its slot back)',
+  }),
+  variables: Type.Array(Type.Object({ name: Type.String(), size: Type.Integer(), bytes: Type.String({ description: 'hex digits' }) })),
 });
 
 export type ProcessJson = Static<typeof Process>;

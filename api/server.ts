@@ -14,6 +14,7 @@ import { Metrics } from './metrics.js';
 import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
 import { processRoutes } from './routes/processes.js';
+import { shimRoutes } from './routes/shim.js';
 import { threadRoutes } from './routes/threads.js';
 import { tlsRoutes } from './routes/tls.js';
 
@@ -75,6 +76,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   void app.register(processRoutes, routeDeps);
   void app.register(threadRoutes, routeDeps);
   void app.register(tlsRoutes, routeDeps);
+  void app.register(shimRoutes, routeDeps);
   void app.register(eventRoutes, routeDeps);
   return app;
 }

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
-  ExitJson, HealthJson, ProcessJson, SpawnBody, SymbolQuery, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  ExitJson, HealthJson, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 import { parseHostPort } from '../api/listen.js';
 import type { ErrorCode } from '../daemon/errors.js';
@@ -50,6 +50,8 @@ export type TlsdEvent = EventBase & (
   | { type: 'process.exec'; formerTid: number; exe: string; argv: string[] }
   | { type: 'process.exited'; code?: number; signal?: number; coreDumped?: boolean }
   | { type: 'process.detached' }
+  | { type: 'shim.handshake'; mode: 'thread-pointer' | 'tid'; shimVersion: number; table: string; slotCount: number; slotBytes: number }
+  | { type: 'shim.slot'; event: 'claimed' | 'released'; slot: number; tid: number; key: string }
 );
 
 export type Spawn = Static<typeof SpawnBody>;
@@ -132,6 +134,10 @@ export class TlsdClient {
   readTls(pid: number, name: string, query: TlsReadQuery = {}) {
     return this.request<TlsRead>('GET', `/v1/processes/${pid}/tls/symbols/${encodeURIComponent(name)}${queryString(query)}`);
   }
+  /** The process's shim: mode, table, slots, variables ({ loaded: false } without one). */
+  shim(pid: number) { return this.request<Static<typeof ShimStatus>>('GET', `/v1/processes/${pid}/shim`); }
+  /** One thread's shim slot and the bytes of its variables. */
+  threadShim(pid: number, tid: number) { return this.request<Static<typeof ThreadShim>>('GET', `/v1/processes/${pid}/threads/${tid}/shim`); }
   /** Prometheus text. */
   metrics() { return this.request<string>('GET', '/metrics'); }
   /** The OpenAPI document. */

@@ -116,13 +116,17 @@ program.command('spawn')
   .option('--clear-env', 'start from an empty environment instead of this one')
   .option('--stdout <file>', 'where its stdout goes (default: a file the daemon names)')
   .option('--stderr <file>', 'where its stderr goes')
+  .addOption(new Option('--shim <mode>', 'load libtlsshim in this mode (dynamic programs)').choices(['thread-pointer', 'tid']))
   .argument('<argv...>', 'the command and its arguments (after --)')
-  .action(async (argv: string[], opts: { cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdout?: string; stderr?: string }, command: Command) => {
+  .action(async (argv: string[], opts: {
+    cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdout?: string; stderr?: string; shim?: 'thread-pointer' | 'tid';
+  }, command: Command) => {
     const { client, json } = context(command);
     const base = opts.clearEnv ? {} : Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
     const p = await client.spawn({
       argv, cwd: opts.cwd ?? process.cwd(), env: { ...base, ...opts.env },
       ...(opts.stdout ? { stdout: opts.stdout } : {}), ...(opts.stderr ? { stderr: opts.stderr } : {}),
+      ...(opts.shim ? { shim: { mode: opts.shim } } : {}),
     });
     if (json) return printJson(p);
     stdout.write(`spawned ${p.pid} (${commandLine(p)}); stdout ${p.stdout}, stderr ${p.stderr}\n`);
@@ -202,6 +206,31 @@ program.command('events')
     // Nothing retained and printed: the stream replays whatever came since.
     const since = recent.at(-1)?.id ?? 0;
     for await (const e of client.events({ ...opts, since, signal: stop.signal })) printEvent(e, json);
+  });
+
+program.command('shim')
+  .description('the shim in a process (its table and slots), or one thread\'s shim variables')
+  .argument('<pid>', 'process id', positiveInteger)
+  .argument('[tid]', 'a thread of it', positiveInteger)
+  .action(async (pid: number, tid: number | undefined, _opts, command: Command) => {
+    const { client, json } = context(command);
+    if (tid === undefined) {
+      const s = await client.shim(pid);
+      if (json) return printJson(s);
+      const { variables, ...rest } = s;
+      printFields(stdout, rest);
+      if (variables?.length) {
+        stdout.write('\n');
+        printTable(stdout, ['HANDLE', 'NAME', 'OFFSET', 'SIZE', 'ALIGN'], variables.map((v) => [
+          String(v.handle), v.name, String(v.offset), String(v.size), String(v.align),
+        ]));
+      }
+      return;
+    }
+    const t = await client.threadShim(pid, tid);
+    if (json) return printJson(t);
+    stdout.write(`thread ${t.tid}, key ${t.key}: ${t.slot ? `slot ${t.slot.index} at ${t.slot.address}` : 'no slot'}\n`);
+    if (t.variables.length) printTable(stdout, ['NAME', 'SIZE', 'BYTES'], t.variables.map((v) => [v.name, String(v.size), v.bytes]));
   });
 
 program.command('detach')

@@ -7,10 +7,12 @@ import { EventEmitter } from 'node:events';
 
 export type LifecycleEventType =
   | 'process.attached' | 'process.spawned' | 'thread.created' | 'thread.exited'
-  | 'process.exec' | 'process.exited' | 'process.detached';
+  | 'process.exec' | 'process.exited' | 'process.detached'
+  | 'shim.handshake' | 'shim.slot';
 
 export const lifecycleEventTypes: readonly LifecycleEventType[] = [
   'process.attached', 'process.spawned', 'thread.created', 'thread.exited', 'process.exec', 'process.exited', 'process.detached',
+  'shim.handshake', 'shim.slot',
 ];
 
 export interface LifecycleEvent {

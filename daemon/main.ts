@@ -1,6 +1,6 @@
 /* tlsd: the daemon. `npm start` runs this.
  *
- *   --socket PATH       (TLSD_SOCKET)        default /run/tlsd/tlsd.sock
+ *   --socket PATH       (TLSD_SOCKET)        default /run/tlsd/tlsd.sock (shims connect to shim.sock beside it)
  *   --socket-group G    (TLSD_SOCKET_GROUP)  socket 0660 for group G (name or gid)
  *   --http HOST:PORT    (TLSD_HTTP)          also listen on TCP, bearer token required
  *   --token-file F      (TLSD_TOKEN_FILE)    default /run/tlsd/token, created if missing
@@ -15,7 +15,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { loadOrCreateToken, TokenGuard } from '../api/auth.js';
-import { groupId, isLoopback, listenOnSocket, listenOnTcp, parseHostPort } from '../api/listen.js';
+import { groupId, isLoopback, listenOnSocket, listenOnTcp, parseHostPort, prepareSocketDirectory } from '../api/listen.js';
 import { buildServer } from '../api/server.js';
 import { AttachPolicy, parseAllowlist } from './attach-policy.js';
 import { tracerBinary, version } from './paths.js';
@@ -68,7 +68,9 @@ if (tcp && !isLoopback(tcp.host) && !values['allow-remote']) {
 const tokenFile = values['token-file'] ?? env.TLSD_TOKEN_FILE ?? '/run/tlsd/token';
 const tokenGuard = tcp ? new TokenGuard(configured('token file', () => loadOrCreateToken(tokenFile))) : undefined;
 
-const supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy });
+configured('socket directory', () => prepareSocketDirectory(socketPath, gid));
+const shimSocket = path.join(path.dirname(socketPath), 'shim.sock');
+const supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy, shimSocket });
 const app = buildServer({ supervisor, version, log, ...(tokenGuard ? { tokenGuard } : {}), ...(rateLimit ? { rateLimit } : {}) });
 let tcpServer: Server | undefined;
 try {

@@ -6,4 +6,5 @@ import { fileURLToPath } from 'node:url';
 
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const tracerBinary = path.join(packageRoot, 'native', 'tracer', 'build', 'tlsd-tracer');
+export const shimLibrary = path.join(packageRoot, 'native', 'shim', 'build', 'libtlsshim.so');
 export const version: string = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version;

@@ -1,6 +1,7 @@
 /* The daemon's core: starts the tracer (and restarts it if it dies), keeps
  * the registry, and answers what the API asks. */
-import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { getSystemErrorName } from 'node:util';
 import type { Logger } from 'pino';
@@ -10,7 +11,11 @@ import { TlsdError } from './errors.js';
 import { readExe, readStatus } from './procfs.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
 import { readTcb, tcbIsCurrent, type Tcb } from './tcb.js';
+import { ShimServer } from './shim/server.js';
+import type { ShimMode } from './shim/table.js';
+import { loadElf } from './tls/elf-cache.js';
 import { TlsReader } from './tls/tls-reader.js';
+import { shimLibrary } from './paths.js';
 import { TracerClient, TracerGoneError, type TracerReply } from './tracer/client.js';
 import { asAddress, asPid, type Pid, type Tid } from './types.js';
 
@@ -21,6 +26,8 @@ export interface SupervisorOptions {
   log: Logger;
   /** Default: the daemon's own uid, no allowlist. */
   policy?: AttachPolicy;
+  /** Where spawned processes' shims connect; default: in a new temporary directory. */
+  shimSocket?: string;
 }
 
 export interface SpawnRequest {
@@ -29,6 +36,8 @@ export interface SpawnRequest {
   cwd?: string;
   stdout?: string;
   stderr?: string;
+  /** Load libtlsshim with LD_PRELOAD, in this mode. */
+  shim?: { mode: ShimMode };
 }
 
 const ESRCH = 3;
@@ -41,6 +50,7 @@ export class Supervisor {
   readonly bus = new EventBus();
   readonly registry: Registry;
   readonly tls: TlsReader;
+  readonly shims: ShimServer;
   readonly startedAt = Date.now();
   tracerRestarts = 0;
   private tracer?: TracerClient;
@@ -55,11 +65,16 @@ export class Supervisor {
     this.policy = opts.policy ?? new AttachPolicy();
     this.registry = new Registry(this.bus, opts.log.child({ component: 'registry' }));
     this.tls = new TlsReader(this, opts.log.child({ component: 'tls' }));
+    this.shims = new ShimServer(
+      opts.shimSocket ?? path.join(mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-')), 'shim.sock'),
+      this.registry, this.bus, opts.log.child({ component: 'shim' }),
+    );
   }
 
   static async start(opts: SupervisorOptions): Promise<Supervisor> {
     const s = new Supervisor(opts);
     await s.startTracer();
+    await s.shims.listen();
     return s;
   }
 
@@ -180,9 +195,10 @@ export class Supervisor {
   async spawn(req: SpawnRequest): Promise<ProcessRecord> {
     const cwd = req.cwd ?? process.cwd();
     if (!isDirectory(cwd)) throw new TlsdError('INVALID_ARGUMENT', `cwd ${cwd} is not a directory`);
-    const env = req.env ?? (process.env as Record<string, string>);
-    const program = resolveExecutable(req.argv[0] ?? '', cwd, env.PATH ?? '/usr/local/bin:/usr/bin:/bin');
+    const given = req.env ?? (process.env as Record<string, string>);
+    const program = resolveExecutable(req.argv[0] ?? '', cwd, given.PATH ?? '/usr/local/bin:/usr/bin:/bin');
     this.policy.checkSpawn(program);
+    const env = req.shim ? this.withShim(program, given, req.shim.mode) : given;
     const name = `${Date.now()}-${process.pid}-${++this.spawnCount}`;
     mkdirSync(this.opts.outputDir, { recursive: true, mode: 0o700 });
     const stdout = path.resolve(cwd, req.stdout ?? path.join(this.opts.outputDir, `${name}.stdout`));
@@ -198,6 +214,20 @@ export class Supervisor {
     Object.assign(p, { stdout, stderr });
     this.bus.publish('process.spawned', { ...this.registry.summary(p), stdout, stderr });
     return p;
+  }
+
+  /** The environment that makes the dynamic linker load libtlsshim and
+   * tells the shim where tlsd listens. */
+  private withShim(program: string, env: Record<string, string>, mode: ShimMode): Record<string, string> {
+    let interp;
+    try {
+      interp = loadElf(program).interp;
+    } catch (e) {
+      throw new TlsdError('INVALID_ARGUMENT', `cannot load the shim into ${program}: ${(e as Error).message}`);
+    }
+    if (!interp) throw new TlsdError('INVALID_ARGUMENT', `${program} is static: LD_PRELOAD needs a dynamic linker to load the shim`);
+    const preload = env.LD_PRELOAD ? `${shimLibrary}:${env.LD_PRELOAD}` : shimLibrary;
+    return { ...env, LD_PRELOAD: preload, TLSSHIM_MODE: mode, TLSSHIM_SOCKET: this.shims.socketPath };
   }
 
   async detach(pid: Pid, kill: boolean): Promise<ProcessRecord> {
@@ -262,6 +292,7 @@ export class Supervisor {
   /** Detaches every tracee (the tracer does it when its socket closes). */
   async close(): Promise<void> {
     this.closing = true;
+    this.shims.close();
     await this.tracer?.close();
   }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { packageRoot } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
-import { Fixture, noThreadInTracingStop } from './helpers/fixture.js';
+import { Fixture, fixturePath, noThreadInTracingStop } from './helpers/fixture.js';
 import { rawRequest, type RawRequest } from './helpers/http.js';
 import { startApp } from './helpers/server.js';
 
@@ -47,6 +47,9 @@ const catalogue: Case[] = [
   { what: 'spawn: a missing executable', request: () => spawn({ argv: ['no-such-program-here'] }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'spawn: a cwd that is not a directory', request: () => spawn({ argv: ['true'], cwd: '/etc/passwd' }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'spawn: an environment name with "="', request: () => spawn({ argv: ['true'], env: { 'A=B': 'c' } }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'spawn: a shim mode that does not exist', request: () => spawn({ argv: ['true'], shim: { mode: 'fs' } }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'spawn: the shim into a static program', request: () => spawn({ argv: [fixturePath(path.join('glibc-static', 'tls'))], shim: { mode: 'tid' } }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'the shim of a process that has none', request: (s) => get(`/v1/processes/${s.supervised}/threads/${s.supervisedThread}/shim`), status: 404, code: 'NOT_FOUND' },
   { what: 'POST: malformed JSON', request: () => spawn('{"pid":'), status: 400, code: 'INVALID_ARGUMENT' },
   {
     what: 'POST: a body of a type other than JSON',

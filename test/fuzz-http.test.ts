@@ -59,6 +59,7 @@ test('every generated request gets a documented answer; nothing is left stopped'
     argv: fc.oneof(fc.array(weird, { maxLength: 3 }), { arbitrary: fc.tuple(fc.constantFrom(threads, tls), fc.constantFrom('1', 'x', '')).map((a) => [...a]), weight: 2 }),
     env: fc.dictionary(weird, weird, { maxKeys: 3 }),
     cwd, stdout: outputPath, stderr: outputPath,
+    shim: fc.oneof(fc.record({ mode: fc.constantFrom('thread-pointer', 'tid') }), fc.jsonValue()),
     extra: fc.jsonValue(),
   }, { requiredKeys: ['cwd'] });
   const body = fc.oneof(
@@ -80,6 +81,8 @@ test('every generated request gets a documented answer; nothing is left stopped'
     fc.record({ method: fc.constant('GET'), url: fc.tuple(pid).map(([p]) => `/v1/processes/${enc(p)}/tls/symbols`) }),
     fc.record({ method: fc.constant('GET'), url: fc.tuple(pid, symbol, query).map(([p, s, q]) => `/v1/processes/${enc(p)}/tls/symbols/${enc(s)}${qs(q)}`) }),
     fc.record({ method: fc.constant('GET'), url: query.map((q) => `/v1/events/recent${qs(q)}`) }),
+    fc.record({ method: fc.constant('GET'), url: fc.tuple(pid).map(([p]) => `/v1/processes/${enc(p)}/shim`) }),
+    fc.record({ method: fc.constant('GET'), url: fc.tuple(pid, tid).map(([p, x]) => `/v1/processes/${enc(p)}/threads/${enc(x)}/shim`) }),
     fc.record({ method: fc.constant('DELETE'), url: fc.tuple(pid, query).map(([p, q]) => `/v1/processes/${enc(p)}${qs(q)}`) }),
     fc.record({ method: fc.constant('POST'), url: fc.constant('/v1/processes'), body, contentType }),
     fc.record({ method: fc.constantFrom('PUT', 'PATCH', 'POST', 'DELETE'), url: fc.constantFrom('/v1/health', '/v1/processes/1/threads', '/metrics') }),

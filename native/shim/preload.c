@@ -94,7 +94,7 @@ __attribute__((constructor)) static void tlsshim_preload(void)
 			.slot_count = env_value(&env, "TLSSHIM_SLOTS") ? decimal(env_value(&env, "TLSSHIM_SLOTS")) : 0,
 			.slot_bytes = env_value(&env, "TLSSHIM_SLOT_BYTES") ? decimal(env_value(&env, "TLSSHIM_SLOT_BYTES")) : 0,
 			.hwcap2 = hwcap2(),
-			.socket_path = 0,
+			.socket_path = env_value(&env, "TLSSHIM_SOCKET"),
 		};
 		/* A bad setting leaves the shim unstarted (its calls then say
 		 * TLSSHIM_ENOTSTARTED); the host runs on either way. */

@@ -3,6 +3,7 @@
  *
  * Process-wide state is the table pointer and the key function chosen at
  * start; per-thread state is the thread's slot, found by its key. */
+#include "ipc.h"
 #include "table.h"
 #include "mem.h"
 #include "sys.h"
@@ -73,6 +74,7 @@ static struct tlsshim_slot *claim(uint64_t key)
 		c->fs_base = table->mode == TLSSHIM_MODE_THREAD_POINTER ? key : read_fs_base_syscall();
 		c->tid = table->mode == TLSSHIM_MODE_TID ? key : (uint64_t)sys0(SYS_gettid);
 		__atomic_fetch_add(&c->claims, 1, __ATOMIC_RELEASE);
+		ipc_event(EVENT_CLAIMED, i, key, c->tid);
 		s = c;
 	}
 	restore_signals(&mask_before);
@@ -137,7 +139,9 @@ EXPORT int tlsshim_release(void)
 	if (!table) return TLSSHIM_ENOTSTARTED;
 	uint64_t key = current_key();
 	struct tlsshim_slot *s = find(key);
-	if (s) __atomic_compare_exchange_n(&s->key, &key, SLOT_FREE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+	uint64_t owner = key;
+	if (s && __atomic_compare_exchange_n(&s->key, &owner, SLOT_FREE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		ipc_event(EVENT_RELEASED, (uint32_t)(((char *)s - slots) >> stride_shift), key, s->tid);
 	return 0;
 }
 
@@ -190,5 +194,7 @@ EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
 	key_is_rdfsbase = (int)t->uses_rdfsbase;
 	__atomic_store_n(&t->magic, TLSSHIM_MAGIC, __ATOMIC_RELEASE);
 	__atomic_store_n(&table, t, __ATOMIC_RELEASE);
+	/* Without tlsd (no socket, or no agent) the table works all the same. */
+	if (ctx->socket_path) ipc_start(t, ctx->socket_path);
 	return 0;
 }

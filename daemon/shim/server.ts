@@ -1,0 +1,156 @@
+/* The daemon's side of the shims' IPC (native/shim/ipc.c): a Unix socket
+ * that each shim's agent thread connects to. One JSON object per line,
+ * each way. A shim says hello (its pid, mode, table address), then sends
+ * slot events; the daemon asks it ping and stats.
+ *
+ * A hello from a process tlsd does not supervise is refused (the
+ * connection is closed): the socket is 0600, but a shim is code in
+ * somebody else's process, so what it says is checked, not trusted. */
+import { chmodSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { TlsdError } from '../errors.js';
+import type { EventBus } from '../event-bus.js';
+import type { Registry } from '../registry.js';
+import { asAddress, asPid, type Address, type Pid } from '../types.js';
+import type { ShimMode } from './table.js';
+
+const REQUEST_TIMEOUT_MS = 2000;
+const MAX_LINE = 64 * 1024;
+
+export interface ShimHello {
+  protocol: number;
+  pid: number;
+  shimVersion: number;
+  mode: ShimMode;
+  table: Address;
+  slotCount: number;
+  slotBytes: number;
+}
+
+export interface ShimConnection {
+  hello: ShimHello;
+  connectedAt: Date;
+  /** Undefined once the shim's agent has gone (the process ended). */
+  socket?: net.Socket;
+  pending: Map<number, (answer: Record<string, unknown>) => void>;
+  nextId: number;
+}
+
+function parseHello(m: Record<string, unknown>): ShimHello | undefined {
+  const int = (v: unknown) => (Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : undefined);
+  const table = typeof m.table === 'string' && /^0x[0-9a-f]{1,16}$/.test(m.table) ? asAddress(BigInt(m.table)) : undefined;
+  const mode = m.mode === 'thread-pointer' || m.mode === 'tid' ? m.mode : undefined;
+  const [protocol, pid, shimVersion, slotCount, slotBytes] = [m.protocol, m.pid, m.shimVersion, m.slotCount, m.slotBytes].map(int);
+  if (m.type !== 'hello' || protocol !== 1 || !pid || shimVersion === undefined || !mode || !table || !slotCount || slotBytes === undefined) return undefined;
+  return { protocol, pid, shimVersion, mode, table, slotCount, slotBytes };
+}
+
+export class ShimServer {
+  private readonly server = net.createServer((socket) => this.accept(socket));
+  private readonly shims = new Map<Pid, ShimConnection>();
+
+  constructor(
+    readonly socketPath: string,
+    private readonly registry: Registry,
+    private readonly bus: EventBus,
+    private readonly log: Logger,
+  ) {}
+
+  /** In an existing directory: the API socket's, or a temporary one. */
+  async listen(): Promise<void> {
+    try { unlinkSync(this.socketPath); } catch { /* none */ }
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.socketPath, () => { this.server.off('error', reject); resolve(); });
+    });
+    chmodSync(this.socketPath, 0o600);
+  }
+
+  close(): void {
+    for (const s of this.shims.values()) s.socket?.destroy();
+    this.server.close();
+    try { unlinkSync(this.socketPath); } catch { /* gone */ }
+  }
+
+  get(pid: Pid): ShimConnection | undefined {
+    return this.shims.get(pid);
+  }
+
+  /** Asks a shim (ping, stats); its answer, or UNAVAILABLE. */
+  request(pid: Pid, type: 'ping' | 'stats'): Promise<Record<string, unknown>> {
+    const shim = this.shims.get(pid);
+    if (!shim?.socket) return Promise.reject(new TlsdError('UNAVAILABLE', `the shim of process ${pid} is not connected`));
+    const id = shim.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        shim.pending.delete(id);
+        reject(new TlsdError('UNAVAILABLE', `the shim of process ${pid} did not answer ${type} in ${REQUEST_TIMEOUT_MS} ms`));
+      }, REQUEST_TIMEOUT_MS);
+      shim.pending.set(id, (answer) => { clearTimeout(timer); resolve(answer); });
+      shim.socket!.write(JSON.stringify({ type, id }) + '\n');
+    });
+  }
+
+  private accept(socket: net.Socket): void {
+    let shim: ShimConnection | undefined;
+    let buffered = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      if (!shim) return;
+      shim.socket = undefined;
+      for (const resolve of shim.pending.values()) resolve({ type: 'error', message: 'the shim disconnected' });
+      shim.pending.clear();
+    });
+    socket.on('data', (chunk: string) => {
+      buffered += chunk;
+      if (buffered.length > MAX_LINE) return socket.destroy();
+      let end;
+      while ((end = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 1);
+        let message: Record<string, unknown>;
+        try {
+          message = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          this.log.warn({ line: line.slice(0, 200) }, 'a shim sent a line that is not JSON; disconnected');
+          return socket.destroy();
+        }
+        if (!shim) {
+          shim = this.hello(message, socket);
+          if (!shim) return socket.destroy();
+        } else {
+          this.message(shim, message);
+        }
+      }
+    });
+  }
+
+  private hello(message: Record<string, unknown>, socket: net.Socket): ShimConnection | undefined {
+    const hello = parseHello(message);
+    const p = hello && this.registry.get(asPid(hello.pid));
+    if (!hello || !p || p.state !== 'running') {
+      this.log.warn({ hello: message }, 'a shim hello from no supervised process; refused');
+      return undefined;
+    }
+    const shim: ShimConnection = { hello, connectedAt: new Date(), socket, pending: new Map(), nextId: 1 };
+    this.shims.set(p.pid, shim);
+    this.bus.publish('shim.handshake', {
+      pid: p.pid, mode: hello.mode, shimVersion: hello.shimVersion, table: `0x${hello.table.toString(16)}`,
+      slotCount: hello.slotCount, slotBytes: hello.slotBytes,
+    });
+    this.log.info({ tracee: p.pid, mode: hello.mode }, 'shim connected');
+    return shim;
+  }
+
+  private message(shim: ShimConnection, m: Record<string, unknown>): void {
+    if (m.type === 'slot' && (m.event === 'claimed' || m.event === 'released')) {
+      this.bus.publish('shim.slot', { pid: shim.hello.pid, event: m.event, slot: m.slot, tid: m.tid, key: m.key });
+      return;
+    }
+    const id = Number(m.id);
+    shim.pending.get(id)?.(m);
+    shim.pending.delete(id);
+  }
+}

@@ -1,0 +1,301 @@
+/* The shim's side of its IPC with tlsd (protocol: one JSON object per
+ * line, each way; see daemon/shim/server.ts for the daemon's side).
+ *
+ *   shim -> tlsd: {"type":"hello",...} once, then {"type":"slot",...} as
+ *                 threads claim and release slots, and answers;
+ *   tlsd -> shim: {"type":"ping","id":N} and {"type":"stats","id":N}.
+ *
+ * An agent thread does all of it: made with a raw clone (no libc to ask),
+ * on its own stack and thread pointer, with every signal blocked for its
+ * whole life (a Go host's handlers abort on a foreign thread), ending
+ * with SYS_exit, never exit_group. When tlsd is gone the agent ends and
+ * the shim works on without it. */
+#include "ipc.h"
+#include "mem.h"
+#include "sys.h"
+
+#define SYS_write 1
+#define SYS_poll 7
+#define SYS_clone 56
+#define SYS_socket 41
+#define SYS_connect 42
+#define AF_UNIX 1
+#define SOCK_STREAM 1
+#define SOCK_CLOEXEC 02000000
+#define POLLIN 1
+#define EINTR 4
+#define POLL_MS 50
+
+#define CLONE_VM 0x100
+#define CLONE_FS 0x200
+#define CLONE_FILES 0x400
+#define CLONE_SIGHAND 0x800
+#define CLONE_THREAD 0x10000
+#define CLONE_SYSVSEM 0x40000
+#define CLONE_SETTLS 0x80000
+
+#define AGENT_STACK (64 * 1024)
+#define AGENT_TLS 4096
+#define RING 1024 /* a power of two */
+
+struct event {
+	uint64_t published; /* the event's sequence number + 1 once filled */
+	uint32_t kind, slot;
+	uint64_t key, tid;
+};
+
+static struct tlsshim_table *table;
+static char socket_path[108]; /* sockaddr_un.sun_path */
+static int agent_running;
+static struct event ring[RING];
+static uint64_t ring_head; /* next sequence number to reserve */
+static uint64_t ring_tail; /* next to send; the agent's alone */
+static uint64_t dropped;
+
+void ipc_event(enum shim_event_kind kind, uint32_t slot, uint64_t key, uint64_t tid)
+{
+	if (!__atomic_load_n(&agent_running, __ATOMIC_ACQUIRE)) return;
+	uint64_t seq = __atomic_load_n(&ring_head, __ATOMIC_RELAXED);
+	do {
+		if (seq - __atomic_load_n(&ring_tail, __ATOMIC_ACQUIRE) >= RING) {
+			__atomic_fetch_add(&dropped, 1, __ATOMIC_RELAXED);
+			return;
+		}
+	} while (!__atomic_compare_exchange_n(&ring_head, &seq, seq + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+	struct event *e = &ring[seq & (RING - 1)];
+	e->kind = kind;
+	e->slot = slot;
+	e->key = key;
+	e->tid = tid;
+	__atomic_store_n(&e->published, seq + 1, __ATOMIC_RELEASE);
+}
+
+/* --- a line of JSON, built without printf --- */
+
+struct line {
+	char text[512];
+	uint32_t length;
+};
+
+static void put(struct line *l, const char *s)
+{
+	while (*s && l->length < sizeof l->text - 2) l->text[l->length++] = *s++;
+}
+
+static void put_decimal(struct line *l, uint64_t v)
+{
+	char digits[24];
+	int n = 0;
+	do digits[n++] = (char)('0' + v % 10); while ((v /= 10) && n < 24);
+	while (n && l->length < sizeof l->text - 2) l->text[l->length++] = digits[--n];
+}
+
+static void put_hex(struct line *l, uint64_t v)
+{
+	char digits[16];
+	int n = 0;
+	do digits[n++] = "0123456789abcdef"[v & 15]; while ((v >>= 4) && n < 16);
+	put(l, "\"0x");
+	while (n && l->length < sizeof l->text - 2) l->text[l->length++] = digits[--n];
+	put(l, "\"");
+}
+
+/* Writes the whole line; -1 when tlsd is gone. */
+static int send_line(int fd, struct line *l)
+{
+	l->text[l->length++] = '\n';
+	for (uint32_t at = 0; at < l->length;) {
+		long n = sys3(SYS_write, fd, l->text + at, l->length - at);
+		if (n == -EINTR) continue;
+		if (n <= 0) return -1;
+		at += (uint32_t)n;
+	}
+	return 0;
+}
+
+static uint32_t slots_in_use(void)
+{
+	uint32_t used = 0;
+	const char *slots = (const char *)table + table->slots_offset;
+	for (uint32_t i = 0; i < table->slot_count; i++) {
+		uint64_t k = __atomic_load_n((const uint64_t *)(slots + (uint64_t)i * table->slot_stride), __ATOMIC_RELAXED);
+		used += k != SLOT_EMPTY && k != SLOT_FREE;
+	}
+	return used;
+}
+
+static int send_hello(int fd)
+{
+	struct line l = { .length = 0 };
+	put(&l, "{\"type\":\"hello\",\"protocol\":1,\"pid\":");
+	put_decimal(&l, table->pid);
+	put(&l, ",\"shimVersion\":");
+	put_decimal(&l, TLSSHIM_VERSION);
+	put(&l, table->mode == TLSSHIM_MODE_TID ? ",\"mode\":\"tid\"" : ",\"mode\":\"thread-pointer\"");
+	put(&l, ",\"table\":");
+	put_hex(&l, (uint64_t)(uintptr_t)table);
+	put(&l, ",\"slotCount\":");
+	put_decimal(&l, table->slot_count);
+	put(&l, ",\"slotBytes\":");
+	put_decimal(&l, table->slot_bytes);
+	put(&l, ",\"variables\":");
+	put_decimal(&l, ALLOC_VARS(__atomic_load_n(&table->allocation, __ATOMIC_ACQUIRE)));
+	put(&l, "}");
+	return send_line(fd, &l);
+}
+
+static int send_events(int fd)
+{
+	for (;;) {
+		struct event *e = &ring[ring_tail & (RING - 1)];
+		if (__atomic_load_n(&e->published, __ATOMIC_ACQUIRE) != ring_tail + 1) return 0;
+		struct line l = { .length = 0 };
+		put(&l, e->kind == EVENT_CLAIMED ? "{\"type\":\"slot\",\"event\":\"claimed\",\"slot\":" : "{\"type\":\"slot\",\"event\":\"released\",\"slot\":");
+		put_decimal(&l, e->slot);
+		put(&l, ",\"tid\":");
+		put_decimal(&l, e->tid);
+		put(&l, ",\"key\":");
+		put_hex(&l, e->key);
+		put(&l, "}");
+		__atomic_store_n(&ring_tail, ring_tail + 1, __ATOMIC_RELEASE);
+		if (send_line(fd, &l)) return -1;
+	}
+}
+
+/* The value of "id" in a request, or 0. */
+static uint64_t request_id(const char *s, uint32_t n)
+{
+	static const char key[] = "\"id\":";
+	for (uint32_t i = 0; i + sizeof key - 1 <= n; i++) {
+		uint32_t k = 0;
+		while (k < sizeof key - 1 && s[i + k] == key[k]) k++;
+		if (k < sizeof key - 1) continue;
+		uint64_t v = 0;
+		for (i += k; i < n && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (uint64_t)(s[i] - '0');
+		return v;
+	}
+	return 0;
+}
+
+static int contains(const char *s, uint32_t n, const char *what)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t k = 0;
+		while (what[k] && i + k < n && s[i + k] == what[k]) k++;
+		if (!what[k]) return 1;
+	}
+	return 0;
+}
+
+static int answer(int fd, const char *request, uint32_t n)
+{
+	struct line l = { .length = 0 };
+	if (contains(request, n, "\"type\":\"ping\"")) {
+		put(&l, "{\"type\":\"pong\",\"id\":");
+		put_decimal(&l, request_id(request, n));
+	} else if (contains(request, n, "\"type\":\"stats\"")) {
+		put(&l, "{\"type\":\"stats\",\"id\":");
+		put_decimal(&l, request_id(request, n));
+		put(&l, ",\"slotsInUse\":");
+		put_decimal(&l, slots_in_use());
+		put(&l, ",\"variables\":");
+		put_decimal(&l, ALLOC_VARS(__atomic_load_n(&table->allocation, __ATOMIC_ACQUIRE)));
+		put(&l, ",\"eventsDropped\":");
+		put_decimal(&l, __atomic_load_n(&dropped, __ATOMIC_RELAXED));
+	} else {
+		put(&l, "{\"type\":\"error\",\"id\":");
+		put_decimal(&l, request_id(request, n));
+		put(&l, ",\"message\":\"unknown request\"");
+	}
+	put(&l, "}");
+	return send_line(fd, &l);
+}
+
+struct pollfd_raw { int fd; short events, revents; };
+
+static int agent_main(void)
+{
+	struct { uint16_t family; char path[108]; } addr = { .family = AF_UNIX };
+	for (int i = 0; i < 107 && socket_path[i]; i++) addr.path[i] = socket_path[i];
+	long fd = sys3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (!sys_failed(fd) && !sys_failed(sys3(SYS_connect, fd, &addr, sizeof addr)) && !send_hello((int)fd)) {
+		static char input[4096];
+		uint32_t held = 0;
+		for (;;) {
+			struct pollfd_raw p = { .fd = (int)fd, .events = POLLIN };
+			long ready = sys3(SYS_poll, &p, 1, POLL_MS);
+			if (send_events((int)fd)) break;
+			if (ready <= 0 || !(p.revents)) continue;
+			long n = sys3(SYS_read, fd, input + held, sizeof input - held);
+			if (n == -EINTR) continue;
+			if (n <= 0) break; /* tlsd is gone */
+			held += (uint32_t)n;
+			uint32_t start = 0;
+			for (uint32_t i = 0; i < held; i++) {
+				if (input[i] != '\n') continue;
+				if (answer((int)fd, input + start, i - start)) goto gone;
+				start = i + 1;
+			}
+			/* Keep a partial line; a line longer than the buffer is junk. */
+			held = start < held && held - start < sizeof input ? held - start : 0;
+			for (uint32_t i = 0; i < held; i++) input[i] = input[start + i];
+		}
+	}
+gone:
+	__atomic_store_n(&agent_running, 0, __ATOMIC_RELEASE);
+	if (!sys_failed(fd)) sys1(SYS_close, fd);
+	return 0;
+}
+
+/* clone(2) without libc: the child starts on `stack` with the parent's
+ * registers, so `fn` travels in a callee-saved register; it calls fn and
+ * ends itself with SYS_exit. */
+static long raw_clone(unsigned long flags, void *stack_top, void *tls, int (*fn)(void))
+{
+	register long r10 __asm__("r10") = 0; /* child_tid */
+	register long r8 __asm__("r8") = (long)tls;
+	register int (*r12)(void) __asm__("r12") = fn;
+	long ret;
+	__asm__ volatile(
+		"syscall\n\t"
+		"test %%rax, %%rax\n\t"
+		"jnz 1f\n\t"
+		"xor %%ebp, %%ebp\n\t" /* the outermost frame */
+		"call *%%r12\n\t"
+		"mov %%eax, %%edi\n\t"
+		"mov $60, %%eax\n\t" /* SYS_exit: this thread only */
+		"syscall\n\t"
+		"hlt\n"
+		"1:"
+		: "=a"(ret)
+		: "a"(SYS_clone), "D"(flags), "S"(stack_top), "d"(0), "r"(r10), "r"(r8), "r"(r12)
+		: "rcx", "r11", "memory");
+	return ret;
+}
+
+int ipc_start(struct tlsshim_table *t, const char *path)
+{
+	uint32_t n = 0;
+	while (path[n] && n < sizeof socket_path - 1) socket_path[n] = path[n], n++;
+	if (path[n]) return -1; /* too long for a Unix socket address */
+	table = t;
+	long stack = sys6(SYS_mmap, 0, AGENT_STACK + AGENT_TLS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (sys_failed(stack)) return -1;
+	/* The agent's thread pointer: a page of its own whose first word
+	 * points at itself, as a TCB's does. */
+	uint64_t *tcb = (uint64_t *)(stack + AGENT_STACK);
+	tcb[0] = (uint64_t)(uintptr_t)tcb;
+	__atomic_store_n(&agent_running, 1, __ATOMIC_RELEASE);
+	/* The child inherits the mask: block everything around the clone and
+	 * the agent keeps it blocked for good. */
+	uint64_t mask;
+	block_signals(&mask);
+	long tid = raw_clone(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS,
+			     (void *)(stack + AGENT_STACK - 16), tcb, agent_main);
+	restore_signals(&mask);
+	if (sys_failed(tid)) {
+		__atomic_store_n(&agent_running, 0, __ATOMIC_RELEASE);
+		return -1;
+	}
+	return 0;
+}

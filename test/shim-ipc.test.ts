@@ -1,0 +1,68 @@
+/* A process spawned with the shim (LD_PRELOAD) under a real daemon: the
+ * shim's agent says hello over IPC, and its table and each thread's
+ * variables are visible through REST and tlsctl, against glibc and musl,
+ * in both modes. */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import test from 'ava';
+import { TlsdError } from '../clients/client.js';
+import { packageRoot } from '../daemon/paths.js';
+import { startDaemon } from './helpers/daemon.js';
+import { fixturePath, killPid, waitUntil } from './helpers/fixture.js';
+
+const WORKERS = 3;
+
+for (const libc of ['glibc', 'musl']) {
+  for (const mode of ['thread-pointer', 'tid'] as const) {
+    test(`spawned with the shim, ${libc}, ${mode}: hello, table, slots and values over REST`, async (t) => {
+      const { client, socket } = await startDaemon(t);
+      const p = await client.spawn({ argv: [fixturePath(path.join(`${libc}-dynamic`, 'shim-host')), mode, String(WORKERS), 'hold'], shim: { mode } });
+      t.teardown(() => killPid(p.pid));
+      const shim = await waitUntil('the shim\'s hello', async () => {
+        const s = await client.shim(p.pid);
+        return s.loaded && (s.slotsInUse ?? 0) === WORKERS + 1 ? s : undefined;
+      });
+      t.like(shim, { loaded: true, connected: true, mode, version: 1, slotCount: 4096, slotBytes: 1024, slotsFree: 4096 - (WORKERS + 1) });
+      t.deepEqual(shim.variables?.map((v) => v.name), ['counter', 'name']);
+
+      // The fixture printed which thread is which; its stdout went to a file.
+      const lines = readFileSync(p.stdout!, 'utf8').split('\n');
+      const threads = lines.flatMap((l) => {
+        const m = /^shim-thread (\d+) (\d+)/.exec(l);
+        return m ? [{ index: Number(m[1]), tid: Number(m[2]) }] : [];
+      });
+      t.is(threads.length, WORKERS + 1);
+      for (const th of threads) {
+        const ts = await client.threadShim(p.pid, th.tid);
+        t.truthy(ts.slot, `thread ${th.index} has a slot`);
+        const counter = Buffer.from(ts.variables.find((v) => v.name === 'counter')!.bytes, 'hex').readBigInt64LE(0);
+        t.is(counter, BigInt(7 * th.index + 1));
+        t.is(Buffer.from(ts.variables.find((v) => v.name === 'name')!.bytes, 'hex').toString('utf8').replace(/\0+$/, ''), `thread-${th.index}`);
+        if (mode === 'tid') t.is(ts.key, `0x${th.tid.toString(16)}`);
+      }
+      const kinds = (await client.recentEvents({ pid: p.pid })).map((e) => e.type);
+      t.true(kinds.includes('shim.handshake'));
+      t.is(kinds.filter((k) => k === 'shim.slot').length, WORKERS + 1);
+
+      // tlsctl shows the same.
+      const out = await new Promise<string>((resolve) => execFile(process.execPath, [
+        path.join(packageRoot, 'dist', 'clients', 'tlsctl.js'), '--socket', socket, 'shim', String(p.pid), String(threads[1]!.tid),
+      ], (_e, stdout) => resolve(stdout)));
+      const counterHex = Buffer.from(new BigInt64Array([BigInt(7 * threads[1]!.index + 1)]).buffer).toString('hex');
+      t.regex(out, new RegExp(`^thread ${threads[1]!.tid}, key 0x[0-9a-f]+: slot \\d+ at 0x[0-9a-f]+\\nNAME\\s+SIZE\\s+BYTES\\ncounter\\s+8\\s+${counterHex}\\n`));
+      await client.detach(p.pid, true);
+    });
+  }
+}
+
+test('a static program cannot take the shim; a process without one says so', async (t) => {
+  const { client } = await startDaemon(t);
+  const err = await t.throwsAsync(client.spawn({ argv: [fixturePath(path.join('glibc-static', 'tls')), '1'], shim: { mode: 'tid' } }));
+  t.true(err instanceof TlsdError && err.code === 'INVALID_ARGUMENT');
+  t.regex(err!.message, /static/);
+  const p = await client.spawn({ argv: ['sleep', '30'] });
+  t.teardown(() => killPid(p.pid));
+  t.deepEqual(await client.shim(p.pid), { loaded: false });
+  await client.detach(p.pid, true);
+});
