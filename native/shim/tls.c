@@ -1,8 +1,8 @@
 /* The shim's thread-local storage: the table of per-thread slots
  * (table.h), variable registration, and the get path.
  *
- * Process-wide state is the table pointer and the key function chosen at
- * start; per-thread state is the thread's slot, found by its key. */
+ * Process-wide state is the table and what the get path copies out of it
+ * at start; per-thread state is the thread's slot, found by its key. */
 #include "ipc.h"
 #include "table.h"
 #include "mem.h"
