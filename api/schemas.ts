@@ -67,6 +67,9 @@ export const Exit = Type.Object({
   exitedAt: Time,
   ...Ending,
   how: Type.Union([Type.Literal('exit'), Type.Literal('exit_group'), Type.Literal('signal'), Type.Literal('exec'), Type.Literal('unknown')]),
+  shim: Type.Optional(Type.Enum(['none', 'released', 'reclaimed'], {
+    description: 'with a shim: none (no slot), released (gave its slot back), reclaimed (held one at its end; tlsd freed it)',
+  })),
 });
 
 export const Health = Type.Object({
@@ -161,6 +164,7 @@ export const ShimVariable = Type.Object({
 export const ShimStatus = Type.Object({
   loaded: Type.Boolean({ description: 'a shim said hello from this process' }),
   connected: Type.Optional(Type.Boolean({ description: 'its agent thread is still connected' })),
+  reclaiming: Type.Optional(Type.Boolean({ description: 'the tracer has the table and frees the slots of threads that end holding one' })),
   mode: Type.Optional(Type.Enum(['thread-pointer', 'tid'])),
   version: Type.Optional(Type.Integer()),
   table: Type.Optional(Hex),

@@ -42,6 +42,6 @@ function endingJson(e: { code?: number; signal?: number; coreDumped?: boolean })
   };
 }
 
-export function exitJson(x: ExitRecord): ExitJson {
-  return { tid: x.tid, pid: x.pid, leader: x.leader, exitedAt: iso(x.exitedAt), ...endingJson(x), how: x.how };
+export function exitJson(x: ExitRecord, shim?: ExitJson['shim']): ExitJson {
+  return { tid: x.tid, pid: x.pid, leader: x.leader, exitedAt: iso(x.exitedAt), ...endingJson(x), how: x.how, ...(shim ? { shim } : {}) };
 }

@@ -59,6 +59,8 @@ export interface ProcessRecord {
   exit?: Ending & { at: Date };
   /** How the (latest) attach went, as the tracer measured it. */
   attach?: { passes: number; threads: number; longestStopNs: bigint };
+  /** Threads whose libtlsshim slot the tracer freed at their exit. */
+  shimReclaimed?: Set<Tid>;
   threads: Map<Tid, ThreadRecord>;
   exits: ExitRecord[];
   gaps: Gap[];
@@ -175,6 +177,7 @@ export class Registry {
 
   private threadExiting(p: ProcessRecord, e: Extract<TracerEvent, { type: 'threadExiting' }>): void {
     if (!p.threads.has(e.tid)) return;
+    if (e.shimReclaimed) (p.shimReclaimed ??= new Set()).add(e.tid);
     const at = toDate(e.at);
     if (e.syscall === SYS_exit) {
       this.ledger(p, e.tid, 'exit', decodeWaitStatus(e.exitStatus), at);

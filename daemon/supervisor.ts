@@ -12,7 +12,7 @@ import { readExe, readStatus } from './procfs.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
 import { readTcb, tcbIsCurrent, type Tcb } from './tcb.js';
 import { ShimServer } from './shim/server.js';
-import type { ShimMode } from './shim/table.js';
+import { readShimHeader, type ShimMode } from './shim/table.js';
 import { loadElf } from './tls/elf-cache.js';
 import { TlsReader } from './tls/tls-reader.js';
 import { shimLibrary } from './paths.js';
@@ -67,7 +67,7 @@ export class Supervisor {
     this.tls = new TlsReader(this, opts.log.child({ component: 'tls' }));
     this.shims = new ShimServer(
       opts.shimSocket ?? path.join(mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-')), 'shim.sock'),
-      this.registry, this.bus, opts.log.child({ component: 'shim' }),
+      this.registry, this.bus, opts.log.child({ component: 'shim' }), (pid) => void this.tellTracerShim(pid),
     );
   }
 
@@ -120,6 +120,11 @@ export class Supervisor {
       }
       this.registry.endReattach(p, ok, new Date());
       this.log.info({ tracee: p.pid, ok }, 're-attached after tracer restart');
+      const shim = this.shims.get(p.pid);
+      if (shim) {
+        shim.reclaiming = false; // the new tracer knows nothing yet
+        if (ok) await this.tellTracerShim(p.pid);
+      }
     }
   }
 
@@ -214,6 +219,34 @@ export class Supervisor {
     Object.assign(p, { stdout, stderr });
     this.bus.publish('process.spawned', { ...this.registry.summary(p), stdout, stderr });
     return p;
+  }
+
+  /** Tells the tracer where a process's shim table is, so that it frees
+   * the slot of every thread that ends holding one (native/tracer/shim.c).
+   * Threads that end before this are not reclaimed. */
+  private async tellTracerShim(pid: Pid): Promise<void> {
+    const shim = this.shims.get(pid);
+    if (!shim) return;
+    try {
+      const h = readShimHeader(pid, shim.hello.table);
+      const reply = await this.request({
+        type: 'shim', pid, table: shim.hello.table, slotCount: h.slotCount, slotsOffset: h.slotsOffset, slotStride: h.slotStride,
+        mode: h.mode === 'tid' ? 2 : 1,
+      });
+      shim.reclaiming = reply.errno === 0;
+      if (reply.errno !== 0) this.log.warn({ tracee: pid, errno: reply.errno }, 'the tracer did not take the shim table');
+    } catch (e) {
+      this.log.warn({ err: e, tracee: pid }, 'cannot give the tracer the shim table; dead threads\' slots will not be reclaimed');
+    }
+  }
+
+  /** What became of a thread's shim slot (the exit ledger's `shim`), or
+   * undefined for a process without a shim. */
+  shimFate(p: ProcessRecord, tid: Tid): 'reclaimed' | 'released' | 'none' | undefined {
+    const shim = this.shims.get(p.pid);
+    if (!shim) return undefined;
+    if (p.shimReclaimed?.has(tid)) return 'reclaimed';
+    return shim.claimedBy.has(tid) ? 'released' : 'none';
   }
 
   /** The environment that makes the dynamic linker load libtlsshim and

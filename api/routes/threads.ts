@@ -25,6 +25,7 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   app.get('/v1/processes/:pid/exits', {
     schema: { summary: 'The exit ledger: how each thread ended', params: ProcessParams, response: { 200: Type.Object({ exits: Type.Array(Exit) }), 404: ErrorBody } },
   }, async (request) => {
-    return { exits: supervisor.getProcess(request.params.pid).exits.map(exitJson) };
+    const p = supervisor.getProcess(request.params.pid);
+    return { exits: p.exits.map((x) => exitJson(x, supervisor.shimFate(p, x.tid))) };
   });
 };

@@ -30,6 +30,10 @@ export interface ShimHello {
 
 export interface ShimConnection {
   hello: ShimHello;
+  /** Threads that claimed a slot, by the shim's events. */
+  claimedBy: Set<number>;
+  /** The tracer has the table: it frees the slots of threads that end holding one. */
+  reclaiming: boolean;
   connectedAt: Date;
   /** Undefined once the shim's agent has gone (the process ended). */
   socket?: net.Socket;
@@ -55,6 +59,8 @@ export class ShimServer {
     private readonly registry: Registry,
     private readonly bus: EventBus,
     private readonly log: Logger,
+    /** Called on each accepted hello (the supervisor tells the tracer). */
+    private readonly onHello: (pid: Pid, hello: ShimHello) => void = () => {},
   ) {}
 
   /** In an existing directory: the API socket's, or a temporary one. */
@@ -134,8 +140,9 @@ export class ShimServer {
       this.log.warn({ hello: message }, 'a shim hello from no supervised process; refused');
       return undefined;
     }
-    const shim: ShimConnection = { hello, connectedAt: new Date(), socket, pending: new Map(), nextId: 1 };
+    const shim: ShimConnection = { hello, claimedBy: new Set(), reclaiming: false, connectedAt: new Date(), socket, pending: new Map(), nextId: 1 };
     this.shims.set(p.pid, shim);
+    this.onHello(p.pid, hello);
     this.bus.publish('shim.handshake', {
       pid: p.pid, mode: hello.mode, shimVersion: hello.shimVersion, table: `0x${hello.table.toString(16)}`,
       slotCount: hello.slotCount, slotBytes: hello.slotBytes,
@@ -146,6 +153,7 @@ export class ShimServer {
 
   private message(shim: ShimConnection, m: Record<string, unknown>): void {
     if (m.type === 'slot' && (m.event === 'claimed' || m.event === 'released')) {
+      if (m.event === 'claimed' && Number.isSafeInteger(m.tid)) shim.claimedBy.add(m.tid as number);
       this.bus.publish('shim.slot', { pid: shim.hello.pid, event: m.event, slot: m.slot, tid: m.tid, key: m.key });
       return;
     }

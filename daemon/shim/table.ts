@@ -36,15 +36,8 @@ export interface ShimSlot {
   claims: number;
 }
 
-export interface ShimTable {
+export interface ShimTable extends ShimHeader {
   address: Address;
-  version: number;
-  mode: ShimMode;
-  pid: number;
-  usesRdfsbase: boolean;
-  slotCount: number;
-  slotStride: number;
-  slotBytes: number;
   variables: ShimVariable[];
   /** Slots a thread holds now. */
   claimed: ShimSlot[];
@@ -56,9 +49,18 @@ function invalid(address: Address, why: string): TlsdError {
   return new TlsdError('UNAVAILABLE', `no libtlsshim table at 0x${address.toString(16)}: ${why}`);
 }
 
-/** The table's header, variables and claimed slots. */
-export function readShimTable(pid: Pid, address: Address): ShimTable {
-  const h = readMemory(pid, address, HEADER.vars + MAX_VARS * VAR.size);
+export interface ShimHeader {
+  version: number;
+  mode: ShimMode;
+  pid: number;
+  usesRdfsbase: boolean;
+  slotCount: number;
+  slotStride: number;
+  slotBytes: number;
+  slotsOffset: number;
+}
+
+function parseHeader(h: Buffer, address: Address): ShimHeader {
   if (h.readBigUInt64LE(HEADER.magic) !== MAGIC) throw invalid(address, 'bad magic');
   const version = h.readUInt32LE(HEADER.version);
   if (version !== VERSION) throw invalid(address, `layout version ${version}, this tlsd reads ${VERSION}`);
@@ -66,7 +68,24 @@ export function readShimTable(pid: Pid, address: Address): ShimTable {
   const slotCount = h.readUInt32LE(HEADER.slotCount);
   const slotStride = h.readUInt32LE(HEADER.slotStride);
   if (modeNumber !== 1 && modeNumber !== 2) throw invalid(address, `mode ${modeNumber}`);
-  if (slotCount < 1 || slotCount > MAX_SLOTS || slotStride < SLOT.header) throw invalid(address, 'bad geometry');
+  if (slotCount < 1 || slotCount > MAX_SLOTS || (slotCount & (slotCount - 1)) || slotStride < SLOT.header) throw invalid(address, 'bad geometry');
+  return {
+    version, mode: modeNumber === 1 ? 'thread-pointer' : 'tid', pid: Number(h.readBigUInt64LE(HEADER.pid)),
+    usesRdfsbase: h.readUInt32LE(HEADER.usesRdfsbase) === 1, slotCount, slotStride,
+    slotBytes: h.readUInt32LE(HEADER.slotBytes), slotsOffset: h.readUInt32LE(HEADER.slotsOffset),
+  };
+}
+
+/** The table's header alone: its mode and geometry. */
+export function readShimHeader(pid: Pid, address: Address): ShimHeader {
+  return parseHeader(readMemory(pid, address, HEADER.vars), address);
+}
+
+/** The table's header, variables and claimed slots. */
+export function readShimTable(pid: Pid, address: Address): ShimTable {
+  const h = readMemory(pid, address, HEADER.vars + MAX_VARS * VAR.size);
+  const header = parseHeader(h, address);
+  const { slotCount, slotStride } = header;
   const registered = Math.min(Number(h.readBigUInt64LE(HEADER.allocation) & 0xffffn), MAX_VARS);
   const variables: ShimVariable[] = [];
   for (let i = 0; i < registered; i++) {
@@ -78,7 +97,7 @@ export function readShimTable(pid: Pid, address: Address): ShimTable {
       offset: h.readUInt32LE(at + VAR.offset), size: h.readUInt32LE(at + VAR.bytes), align: h.readUInt32LE(at + VAR.align),
     });
   }
-  const slotsAt = address + BigInt(h.readUInt32LE(HEADER.slotsOffset));
+  const slotsAt = address + BigInt(header.slotsOffset);
   const slotAddress = (i: number) => asAddress(slotsAt + BigInt(i) * BigInt(slotStride));
   const headers = readMany(pid, Array.from({ length: slotCount }, (_, i) => ({ address: slotAddress(i), length: SLOT.header })));
   const claimed: ShimSlot[] = [];
@@ -91,11 +110,7 @@ export function readShimTable(pid: Pid, address: Address): ShimTable {
       tid: Number(s.readBigUInt64LE(SLOT.tid)), claims: Number(s.readBigUInt64LE(SLOT.claims)),
     });
   });
-  return {
-    address, version, mode: modeNumber === 1 ? 'thread-pointer' : 'tid', pid: Number(h.readBigUInt64LE(HEADER.pid)),
-    usesRdfsbase: h.readUInt32LE(HEADER.usesRdfsbase) === 1, slotCount, slotStride, slotBytes: h.readUInt32LE(HEADER.slotBytes),
-    variables, claimed, free: slotCount - claimed.length,
-  };
+  return { address, ...header, variables, claimed, free: slotCount - claimed.length };
 }
 
 /** The bytes of each variable in one slot. */

@@ -3,10 +3,10 @@
 import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
 import { asAddress, asPid, asTid } from '../types.js';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 const MAX_FRAME = 16 << 20;
 
-const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4 } as const;
+const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5 } as const;
 
 const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
@@ -33,7 +33,7 @@ export type TracerMessage =
   | { type: 'processNew'; pid: Pid; origin: TracerOrigin; parentPid: Pid; parentTid: Tid; at: WireTime } & ProcessImage
   | { type: 'threadNew'; pid: Pid; tid: Tid; parentTid: Tid; fsBase: Address; source: FsBaseSource; at: WireTime }
   | { type: 'threadFsBase'; pid: Pid; tid: Tid; fsBase: Address; source: FsBaseSource }
-  | { type: 'threadExiting'; pid: Pid; tid: Tid; exitStatus: number; syscall: bigint; at: WireTime }
+  | { type: 'threadExiting'; pid: Pid; tid: Tid; exitStatus: number; syscall: bigint; at: WireTime; shimReclaimed: boolean }
   | { type: 'threadGone'; pid: Pid; tid: Tid; waitStatus: number; at: WireTime }
   | { type: 'exec'; pid: Pid; formerTid: Tid; fsBase: Address; at: WireTime } & ProcessImage
   | { type: 'detached'; pid: Pid }
@@ -43,7 +43,8 @@ export type TracerCommand =
   | { type: 'attach'; req: number; pid: Pid }
   | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string }
   | { type: 'detach'; req: number; pid: Pid; kill: boolean }
-  | { type: 'refresh'; req: number; tid: Tid };
+  | { type: 'refresh'; req: number; tid: Tid }
+  | { type: 'shim'; req: number; pid: Pid; table: Address; slotCount: number; slotsOffset: number; slotStride: number; mode: 1 | 2 };
 
 export class ProtocolError extends Error {}
 
@@ -94,7 +95,7 @@ export function decodeMessage(body: Buffer): TracerMessage {
     case Message.threadFsBase:
       return { type: 'threadFsBase', pid: asPid(r.u32()), tid: asTid(r.u32()), fsBase: asAddress(r.u64()), source: pick(fsSources, r.u8(), 'source') };
     case Message.threadExiting:
-      return { type: 'threadExiting', pid: asPid(r.u32()), tid: asTid(r.u32()), exitStatus: r.i32(), syscall: r.i64(), at: r.u64() };
+      return { type: 'threadExiting', pid: asPid(r.u32()), tid: asTid(r.u32()), exitStatus: r.i32(), syscall: r.i64(), at: r.u64(), shimReclaimed: r.u8() === 1 };
     case Message.threadGone:
       return { type: 'threadGone', pid: asPid(r.u32()), tid: asTid(r.u32()), waitStatus: r.i32(), at: r.u64() };
     case Message.exec:
@@ -113,6 +114,7 @@ class FrameWriter {
   private parts: Buffer[] = [];
   u8(v: number): this { const b = Buffer.alloc(1); b.writeUInt8(v); this.parts.push(b); return this; }
   u32(v: number): this { const b = Buffer.alloc(4); b.writeUInt32LE(v); this.parts.push(b); return this; }
+  u64(v: bigint): this { const b = Buffer.alloc(8); b.writeBigUInt64LE(v); this.parts.push(b); return this; }
   str(s: string): this {
     const bytes = Buffer.from(s, 'utf8');
     return this.u32(bytes.length).bytes(bytes);
@@ -139,6 +141,7 @@ export function encodeCommand(c: TracerCommand): Buffer {
     case 'spawn': return w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr).frame();
     case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).frame();
     case 'refresh': return w.u32(c.tid).frame();
+    case 'shim': return w.u32(c.pid).u64(c.table).u32(c.slotCount).u32(c.slotsOffset).u32(c.slotStride).u8(c.mode).frame();
   }
 }
 

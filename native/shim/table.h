@@ -63,6 +63,15 @@ _Static_assert(sizeof(struct tlsshim_slot) == SLOT_HEADER, "tlsshim_slot is 64 b
 _Static_assert(sizeof(struct tlsshim_table) <= TABLE_HEADER, "the table header fits its page");
 _Static_assert(__builtin_offsetof(struct tlsshim_table, vars) == 72, "vars at 72");
 
+/* A key's home slot (Fibonacci hashing: FS bases share their low bits,
+ * as TCBs sit at the same offset in each thread's stack mapping, so the
+ * product's upper half picks the index). tlsd's tracer probes the same
+ * way, so this is part of the ABI too. */
+static inline uint32_t tlsshim_home_index(uint64_t key, uint32_t slot_mask)
+{
+	return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & slot_mask;
+}
+
 #define ALLOC_VARS(a) ((uint32_t)((a) & 0xffff))
 #define ALLOC_BYTES(a) ((uint32_t)((a) >> 32))
 #define ALLOC(vars, bytes) ((uint64_t)(bytes) << 32 | (uint64_t)(vars))

@@ -32,12 +32,9 @@ static inline struct tlsshim_slot *slot_at(uint32_t i)
 	return (struct tlsshim_slot *)(slots + ((uint64_t)i << stride_shift));
 }
 
-/* Fibonacci hashing: FS bases share their low bits (TCBs sit at the same
- * offset in each thread's stack mapping), so the product's upper half
- * picks the index. */
 static inline uint32_t home_index(uint64_t key)
 {
-	return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & slot_mask;
+	return tlsshim_home_index(key, slot_mask);
 }
 
 /* The slot holding `key`, or NULL. Lock-free: only the owner (or tlsd,

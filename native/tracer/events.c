@@ -9,6 +9,7 @@
 
 #include "arch.h"
 #include "protocol.h"
+#include "shim.h"
 #include "tracer.h"
 
 static int is_group_stop_signal(int sig)
@@ -213,8 +214,10 @@ static void on_exit_event(struct thread *t)
 	else /* a signal, or another thread's exit_group or exec */
 		ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &status);
 	t->flags |= T_EXITING;
+	struct process *p = process_find(t->pid);
+	int reclaimed = p && p->shim.table ? shim_reclaim(t->pid, &p->shim, t->tid, t->fs_base) : 0;
 	if (t->flags & T_ANNOUNCED)
-		send_thread_exiting(t, (int)status, regs.syscall);
+		send_thread_exiting(t, (int)status, regs.syscall, reclaimed);
 }
 
 static void on_stop(pid_t tid, int status)

@@ -145,6 +145,23 @@ static void run_command(const uint8_t *body, size_t len)
 		refresh_fs_base(req, tid);
 		return;
 	}
+	case TLSD_CMD_SHIM: {
+		pid_t pid = (pid_t)in_u32(&f);
+		struct shim_table s;
+		/* One by one: the order of an initializer list's calls is unspecified. */
+		s.table = in_u64(&f);
+		s.slot_count = in_u32(&f);
+		s.slots_offset = in_u32(&f);
+		s.slot_stride = in_u32(&f);
+		s.mode = in_u8(&f);
+		if (f.bad)
+			break;
+		struct process *p = process_find(pid);
+		if (p)
+			p->shim = s;
+		send_reply(req, p ? 0 : ESRCH, (uint32_t)pid, 0, 0, 0);
+		return;
+	}
 	}
 	tlog(TLSD_LOG_WARN, "malformed command of type %u", type);
 	send_reply(req, EINVAL, 0, 0, 0, 0);

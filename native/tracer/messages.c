@@ -70,7 +70,7 @@ void send_fs_base(const struct thread *t, int source)
 	out_end(&out);
 }
 
-void send_thread_exiting(const struct thread *t, int exit_status, int64_t syscall)
+void send_thread_exiting(const struct thread *t, int exit_status, int64_t syscall, int shim_reclaimed)
 {
 	out_begin(&out, TLSD_MSG_THREAD_EXITING);
 	out_u32(&out, (uint32_t)t->pid);
@@ -78,6 +78,7 @@ void send_thread_exiting(const struct thread *t, int exit_status, int64_t syscal
 	out_u32(&out, (uint32_t)exit_status);
 	out_u64(&out, (uint64_t)syscall);
 	out_u64(&out, now_ns());
+	out_u8(&out, shim_reclaimed ? 1 : 0);
 	out_end(&out);
 }
 

@@ -1,5 +1,5 @@
 /*
- * The tlsd-tracer wire protocol, version 1.
+ * The tlsd-tracer wire protocol, version 2.
  *
  * The daemon and the tracer share one SOCK_STREAM socketpair (fd 3 of the
  * tracer). Every message is a frame:
@@ -23,7 +23,7 @@
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 1
+#define TLSD_PROTOCOL_VERSION 2
 #define TLSD_MAX_FRAME (16u << 20)
 
 /* daemon -> tracer */
@@ -35,6 +35,11 @@ enum tlsd_command {
 	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill */
 	TLSD_CMD_REFRESH = 4, /* u32 req, u32 tid: interrupt that one thread and
 	                         read its FS base */
+	TLSD_CMD_SHIM = 5,    /* u32 req, u32 pid, u64 table, u32 slot_count,
+	                         u32 slots_offset, u32 slot_stride, u8 mode: the
+	                         process's libtlsshim table (native/shim/table.h),
+	                         whose slots the tracer frees for threads that
+	                         end holding one */
 };
 
 /* tracer -> daemon */
@@ -53,7 +58,9 @@ enum tlsd_message {
 	                                u64 fs_base, u8 source, u64 time */
 	TLSD_MSG_THREAD_FSBASE = 5,  /* u32 pid, u32 tid, u64 fs_base, u8 source */
 	TLSD_MSG_THREAD_EXITING = 6, /* u32 pid, u32 tid, i32 exit_status,
-	                                i64 syscall, u64 time: PTRACE_EVENT_EXIT */
+	                                i64 syscall, u64 time, u8 shim (1: it
+	                                held a libtlsshim slot, which the tracer
+	                                freed): PTRACE_EVENT_EXIT */
 	TLSD_MSG_THREAD_GONE = 7,    /* u32 pid, u32 tid, i32 wait_status,
 	                                u64 time: reaped; tid == pid ends the
 	                                process */

@@ -36,6 +36,15 @@ struct thread {
 	int nrefresh;
 };
 
+/* Where a process's libtlsshim table is (TLSD_CMD_SHIM). */
+struct shim_table {
+	uint64_t table;
+	uint32_t slot_count;
+	uint32_t slots_offset;
+	uint32_t slot_stride;
+	uint8_t mode; /* enum tlsshim_mode */
+};
+
 enum process_flag {
 	P_ATTACHING = 1 << 0,
 	P_SPAWNING = 1 << 1,  /* spawned; reply at its exec stop */
@@ -53,6 +62,7 @@ struct process {
 	uint32_t nthreads;       /* threads claimed for this process */
 	uint32_t passes;
 	uint64_t max_stop_ns;
+	struct shim_table shim; /* table == 0: no libtlsshim known */
 };
 
 struct thread *thread_find(pid_t tid);

@@ -102,6 +102,13 @@ uint32_t in_u32(struct frame *f)
 	return v;
 }
 
+uint64_t in_u64(struct frame *f)
+{
+	uint64_t v;
+	take(f, &v, 8);
+	return v;
+}
+
 char *in_str(struct frame *f)
 {
 	uint32_t n = in_u32(f);

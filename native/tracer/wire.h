@@ -35,6 +35,7 @@ struct frame {
 
 uint8_t in_u8(struct frame *f);
 uint32_t in_u32(struct frame *f);
+uint64_t in_u64(struct frame *f);
 /* A NUL-terminated copy of a string field, or NULL (and bad) on error. */
 char *in_str(struct frame *f);
 
