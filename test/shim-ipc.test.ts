@@ -24,7 +24,7 @@ for (const libc of ['glibc', 'musl']) {
         return s.loaded && (s.slotsInUse ?? 0) === WORKERS + 1 ? s : undefined;
       });
       t.like(shim, { loaded: true, connected: true, mode, version: 1, slotCount: 4096, slotBytes: 1024, slotsFree: 4096 - (WORKERS + 1) });
-      t.deepEqual(shim.variables?.map((v) => v.name), ['counter', 'name']);
+      t.deepEqual(shim.variables?.map((v) => v.name), ['counter', 'name', 'signals']);
 
       // The fixture printed which thread is which; its stdout went to a file.
       const lines = readFileSync(p.stdout!, 'utf8').split('\n');
@@ -54,6 +54,29 @@ for (const libc of ['glibc', 'musl']) {
       await client.detach(p.pid, true);
     });
   }
+}
+
+for (const libc of ['glibc', 'musl']) {
+  test(`${libc}: a signal handler's counter in shim TLS, per thread, read through REST`, async (t) => {
+    const { client } = await startDaemon(t);
+    const p = await client.spawn({ argv: [fixturePath(path.join(`${libc}-dynamic`, 'shim-host')), 'thread-pointer', String(WORKERS), 'signals'], shim: { mode: 'thread-pointer' } });
+    t.teardown(() => killPid(p.pid));
+    const out = await waitUntil('the signals', () => {
+      const text = readFileSync(p.stdout!, 'utf8');
+      return /^ready /m.test(text) ? text : undefined;
+    });
+    // The agent says hello on its own schedule, perhaps after the signals.
+    await waitUntil('the shim\'s hello', async () => (await client.shim(p.pid)).loaded);
+    const counted = [...out.matchAll(/^signals (\d+) (\d+) (\d+)$/gm)].map((m) => ({ index: Number(m[1]), tid: Number(m[2]), count: Number(m[3]) }));
+    t.is(counted.length, WORKERS);
+    for (const c of counted) {
+      t.is(c.count, 100 + c.index, 'every signal was handled');
+      const ts = await client.threadShim(p.pid, c.tid);
+      const inShim = Buffer.from(ts.variables.find((v) => v.name === 'signals')!.bytes, 'hex').readBigInt64LE(0);
+      t.is(inShim, BigInt(c.count), `thread ${c.index}: the handler's count in shim TLS`);
+    }
+    await client.detach(p.pid, true);
+  });
 }
 
 test('a static program cannot take the shim; a process without one says so', async (t) => {

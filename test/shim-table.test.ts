@@ -25,6 +25,7 @@ for (const libc of ['glibc', 'musl']) {
       t.deepEqual(table.variables, [
         { handle: 0, name: 'counter', offset: 0, size: 8, align: 8 },
         { handle: 1, name: 'name', offset: 8, size: 16, align: 1 },
+        { handle: 2, name: 'signals', offset: 24, size: 8, align: 8 },
       ]);
       t.is(table.claimed.length, WORKERS + 1);
       for (const th of threads) {
