@@ -1,6 +1,6 @@
 /* The daemon's core: starts the tracer (and restarts it if it dies), keeps
  * the registry, and answers what the API asks. */
-import { accessSync, constants, mkdirSync, mkdtempSync, statSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { getSystemErrorName } from 'node:util';
@@ -59,14 +59,17 @@ export class Supervisor {
   private spawnCount = 0;
   private readonly log: Logger;
   private readonly policy: AttachPolicy;
+  /** The shims' socket's directory, when this supervisor made it. */
+  private readonly shimTempDir?: string;
 
   private constructor(private readonly opts: SupervisorOptions) {
     this.log = opts.log.child({ component: 'supervisor' });
     this.policy = opts.policy ?? new AttachPolicy();
     this.registry = new Registry(this.bus, opts.log.child({ component: 'registry' }));
     this.tls = new TlsReader(this, opts.log.child({ component: 'tls' }));
+    if (!opts.shimSocket) this.shimTempDir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-'));
     this.shims = new ShimServer(
-      opts.shimSocket ?? path.join(mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-')), 'shim.sock'),
+      opts.shimSocket ?? path.join(this.shimTempDir!, 'shim.sock'),
       this.registry, this.bus, opts.log.child({ component: 'shim' }), (pid) => void this.tellTracerShim(pid),
     );
   }
@@ -326,6 +329,7 @@ export class Supervisor {
   async close(): Promise<void> {
     this.closing = true;
     this.shims.close();
+    if (this.shimTempDir) rmSync(this.shimTempDir, { recursive: true, force: true });
     await this.tracer?.close();
   }
 
