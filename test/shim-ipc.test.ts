@@ -79,6 +79,24 @@ for (const libc of ['glibc', 'musl']) {
   });
 }
 
+test('after an exec the old table is forgotten, and the new image\'s shim says hello again', async (t) => {
+  const { client } = await startDaemon(t);
+  const p = await client.spawn({ argv: ['sh', '-c', 'sleep 1; exec sleep 30'], shim: { mode: 'thread-pointer' } });
+  t.teardown(() => killPid(p.pid));
+  await waitUntil('two hellos, one per image', async () => {
+    const events = await client.recentEvents({ pid: p.pid });
+    return events.filter((e) => e.type === 'shim.handshake').length === 2 && events.some((e) => e.type === 'process.exec');
+  });
+  const kinds = (await client.recentEvents({ pid: p.pid })).map((e) => e.type).filter((k) => k === 'shim.handshake' || k === 'process.exec');
+  t.deepEqual(kinds, ['shim.handshake', 'process.exec', 'shim.handshake']);
+  const shim = await waitUntil('the new table', async () => {
+    const s = await client.shim(p.pid);
+    return s.loaded && s.reclaiming ? s : undefined;
+  });
+  t.like(shim, { connected: true, mode: 'thread-pointer', slotsInUse: 0 });
+  await client.detach(p.pid, true);
+});
+
 test('a static program cannot take the shim; a process without one says so', async (t) => {
   const { client } = await startDaemon(t);
   const err = await t.throwsAsync(client.spawn({ argv: [fixturePath(path.join('glibc-static', 'tls')), '1'], shim: { mode: 'tid' } }));

@@ -61,7 +61,16 @@ export class ShimServer {
     private readonly log: Logger,
     /** Called on each accepted hello (the supervisor tells the tracer). */
     private readonly onHello: (pid: Pid, hello: ShimHello) => void = () => {},
-  ) {}
+  ) {
+    // A new program image has no table where the old one had: forget it
+    // (the tracer does the same). A shim in the new image says hello again.
+    bus.subscribe((e) => { if (e.type === 'process.exec') this.forget(asPid(e.data.pid)); });
+  }
+
+  private forget(pid: Pid): void {
+    this.shims.get(pid)?.socket?.destroy();
+    this.shims.delete(pid);
+  }
 
   /** In an existing directory: the API socket's, or a temporary one. */
   async listen(): Promise<void> {

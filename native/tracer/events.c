@@ -184,6 +184,10 @@ static void on_exec(struct thread *t)
 	t->flags = T_CLAIMED | T_FIRST_STOP | T_FS_KNOWN | (t->flags & (T_ANNOUNCED | T_DETACH));
 
 	struct process *p = process_find(pid);
+	/* The new image has no shim table at that address (or none at all):
+	 * never write there. A new shim says hello again. */
+	if (p)
+		p->shim = (struct shim_table){ 0 };
 	if (p && (p->flags & P_SPAWNING)) {
 		/* The first stop of a spawned process is its exec. */
 		p->flags &= ~P_SPAWNING;
