@@ -62,14 +62,17 @@ export class ShimServer {
     /** Called on each accepted hello (the supervisor tells the tracer). */
     private readonly onHello: (pid: Pid, hello: ShimHello) => void = () => {},
   ) {
-    // A new program image has no table where the old one had: forget it
-    // (the tracer does the same). A shim in the new image says hello again.
-    bus.subscribe((e) => { if (e.type === 'process.exec') this.forget(asPid(e.data.pid)); });
-  }
-
-  private forget(pid: Pid): void {
-    this.shims.get(pid)?.socket?.destroy();
-    this.shims.delete(pid);
+    // A new program image has no table where the old one had: forget the
+    // old image's shim (the tracer does the same). A shim in the new image
+    // says hello again, possibly before this event arrives (the tracer
+    // sends lifecycle events in batches): a hello received after the exec
+    // is the new image's, and is kept.
+    bus.subscribe((e) => {
+      if (e.type !== 'process.exec') return;
+      const pid = asPid(e.data.pid);
+      const shim = this.shims.get(pid);
+      if (shim && shim.connectedAt.getTime() < Date.parse(e.at)) this.shims.delete(pid);
+    });
   }
 
   /** In an existing directory: the API socket's, or a temporary one. */

@@ -31,6 +31,10 @@ int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_b
 	uint64_t key = s->mode == TLSSHIM_MODE_TID ? (uint64_t)tid : fs_base;
 	if (key == SLOT_EMPTY || key == SLOT_FREE)
 		return 0;
+	/* Never write into memory that is not (or no longer) a shim table. */
+	uint64_t magic;
+	if (read_word(pid, s->table, &magic) || magic != TLSSHIM_MAGIC)
+		return 0;
 	uint32_t mask = s->slot_count - 1;
 	uint32_t i = tlsshim_home_index(key, mask);
 	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
