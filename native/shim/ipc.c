@@ -11,14 +11,8 @@
  * with SYS_exit, never exit_group. When tlsd is gone the agent ends and
  * the shim works on without it. */
 #include "ipc.h"
-#include "mem.h"
 #include "sys.h"
 
-#define SYS_write 1
-#define SYS_poll 7
-#define SYS_clone 56
-#define SYS_socket 41
-#define SYS_connect 42
 #define AF_UNIX 1
 #define SOCK_STREAM 1
 #define SOCK_CLOEXEC 02000000
@@ -245,32 +239,6 @@ gone:
 	__atomic_store_n(&agent_running, 0, __ATOMIC_RELEASE);
 	if (!sys_failed(fd)) sys1(SYS_close, fd);
 	return 0;
-}
-
-/* clone(2) without libc: the child starts on `stack` with the parent's
- * registers, so `fn` travels in a callee-saved register; it calls fn and
- * ends itself with SYS_exit. */
-static long raw_clone(unsigned long flags, void *stack_top, void *tls, int (*fn)(void))
-{
-	register long r10 __asm__("r10") = 0; /* child_tid */
-	register long r8 __asm__("r8") = (long)tls;
-	register int (*r12)(void) __asm__("r12") = fn;
-	long ret;
-	__asm__ volatile(
-		"syscall\n\t"
-		"test %%rax, %%rax\n\t"
-		"jnz 1f\n\t"
-		"xor %%ebp, %%ebp\n\t" /* the outermost frame */
-		"call *%%r12\n\t"
-		"mov %%eax, %%edi\n\t"
-		"mov $60, %%eax\n\t" /* SYS_exit: this thread only */
-		"syscall\n\t"
-		"hlt\n"
-		"1:"
-		: "=a"(ret)
-		: "a"(SYS_clone), "D"(flags), "S"(stack_top), "d"(0), "r"(r10), "r"(r8), "r"(r12)
-		: "rcx", "r11", "memory");
-	return ret;
 }
 
 int ipc_start(struct tlsshim_table *t, const char *path)

@@ -1,23 +1,30 @@
-/* Raw system calls and thread-pointer reads: the shim has no libc.
+/* Raw system calls, thread-pointer reads and a raw clone: the shim has
+ * no libc.
  *
  * x86-64 only (the syscall instruction; numbers from
- * arch/x86/entry/syscalls/syscall_64.tbl; rdfsbase). An aarch64 port
- * replaces this file: svc #0, and tpidr_el0 for the thread pointer. */
+ * arch/x86/entry/syscalls/syscall_64.tbl; rdfsbase; the clone gadget's
+ * registers). An aarch64 port replaces this file: svc #0, and tpidr_el0
+ * for the thread pointer. */
 #ifndef TLSSHIM_SYS_H
 #define TLSSHIM_SYS_H
 
 #include <stdint.h>
 
 #define SYS_read 0
+#define SYS_write 1
 #define SYS_close 3
+#define SYS_poll 7
 #define SYS_mmap 9
 #define SYS_munmap 11
 #define SYS_rt_sigprocmask 14
+#define SYS_getpid 39
+#define SYS_socket 41
+#define SYS_connect 42
+#define SYS_clone 56
 #define SYS_exit 60
 #define SYS_arch_prctl 158
 #define SYS_gettid 186
 #define SYS_openat 257
-#define SYS_getpid 39
 
 #define AT_FDCWD -100
 #define O_RDONLY 0
@@ -80,6 +87,32 @@ static inline void block_signals(uint64_t *old)
 static inline void restore_signals(const uint64_t *old)
 {
 	sys4(SYS_rt_sigprocmask, SIG_SETMASK, old, 0, sizeof *old);
+}
+
+/* clone(2) without libc: the child starts on `stack` with the parent's
+ * registers, so `fn` travels in a callee-saved register; it calls fn and
+ * ends itself with SYS_exit. */
+static inline long raw_clone(unsigned long flags, void *stack_top, void *tls, int (*fn)(void))
+{
+	register long r10 __asm__("r10") = 0; /* child_tid */
+	register long r8 __asm__("r8") = (long)tls;
+	register int (*r12)(void) __asm__("r12") = fn;
+	long ret;
+	__asm__ volatile(
+		"syscall\n\t"
+		"test %%rax, %%rax\n\t"
+		"jnz 1f\n\t"
+		"xor %%ebp, %%ebp\n\t" /* the outermost frame */
+		"call *%%r12\n\t"
+		"mov %%eax, %%edi\n\t"
+		"mov $60, %%eax\n\t" /* SYS_exit: this thread only */
+		"syscall\n\t"
+		"hlt\n"
+		"1:"
+		: "=a"(ret)
+		: "a"(SYS_clone), "D"(flags), "S"(stack_top), "d"(0), "r"(r10), "r"(r8), "r"(r12)
+		: "rcx", "r11", "memory");
+	return ret;
 }
 
 #endif
