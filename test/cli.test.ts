@@ -1,25 +1,13 @@
 /* tlsctl against a real daemon: what a newcomer types after reading the
  * README, and the exit codes scripts rely on (0 ok, 1 API, 2 usage). */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { packageRoot } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { Fixture, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
-
-const tlsctlPath = path.join(packageRoot, 'dist', 'clients', 'tlsctl.js');
-
-interface Run { code: number; stdout: string; stderr: string }
-
-function tlsctl(socket: string, ...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [tlsctlPath, '--socket', socket, ...args], (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+import { tlsctl, tlsctlPath } from './helpers/tlsctl.js';
 
 /** tid -> 7*i+1, from the fixture's "tls-thread I TID" lines. */
 function expectedValues(f: Fixture): Record<number, number> {

@@ -2,14 +2,13 @@
  * shim's agent says hello over IPC, and its table and each thread's
  * variables are visible through REST and tlsctl, against glibc and musl,
  * in both modes. */
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { TlsdError } from '../clients/client.js';
-import { packageRoot } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { fixturePath, killPid, waitUntil } from './helpers/fixture.js';
+import { tlsctl } from './helpers/tlsctl.js';
 
 const WORKERS = 3;
 
@@ -46,9 +45,7 @@ for (const libc of ['glibc', 'musl']) {
       t.is(kinds.filter((k) => k === 'shim.slot').length, WORKERS + 1);
 
       // tlsctl shows the same.
-      const out = await new Promise<string>((resolve) => execFile(process.execPath, [
-        path.join(packageRoot, 'dist', 'clients', 'tlsctl.js'), '--socket', socket, 'shim', String(p.pid), String(threads[1]!.tid),
-      ], (_e, stdout) => resolve(stdout)));
+      const { stdout: out } = await tlsctl(socket, 'shim', String(p.pid), String(threads[1]!.tid));
       const counterHex = Buffer.from(new BigInt64Array([BigInt(7 * threads[1]!.index + 1)]).buffer).toString('hex');
       t.regex(out, new RegExp(`^thread ${threads[1]!.tid}, key 0x[0-9a-f]+: slot \\d+ at 0x[0-9a-f]+\\nNAME\\s+SIZE\\s+BYTES\\ncounter\\s+8\\s+${counterHex}\\n`));
       await client.detach(p.pid, true);
