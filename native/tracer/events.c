@@ -41,10 +41,12 @@ void note_fs_base(struct thread *t, uint64_t fs_base)
 
 /* Sends THREAD_NEW once both halves are known: the thread's first stop
  * (its FS base) and its owner (seize, or the parent's clone event). A new
- * child's first stop may come before its parent's event (PTRACE.md). */
+ * child's first stop may come before its parent's event (PTRACE.md); a
+ * SIGKILL can even end it before any stop, and then its clone's FS base
+ * is all there is. */
 static void announce(struct thread *t)
 {
-	if ((t->flags & T_ANNOUNCED) || !(t->flags & T_FIRST_STOP) ||
+	if ((t->flags & T_ANNOUNCED) || (!(t->flags & T_FIRST_STOP) && !t->dead) ||
 	    !(t->flags & T_CLAIMED) || (t->flags & T_DETACH))
 		return;
 	send_thread_new(t);
@@ -151,10 +153,16 @@ static void on_new_child(struct thread *parent, int event)
 		}
 	}
 	if (detaching) {
-		/* PTRACE.md "Detach": a pending clone event -> detach the child too. */
+		/* PTRACE.md "Detach": a pending clone event -> detach the child too.
+		 * One already reaped has nothing left to detach: forgotten here, or
+		 * it would keep the held leader ours for ever (seen under churn). */
 		child->flags |= T_DETACH;
-		if (child->flags & T_FIRST_STOP)
+		if (child->dead) {
+			thread_forget(child);
+			detach_thread_lost(parent->pid);
+		} else if (child->flags & T_FIRST_STOP) {
 			ptrace(PTRACE_INTERRUPT, tid, 0, 0);
+		}
 		return;
 	}
 	announce(child);
