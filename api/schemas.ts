@@ -164,6 +164,7 @@ export const ShimVariable = Type.Object({
 export const ShimStatus = Type.Object({
   loaded: Type.Boolean({ description: 'a shim said hello from this process' }),
   connected: Type.Optional(Type.Boolean({ description: 'its agent thread is still connected' })),
+  forkedFrom: Type.Optional(Type.Integer({ description: 'a forked child: the parent whose shim (and table) it has a copy of; it has no agent thread' })),
   reclaiming: Type.Optional(Type.Boolean({ description: 'the tracer has the table and frees the slots of threads that end holding one' })),
   mode: Type.Optional(Type.Enum(['thread-pointer', 'tid'])),
   version: Type.Optional(Type.Integer()),

@@ -86,7 +86,10 @@ export class Supervisor {
   private async startTracer(): Promise<void> {
     this.tracer = await TracerClient.start(
       this.opts.tracerPath, this.opts.log.child({ component: 'tracer' }),
-      (e) => this.registry.apply(e),
+      (e) => {
+        this.registry.apply(e);
+        if (e.type === 'processNew' && e.origin === 'fork' && e.parentPid) this.shims.inherit(e.pid, e.parentPid);
+      },
       (why) => this.tracerExited(why),
     );
     this.log.info({ tracerPid: this.tracer.pid }, 'tracer started');

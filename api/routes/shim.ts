@@ -26,7 +26,8 @@ export const shimRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { su
     if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} is ${p.state}`);
     const { shim, table } = shimTable(p.pid);
     return {
-      loaded: true, connected: shim.socket !== undefined, reclaiming: shim.reclaiming, mode: table.mode, version: shim.hello.shimVersion,
+      loaded: true, connected: shim.socket !== undefined, ...(shim.forkedFrom ? { forkedFrom: shim.forkedFrom } : {}),
+      reclaiming: shim.reclaiming, mode: table.mode, version: shim.hello.shimVersion,
       table: formatAddress(table.address), handshakeAt: shim.connectedAt.toISOString(),
       slotCount: table.slotCount, slotBytes: table.slotBytes, slotsInUse: table.claimed.length, slotsFree: table.free,
       usesRdfsbase: table.usesRdfsbase, variables: table.variables,

@@ -34,6 +34,9 @@ export interface ShimConnection {
   claimedBy: Set<number>;
   /** The tracer has the table: it frees the slots of threads that end holding one. */
   reclaiming: boolean;
+  /** A forked child's: its copy of the parent's table, without an agent
+   * thread (fork copies only the forking thread). */
+  forkedFrom?: Pid;
   connectedAt: Date;
   /** Undefined once the shim's agent has gone (the process ended). */
   socket?: net.Socket;
@@ -93,6 +96,18 @@ export class ShimServer {
 
   get(pid: Pid): ShimConnection | undefined {
     return this.shims.get(pid);
+  }
+
+  /** A child forked (not vforked) from a process with a shim has a copy
+   * of its table at the same address, which the tracer fixed at the
+   * child's first stop and watches as the parent's (native/tracer/shim.c). */
+  inherit(child: Pid, parent: Pid): void {
+    const from = this.shims.get(parent);
+    if (!from) return;
+    this.shims.set(child, {
+      hello: { ...from.hello, pid: child }, claimedBy: new Set(), reclaiming: from.reclaiming,
+      forkedFrom: parent, connectedAt: new Date(), pending: new Map(), nextId: 1,
+    });
   }
 
   /** Asks a shim (ping, stats); its answer, or UNAVAILABLE. */

@@ -64,6 +64,8 @@ static void announce(struct thread *t)
  * passed at any other stop the kernel drops it. */
 static void resume(struct thread *t, int signal, int group_stop)
 {
+	if (t->flags & T_AWAITING_OWNER)
+		return; /* on_new_child restarts it */
 	if (t->flags & T_DETACH) {
 		detach_at_stop(t, signal);
 		return;
@@ -76,6 +78,18 @@ static void resume(struct thread *t, int signal, int group_stop)
 		ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)signal);
 	}
 	/* ESRCH here means it was killed meanwhile: its death report follows. */
+}
+
+/* New children held at their first stop (on_first_stop), and how long at
+ * most: their parent's event is normally in the same batch of waits, but
+ * it never comes if the parent is killed before reporting it. */
+static uint32_t awaiting_owner;
+#define OWNER_WAIT_MAX_NS 200000000ull
+
+static void stop_awaiting_owner(struct thread *t)
+{
+	t->flags &= ~T_AWAITING_OWNER;
+	awaiting_owner--;
 }
 
 /* A new child's FS base is what its parent's clone asked for, known from
@@ -92,8 +106,19 @@ static void on_first_stop(struct thread *t)
 	t->fs_base = fs_base;
 	announce(t);
 	note_fs_base(t, fs_base); /* answers refreshes that came before */
-	if (t->flags & T_ATTACHING)
+	if (t->flags & T_ATTACHING) {
 		attach_first_stop_seen(t);
+	} else if (!(t->flags & T_CLAIMED)) {
+		/* Its parent's clone event is still queued (waitpid(-1) reports
+		 * newer tracees first): it stays stopped until that event says
+		 * which process it belongs to, so that it cannot make threads of
+		 * an unknown process, nor run before its shim table is fixed. */
+		t->flags |= T_AWAITING_OWNER;
+		t->awaiting_since_ns = now_ns();
+		awaiting_owner++;
+	} else {
+		shim_first_stop(t);
+	}
 }
 
 /* An interrupt stop, group-stop, signal-delivery stop or first stop. */
@@ -127,6 +152,9 @@ static void on_new_child(struct thread *parent, int event)
 	struct thread *child = thread_find(tid);
 	if (!child)
 		child = thread_add(tid);
+	int held = child->flags & T_AWAITING_OWNER;
+	if (held)
+		stop_awaiting_owner(child);
 	child->parent_tid = parent->tid;
 	child->source = TLSD_FS_CLONE;
 	if (have_regs) {
@@ -148,7 +176,11 @@ static void on_new_child(struct thread *parent, int event)
 			int origin = event == PTRACE_EVENT_FORK  ? TLSD_ORIGIN_FORK
 				     : event == PTRACE_EVENT_VFORK ? TLSD_ORIGIN_VFORK
 								   : TLSD_ORIGIN_CLONE;
-			process_add(tid);
+			struct process *forked = process_add(tid);
+			/* A copy of the parent's memory has a copy of its shim table
+			 * (fixed at the child's first stop, shim.c). */
+			if (owner && owner->shim.table && !shares_memory(parent->pid, tid))
+				forked->shim = owner->shim;
 			send_process_new(tid, origin, parent->pid, parent->tid);
 		}
 	}
@@ -160,12 +192,22 @@ static void on_new_child(struct thread *parent, int event)
 		if (child->dead) {
 			thread_forget(child);
 			detach_thread_lost(parent->pid);
+		} else if (held) {
+			detach_at_stop(child, 0);
 		} else if (child->flags & T_FIRST_STOP) {
 			ptrace(PTRACE_INTERRUPT, tid, 0, 0);
 		}
 		return;
 	}
+	if (child->dead) {
+		announce(child); /* and forgets it */
+		return;
+	}
 	announce(child);
+	if (held) {
+		shim_first_stop(child);
+		resume(child, 0, 0);
+	}
 }
 
 static void drop_other_thread(struct thread *t, void *leader)
@@ -300,6 +342,27 @@ static void on_death(pid_t tid, int status)
 	} else {
 		detach_thread_lost(pid);
 	}
+}
+
+static void release_if_stale(struct thread *t, void *now)
+{
+	if (!(t->flags & T_AWAITING_OWNER) || t->awaiting_since_ns + OWNER_WAIT_MAX_NS > *(uint64_t *)now)
+		return;
+	stop_awaiting_owner(t);
+	if (t->dead) {
+		thread_forget(t);
+		return;
+	}
+	tlog(TLSD_LOG_WARN, "thread %d: no clone event named its process in %u ms; let go on", t->tid,
+	     (unsigned)(OWNER_WAIT_MAX_NS / 1000000u));
+	ptrace(PTRACE_CONT, t->tid, 0, 0);
+}
+
+int release_stale_children(uint64_t now)
+{
+	if (awaiting_owner)
+		thread_each_of(0, release_if_stale, &now); /* unclaimed threads have pid 0 */
+	return awaiting_owner ? (int)(OWNER_WAIT_MAX_NS / 1000000u / 2) : -1;
 }
 
 void handle_wait_status(pid_t tid, int status)

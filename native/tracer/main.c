@@ -268,9 +268,11 @@ int main(int argc, char **argv)
 			epoll_ctl(ep, EPOLL_CTL_MOD, daemon_fd, &ev);
 			watching_out = want_out;
 		}
-		int timeout = -1;
-		if (out.len && !daemon_gone && !batch_due(now)) /* wake when it is */
-			timeout = (int)((out.oldest_ns + BATCH_MAX_AGE_NS - now) / 1000000u) + 1;
+		int timeout = release_stale_children(now);
+		if (out.len && !daemon_gone && !batch_due(now)) { /* wake when it is */
+			int due = (int)((out.oldest_ns + BATCH_MAX_AGE_NS - now) / 1000000u) + 1;
+			timeout = timeout < 0 || due < timeout ? due : timeout;
+		}
 		if (close_by) {
 			uint64_t now_ms = monotonic_ms();
 			if (process_count() == 0 || now_ms >= close_by)

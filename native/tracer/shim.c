@@ -1,48 +1,169 @@
-/* Freeing the libtlsshim slot of a thread that ends without giving it
- * back (native/shim/table.h). Thread pointers are reused as soon as a
- * thread is gone, so this must happen at the thread's PTRACE_EVENT_EXIT
- * stop, before the tracer lets it go: by the time the daemon heard of the
- * exit, a new thread could already have found the dead one's slot.
+/* The tracer's writes to libtlsshim tables (native/shim/table.h), made
+ * while the thread they concern is stopped, so that no thread ever finds a
+ * slot that is not its own:
  *
- * The thread is stopped, and no other thread writes a slot that holds
- * another's key (only its owner, and tlsd for a dead owner, do), so an
- * aligned 8-byte store of SLOT_FREE is all the shim's protocol needs. */
+ * - A thread that ends without giving its slot back: thread pointers are
+ *   reused as soon as a thread is gone, so its slot is freed at its
+ *   PTRACE_EVENT_EXIT stop, before the tracer lets it go; by the time the
+ *   daemon heard of the exit, a new thread could already have found it.
+ *   No other thread writes a slot that holds another's key (only its
+ *   owner, and tlsd for a dead owner, do), so an aligned 8-byte store of
+ *   SLOT_FREE is all the shim's protocol needs.
+ *
+ * - A forked child: its memory is a copy of the parent's, table included,
+ *   with a slot for each of the parent's threads, but only the forking
+ *   thread lives on in it, and glibc hands the others' stacks (so their
+ *   thread pointers) to the child's next threads. At the child's first
+ *   stop, with its one thread stopped, every slot but the forking
+ *   thread's is freed, and that one is re-keyed for the child. */
+#include <linux/kcmp.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #include "../shim/table.h"
 #include "shim.h"
 
+static int read_bytes(pid_t pid, uint64_t address, void *buf, size_t len)
+{
+	struct iovec local = { buf, len }, remote = { (void *)address, len };
+	return process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+static int write_bytes(pid_t pid, uint64_t address, const void *buf, size_t len)
+{
+	struct iovec local = { (void *)buf, len }, remote = { (void *)address, len };
+	return process_vm_writev(pid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
 static int read_word(pid_t pid, uint64_t address, uint64_t *value)
 {
-	struct iovec local = { value, sizeof *value }, remote = { (void *)address, sizeof *value };
-	return process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)sizeof *value ? 0 : -1;
+	return read_bytes(pid, address, value, sizeof *value);
 }
 
 static int write_word(pid_t pid, uint64_t address, uint64_t value)
 {
-	struct iovec local = { &value, sizeof value }, remote = { (void *)address, sizeof value };
-	return process_vm_writev(pid, &local, 1, &remote, 1, 0) == (ssize_t)sizeof value ? 0 : -1;
+	return write_bytes(pid, address, &value, sizeof value);
+}
+
+static uint64_t slot_address(const struct shim_table *s, uint32_t i)
+{
+	return s->table + s->slots_offset + (uint64_t)i * s->slot_stride;
+}
+
+/* A geometry the tracer can walk, over memory that is a shim table now. */
+static int usable(pid_t pid, const struct shim_table *s)
+{
+	uint64_t magic;
+	return s->table && s->slot_count && !(s->slot_count & (s->slot_count - 1)) &&
+	       s->slot_stride >= SLOT_HEADER && read_word(pid, s->table, &magic) == 0 &&
+	       magic == TLSSHIM_MAGIC;
 }
 
 int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_base)
 {
-	if (!s->table || !s->slot_count || (s->slot_count & (s->slot_count - 1)))
-		return 0;
 	uint64_t key = s->mode == TLSSHIM_MODE_TID ? (uint64_t)tid : fs_base;
-	if (key == SLOT_EMPTY || key == SLOT_FREE)
-		return 0;
-	/* Never write into memory that is not (or no longer) a shim table. */
-	uint64_t magic;
-	if (read_word(pid, s->table, &magic) || magic != TLSSHIM_MAGIC)
+	if (key == SLOT_EMPTY || key == SLOT_FREE || !usable(pid, s))
 		return 0;
 	uint32_t mask = s->slot_count - 1;
 	uint32_t i = tlsshim_home_index(key, mask);
 	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
-		uint64_t slot = s->table + s->slots_offset + (uint64_t)i * s->slot_stride, k;
-		if (read_word(pid, slot, &k) || k == SLOT_EMPTY)
+		uint64_t k;
+		if (read_word(pid, slot_address(s, i), &k) || k == SLOT_EMPTY)
 			return 0; /* not held (or the table is gone) */
 		if (k == key)
-			return write_word(pid, slot, SLOT_FREE) == 0;
+			return write_word(pid, slot_address(s, i), SLOT_FREE) == 0;
 	}
 	return 0;
+}
+
+int shares_memory(pid_t a, pid_t b)
+{
+	return syscall(SYS_kcmp, a, b, KCMP_VM, 0, 0) == 0;
+}
+
+/* The slot headers' first two words, all of them, a batch of reads at a
+ * time (IOV_MAX remote ranges per call). */
+struct key_and_fs_base {
+	uint64_t key, fs_base;
+};
+
+static struct key_and_fs_base *read_slot_heads(pid_t pid, const struct shim_table *s)
+{
+	enum { BATCH = 1024 };
+	struct key_and_fs_base *heads = calloc(s->slot_count, sizeof *heads);
+	if (!heads)
+		abort();
+	struct iovec remote[BATCH];
+	for (uint32_t first = 0; first < s->slot_count; first += BATCH) {
+		uint32_t n = s->slot_count - first < BATCH ? s->slot_count - first : BATCH;
+		for (uint32_t i = 0; i < n; i++)
+			remote[i] = (struct iovec){ (void *)slot_address(s, first + i), sizeof *heads };
+		struct iovec local = { heads + first, n * sizeof *heads };
+		if (process_vm_readv(pid, &local, 1, remote, n, 0) != (ssize_t)local.iov_len) {
+			free(heads);
+			return NULL;
+		}
+	}
+	return heads;
+}
+
+/* tid mode: the forking thread's slot moves to the child's tid, on that
+ * key's probe path: the first slot there that is free (all but this one
+ * are, now), or where it is already. */
+static void rekey(pid_t child, const struct shim_table *s, struct key_and_fs_base *heads, uint32_t from)
+{
+	uint64_t key = (uint64_t)child;
+	uint32_t mask = s->slot_count - 1, to = tlsshim_home_index(key, mask);
+	while (to != from && heads[to].key != SLOT_EMPTY && heads[to].key != SLOT_FREE)
+		to = (to + 1) & mask;
+	char *slot = malloc(s->slot_stride);
+	if (!slot)
+		abort();
+	if (read_bytes(child, slot_address(s, from), slot, s->slot_stride) == 0) {
+		struct tlsshim_slot *head = (struct tlsshim_slot *)slot;
+		head->key = key;
+		head->tid = (uint64_t)child;
+		if (write_bytes(child, slot_address(s, to), slot, s->slot_stride) == 0 && to != from)
+			write_word(child, slot_address(s, from), SLOT_FREE);
+	}
+	free(slot);
+}
+
+int shim_fix_fork_child(pid_t child, const struct shim_table *s, uint64_t fs_base)
+{
+	if (!usable(child, s))
+		return -1;
+	struct key_and_fs_base *heads = read_slot_heads(child, s);
+	if (!heads)
+		return -1;
+	/* The forking thread's slot is the one with its FS base, which the
+	 * child's thread has too (the shim records it in both modes). */
+	int64_t kept = -1;
+	for (uint32_t i = 0; i < s->slot_count; i++) {
+		if (heads[i].key == SLOT_EMPTY || heads[i].key == SLOT_FREE)
+			continue;
+		if (kept < 0 && heads[i].fs_base == fs_base) {
+			kept = i;
+			continue;
+		}
+		write_word(child, slot_address(s, i), SLOT_FREE);
+		heads[i].key = SLOT_FREE;
+	}
+	if (kept >= 0 && s->mode == TLSSHIM_MODE_TID)
+		rekey(child, s, heads, (uint32_t)kept);
+	else if (kept >= 0)
+		write_word(child, slot_address(s, (uint32_t)kept) + offsetof(struct tlsshim_slot, tid), (uint64_t)child);
+	free(heads);
+	return 0;
+}
+
+void shim_first_stop(const struct thread *t)
+{
+	/* Its process inherited the table at the fork event (a new child is
+	 * held at its first stop until then: events.c). */
+	struct process *p = t->pid == t->tid ? process_find(t->pid) : NULL;
+	if (p && p->shim.table && (t->flags & T_FS_KNOWN))
+		shim_fix_fork_child(t->tid, &p->shim, t->fs_base);
 }

@@ -17,6 +17,8 @@ enum thread_flag {
 	T_ATTACHING = 1 << 6,   /* seized by an attach that awaits its first stop */
 	T_EXITING = 1 << 7,     /* past its PTRACE_EVENT_EXIT stop */
 	T_FS_KNOWN = 1 << 8,    /* fs_base came from its parent's clone event */
+	T_AWAITING_OWNER = 1 << 9, /* a new child held at its first stop until its
+	                              parent's clone event names its process */
 };
 
 struct thread {
@@ -30,6 +32,7 @@ struct thread {
 	                             stopped, so its stop lasted at most until
 	                             its restart minus this */
 	int held_signal;         /* signal to deliver when a held leader detaches */
+	uint64_t awaiting_since_ns; /* T_AWAITING_OWNER: since when */
 	int dead;                /* reaped before it was claimed */
 	int dead_status;
 	uint32_t refresh[MAX_REFRESH_WAITERS];

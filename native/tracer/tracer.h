@@ -35,6 +35,9 @@ void send_detached(pid_t pid);
  * with the number of tracees (the kernel walks its list of them). */
 void drain_waits(void);
 void handle_wait_status(pid_t tid, int status);
+/* Lets go of new children held longer than their parent's event can take;
+ * the epoll timeout (ms) to call again, or -1 when none is held. */
+int release_stale_children(uint64_t now_ns);
 /* Forgets a thread that is gone or detached; answers its refresh waiters. */
 void thread_forget(struct thread *t);
 /* Reads the FS base of a stopped thread and answers its refresh waiters. */
