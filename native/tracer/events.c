@@ -199,12 +199,9 @@ static void on_new_child(struct thread *parent, int event)
 		}
 		return;
 	}
-	if (child->dead) {
-		announce(child); /* and forgets it */
-		return;
-	}
-	announce(child);
-	if (held) {
+	int dead = child->dead;
+	announce(child); /* and forgets a dead one */
+	if (held && !dead) {
 		shim_first_stop(child);
 		resume(child, 0, 0);
 	}

@@ -17,6 +17,7 @@
  *   stop, with its one thread stopped, every slot but the forking
  *   thread's is freed, and that one is re-keyed for the child. */
 #include <linux/kcmp.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
