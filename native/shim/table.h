@@ -8,8 +8,9 @@
  *
  * A slot's key word says whose it is: SLOT_EMPTY (never used), SLOT_FREE
  * (given back), or the owner's key. Keys are placed by open addressing
- * from hash(key); a probe stops at SLOT_EMPTY only, and a slot never goes
- * back to SLOT_EMPTY, so a key is always found from its home index. */
+ * from tlsshim_home_index (below); a probe stops at SLOT_EMPTY only,
+ * and a slot never goes back to SLOT_EMPTY, so a key is always found from
+ * its home index. */
 #ifndef TLSSHIM_TABLE_H
 #define TLSSHIM_TABLE_H
 
@@ -63,14 +64,29 @@ _Static_assert(sizeof(struct tlsshim_slot) == SLOT_HEADER, "tlsshim_slot is 64 b
 _Static_assert(sizeof(struct tlsshim_table) <= TABLE_HEADER, "the table header fits its page");
 _Static_assert(__builtin_offsetof(struct tlsshim_table, vars) == 72, "vars at 72");
 
-/* A key's home slot (Fibonacci hashing: FS bases share their low bits,
- * as TCBs sit at the same offset in each thread's stack mapping, so the
- * product's upper half picks the index). tlsd's tracer probes the same
- * way, so this is part of the ABI too. */
-static inline uint32_t tlsshim_home_index(uint64_t key, uint32_t slot_mask)
+/* A key's home slot, as an offset in bytes from slot 0. Fibonacci hashing:
+ * FS bases share their low bits, as TCBs sit at the same offset in each
+ * thread's stack mapping, so the product's upper bits pick the slot. The
+ * shift is fixed and the mask pre-shifted (slot_mask << stride_shift), so
+ * that the get path has no shift by a variable (three micro-ops on Intel
+ * cores). 23 is the largest shift that keeps the bits of the largest table
+ * (2^20 slots of 2^21 bytes) within the product. tlsd's tracer probes the
+ * same way, so this is part of the ABI too. */
+#define TLSSHIM_HASH_SHIFT 23
+
+static inline uint64_t tlsshim_home_offset(uint64_t key, uint64_t home_mask)
 {
-	return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & slot_mask;
+	return (key * 0x9e3779b97f4a7c15ull) >> TLSSHIM_HASH_SHIFT & home_mask;
 }
+
+static inline uint32_t tlsshim_home_index(uint64_t key, uint32_t slot_mask, uint32_t stride_shift)
+{
+	return (uint32_t)(tlsshim_home_offset(key, (uint64_t)slot_mask << stride_shift) >> stride_shift);
+}
+
+/* The largest table's home offsets are within the product's 64 bits. */
+_Static_assert(TLSSHIM_HASH_SHIFT + 20 + 21 <= 64 && TLSSHIM_MAX_SLOTS == 1u << 20 &&
+	       TLSSHIM_MAX_SLOT_BYTES + SLOT_HEADER <= 1u << 21, "tlsshim_home_offset fits every table");
 
 #define ALLOC_VARS(a) ((uint32_t)((a) & 0xffff))
 #define ALLOC_BYTES(a) ((uint32_t)((a) >> 32))

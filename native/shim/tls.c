@@ -13,28 +13,35 @@
 
 static struct tlsshim_table *table;
 
-/* What the get path needs, copied out of the table at start so that it
- * is a few loads that do not depend on each other. */
-static char *slots;          /* the first slot */
-static uint32_t slot_mask;   /* slot_count - 1 */
-static uint32_t stride_shift; /* slot_stride is 1 << stride_shift */
-static int key_is_rdfsbase;
+/* What the get path needs, copied out of the table so that it is a few
+ * loads that do not depend on each other. */
+static struct {
+	int key_is_rdfsbase;
+	uint32_t slot_mask;     /* slot_count - 1 */
+	uint32_t stride_shift;  /* slot_stride is 1 << stride_shift */
+	uint64_t home_mask;     /* slot_mask << stride_shift (tlsshim_home_offset) */
+	char *slots;            /* slot 0 */
+	/* Where each variable lies from its slot's start; 0 for a handle
+	 * not given (yet). Relaxed: a thread holding a handle was given it
+	 * after the store, by whatever passed it on. */
+	uint32_t var_at[TLSSHIM_MAX_VARS];
+} fast;
 
 /* This thread's key, by the mode and the CPU. */
 static inline uint64_t current_key(void)
 {
-	if (key_is_rdfsbase) return read_fs_base_insn();
+	if (fast.key_is_rdfsbase) return read_fs_base_insn();
 	return table->mode == TLSSHIM_MODE_TID ? (uint64_t)sys0(SYS_gettid) : read_fs_base_syscall();
 }
 
 static inline struct tlsshim_slot *slot_at(uint32_t i)
 {
-	return (struct tlsshim_slot *)(slots + ((uint64_t)i << stride_shift));
+	return (struct tlsshim_slot *)(fast.slots + ((uint64_t)i << fast.stride_shift));
 }
 
 static inline uint32_t home_index(uint64_t key)
 {
-	return tlsshim_home_index(key, slot_mask);
+	return tlsshim_home_index(key, fast.slot_mask, fast.stride_shift);
 }
 
 /* The slot holding `key`, or NULL. Lock-free: only the owner (or tlsd,
@@ -42,7 +49,7 @@ static inline uint32_t home_index(uint64_t key)
 static struct tlsshim_slot *find(uint64_t key)
 {
 	uint32_t i = home_index(key);
-	for (uint32_t n = 0; n <= slot_mask; n++, i = (i + 1) & slot_mask) {
+	for (uint32_t n = 0; n <= fast.slot_mask; n++, i = (i + 1) & fast.slot_mask) {
 		struct tlsshim_slot *s = slot_at(i);
 		uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
 		if (k == key) return s;
@@ -62,7 +69,7 @@ static struct tlsshim_slot *claim(uint64_t key)
 	block_signals(&mask_before);
 	struct tlsshim_slot *s = find(key); /* a handler may have run before the block */
 	uint32_t i = home_index(key);
-	for (uint32_t n = 0; !s && n <= slot_mask; n++, i = (i + 1) & slot_mask) {
+	for (uint32_t n = 0; !s && n <= fast.slot_mask; n++, i = (i + 1) & fast.slot_mask) {
 		struct tlsshim_slot *c = slot_at(i);
 		uint64_t k = __atomic_load_n(&c->key, __ATOMIC_ACQUIRE);
 		if (k != SLOT_EMPTY && k != SLOT_FREE) continue;
@@ -79,26 +86,28 @@ static struct tlsshim_slot *claim(uint64_t key)
 }
 
 /* Everything but a hit in the home slot with rdfsbase: another mode, a
- * key placed further along, or a thread's first get. */
+ * key placed further along, a thread's first get, or a bad handle. */
 __attribute__((noinline)) static void *get_slow(int handle)
 {
+	if (!table || handle < 0 || handle >= TLSSHIM_MAX_VARS) return 0;
+	uint32_t at = __atomic_load_n(&fast.var_at[handle], __ATOMIC_RELAXED);
+	if (!at) return 0;
 	uint64_t key = current_key();
 	struct tlsshim_slot *s = find(key);
 	if (!s) s = claim(key);
-	return s ? (char *)s + SLOT_HEADER + table->vars[handle].offset : 0;
+	return s ? (char *)s + at : 0;
 }
 
 EXPORT void *tlsshim_get(int handle)
 {
-	struct tlsshim_table *t = table;
-	if (!t || handle < 0 || (uint32_t)handle >= ALLOC_VARS(__atomic_load_n(&t->allocation, __ATOMIC_ACQUIRE))) return 0;
-	/* The common case: rdfsbase, a hash, a load and a compare. The rest is
-	 * a tail call, so that this path saves no registers. */
-	if (__builtin_expect(key_is_rdfsbase, 1)) {
+	/* The common case: rdfsbase, a multiply, a load and a compare. The
+	 * rest is a tail call, so that this path saves no registers. */
+	if (__builtin_expect(fast.key_is_rdfsbase && (uint32_t)handle < TLSSHIM_MAX_VARS, 1)) {
+		uint32_t at = __atomic_load_n(&fast.var_at[handle], __ATOMIC_RELAXED);
 		uint64_t key = read_fs_base_insn();
-		struct tlsshim_slot *s = slot_at(home_index(key));
-		if (__builtin_expect(__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) == key, 1))
-			return (char *)s + SLOT_HEADER + t->vars[handle].offset;
+		char *slot = fast.slots + tlsshim_home_offset(key, fast.home_mask);
+		if (__builtin_expect(at && __atomic_load_n((uint64_t *)slot, __ATOMIC_ACQUIRE) == key, 1))
+			return slot + at;
 	}
 	return get_slow(handle);
 }
@@ -128,6 +137,7 @@ EXPORT int tlsshim_register(size_t size, size_t align, const char *name)
 	for (; name && name[n] && n < sizeof v->name - 1; n++) v->name[n] = name[n];
 	v->name[n] = 0;
 	__atomic_store_n(&v->ready, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&fast.var_at[index], SLOT_HEADER + offset, __ATOMIC_RELAXED);
 	return (int)index;
 }
 
@@ -138,7 +148,7 @@ EXPORT int tlsshim_release(void)
 	struct tlsshim_slot *s = find(key);
 	uint64_t owner = key;
 	if (s && __atomic_compare_exchange_n(&s->key, &owner, SLOT_FREE, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-		ipc_event(EVENT_RELEASED, (uint32_t)(((char *)s - slots) >> stride_shift), key, s->tid);
+		ipc_event(EVENT_RELEASED, (uint32_t)(((char *)s - fast.slots) >> fast.stride_shift), key, s->tid);
 	return 0;
 }
 
@@ -185,10 +195,11 @@ EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
 	t->slots_offset = TABLE_HEADER;
 	t->pid = (uint64_t)sys0(SYS_getpid);
 	t->uses_rdfsbase = ctx->mode == TLSSHIM_MODE_THREAD_POINTER && (ctx->hwcap2 & HWCAP2_FSGSBASE);
-	slots = (char *)t + TABLE_HEADER;
-	slot_mask = count - 1;
-	stride_shift = (uint32_t)__builtin_ctz(stride);
-	key_is_rdfsbase = (int)t->uses_rdfsbase;
+	fast.slots = (char *)t + TABLE_HEADER;
+	fast.slot_mask = count - 1;
+	fast.stride_shift = (uint32_t)__builtin_ctz(stride);
+	fast.home_mask = (uint64_t)fast.slot_mask << fast.stride_shift;
+	fast.key_is_rdfsbase = (int)t->uses_rdfsbase;
 	__atomic_store_n(&t->magic, TLSSHIM_MAGIC, __ATOMIC_RELEASE);
 	__atomic_store_n(&table, t, __ATOMIC_RELEASE);
 	/* Without tlsd (no socket, or no agent) the table works all the same. */

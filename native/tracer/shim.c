@@ -53,12 +53,18 @@ static uint64_t slot_address(const struct shim_table *s, uint32_t i)
 	return s->table + s->slots_offset + (uint64_t)i * s->slot_stride;
 }
 
+static uint32_t stride_shift(const struct shim_table *s)
+{
+	return (uint32_t)__builtin_ctz(s->slot_stride);
+}
+
 /* A geometry the tracer can walk, over memory that is a shim table now. */
 static int usable(pid_t pid, const struct shim_table *s)
 {
 	uint64_t magic;
 	return s->table && s->slot_count && !(s->slot_count & (s->slot_count - 1)) &&
-	       s->slot_stride >= SLOT_HEADER && read_word(pid, s->table, &magic) == 0 &&
+	       s->slot_stride >= SLOT_HEADER && !(s->slot_stride & (s->slot_stride - 1)) &&
+	       read_word(pid, s->table, &magic) == 0 &&
 	       magic == TLSSHIM_MAGIC;
 }
 
@@ -68,7 +74,7 @@ int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_b
 	if (key == SLOT_EMPTY || key == SLOT_FREE || !usable(pid, s))
 		return 0;
 	uint32_t mask = s->slot_count - 1;
-	uint32_t i = tlsshim_home_index(key, mask);
+	uint32_t i = tlsshim_home_index(key, mask, stride_shift(s));
 	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
 		uint64_t k;
 		if (read_word(pid, slot_address(s, i), &k) || k == SLOT_EMPTY)
@@ -116,7 +122,7 @@ static struct key_and_fs_base *read_slot_heads(pid_t pid, const struct shim_tabl
 static void rekey(pid_t child, const struct shim_table *s, struct key_and_fs_base *heads, uint32_t from)
 {
 	uint64_t key = (uint64_t)child;
-	uint32_t mask = s->slot_count - 1, to = tlsshim_home_index(key, mask);
+	uint32_t mask = s->slot_count - 1, to = tlsshim_home_index(key, mask, stride_shift(s));
 	while (to != from && heads[to].key != SLOT_EMPTY && heads[to].key != SLOT_FREE)
 		to = (to + 1) & mask;
 	char *slot = malloc(s->slot_stride);
