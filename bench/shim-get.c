@@ -38,7 +38,6 @@ static void rdfsbase(void)
 	sink += v;
 }
 
-
 static double now_ns(void)
 {
 	struct timespec ts;
@@ -55,8 +54,8 @@ static inline __attribute__((always_inline)) double time_run(void (*once)(void),
 	return (now_ns() - t0) / n;
 }
 
+/* run_native(n) and so on: one timed run of n accesses, in ns per access. */
 #define RUNNER(f) static double run_##f(long n) { return time_run(f, n); }
-/* One per access, timed runs of n accesses; ns per access. */
 RUNNER(native)
 RUNNER(tls_get_addr)
 RUNNER(shim_get)

@@ -88,7 +88,7 @@ export class Supervisor {
       this.opts.tracerPath, this.opts.log.child({ component: 'tracer' }),
       (e) => {
         this.registry.apply(e);
-        if (e.type === 'processNew' && e.origin === 'fork' && e.parentPid) this.shims.inherit(e.pid, e.parentPid);
+        if (e.type === 'processNew' && e.inheritsShim) this.shims.inherit(e.pid, e.parentPid);
       },
       (why) => this.tracerExited(why),
     );

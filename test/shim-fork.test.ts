@@ -32,34 +32,39 @@ for (const [mode, hazard] of [['thread-pointer', { main: 1, raw: 8 }], ['tid', {
   });
 }
 
+// `clone`: a raw clone without CLONE_VM, which the kernel reports as a
+// clone, not a fork; its child has a copy of the table all the same.
 for (const libc of ['glibc', 'musl']) {
   for (const mode of ['thread-pointer', 'tid'] as const) {
-    test(`under tlsd, ${libc}, ${mode}: the child keeps the forking thread's slot, re-keyed, and nothing else`, async (t) => {
-      const { client, dir } = await startDaemon(t);
-      const go = commandFifo(t, dir);
-      const p = await client.spawn({ argv: [fixturePath(path.join(`${libc}-dynamic`, 'shim-fork')), go.path], shim: { mode } });
-      t.teardown(() => killPid(p.pid));
-      await waitUntil('the tracer to have the shim\'s table', async () => (await client.shim(p.pid)).reclaiming);
-      go.send('go');
-      const child = await waitUntil('the child\'s report', () => childReport(readFileSync(p.stdout!, 'utf8')));
-      t.teardown(() => killPid(child.pid));
-      t.deepEqual({ main: child.main, raw: child.raw }, { main: 1, raw: 0 });
+    for (const how of ['fork', 'clone']) {
+      test(`under tlsd, ${libc}, ${mode}, ${how}: the child keeps the forking thread's slot, re-keyed, and nothing else`, async (t) => {
+        const { client, dir } = await startDaemon(t);
+        const go = commandFifo(t, dir);
+        const argv = [fixturePath(path.join(`${libc}-dynamic`, 'shim-fork')), go.path, ...(how === 'clone' ? ['clone'] : [])];
+        const p = await client.spawn({ argv, shim: { mode } });
+        t.teardown(() => killPid(p.pid));
+        await waitUntil('the tracer to have the shim\'s table', async () => (await client.shim(p.pid)).reclaiming);
+        go.send('go');
+        const child = await waitUntil('the child\'s report', () => childReport(readFileSync(p.stdout!, 'utf8')));
+        t.teardown(() => killPid(child.pid));
+        t.deepEqual({ main: child.main, raw: child.raw }, { main: 1, raw: 0 });
 
-      // Only the forking thread's slot is left in the child (the raw
-      // thread's was freed at its exit), under the child's own key.
-      // The child may report before the tracer's batch of events reaches the daemon.
-      const shim = await waitUntil('the daemon to know the child', () => client.shim(child.pid).catch(() => undefined));
-      t.like(shim, { loaded: true, connected: false, forkedFrom: p.pid, reclaiming: true, mode, slotsInUse: 1 });
-      const mine = await client.threadShim(child.pid, child.pid);
-      t.truthy(mine.slot, 'the child\'s thread has a slot');
-      t.is(Buffer.from(mine.variables.find((v) => v.name === 'value')!.bytes, 'hex').readBigInt64LE(0), 1n);
-      if (mode === 'tid') t.is(mine.key, `0x${child.pid.toString(16)}`);
+        // Only the forking thread's slot is left in the child (the raw
+        // thread's was freed at its exit), under the child's own key.
+        // The child may report before the tracer's batch of events reaches the daemon.
+        const shim = await waitUntil('the daemon to know the child', () => client.shim(child.pid).catch(() => undefined));
+        t.like(shim, { loaded: true, connected: false, forkedFrom: p.pid, reclaiming: true, mode, slotsInUse: 1 });
+        const mine = await client.threadShim(child.pid, child.pid);
+        t.truthy(mine.slot, 'the child\'s thread has a slot');
+        t.is(Buffer.from(mine.variables.find((v) => v.name === 'value')!.bytes, 'hex').readBigInt64LE(0), 1n);
+        if (mode === 'tid') t.is(mine.key, `0x${child.pid.toString(16)}`);
 
-      // The parent's table is untouched: its main thread and the raw
-      // thread that still holds its slot.
-      t.like(await client.shim(p.pid), { connected: true, slotsInUse: 2 });
-      const parents = await client.threadShim(p.pid, p.pid);
-      t.is(Buffer.from(parents.variables.find((v) => v.name === 'value')!.bytes, 'hex').readBigInt64LE(0), 1n);
-    });
+        // The parent's table is untouched: its main thread and the raw
+        // thread that still holds its slot.
+        t.like(await client.shim(p.pid), { connected: true, slotsInUse: 2 });
+        const parents = await client.threadShim(p.pid, p.pid);
+        t.is(Buffer.from(parents.variables.find((v) => v.name === 'value')!.bytes, 'hex').readBigInt64LE(0), 1n);
+      });
+    }
   }
 }

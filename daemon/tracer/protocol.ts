@@ -3,7 +3,7 @@
 import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
 import { asAddress, asPid, asTid } from '../types.js';
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 const MAX_FRAME = 16 << 20;
 
 const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5 } as const;
@@ -30,7 +30,7 @@ export type WireTime = bigint;
 export type TracerMessage =
   | { type: 'hello'; version: number; tracerPid: Pid }
   | { type: 'reply'; req: number; errno: number; pid: Pid; threads: number; value: bigint; passes: number }
-  | { type: 'processNew'; pid: Pid; origin: TracerOrigin; parentPid: Pid; parentTid: Tid; at: WireTime } & ProcessImage
+  | { type: 'processNew'; pid: Pid; origin: TracerOrigin; parentPid: Pid; parentTid: Tid; inheritsShim: boolean; at: WireTime } & ProcessImage
   | { type: 'threadNew'; pid: Pid; tid: Tid; parentTid: Tid; fsBase: Address; source: FsBaseSource; at: WireTime }
   | { type: 'threadFsBase'; pid: Pid; tid: Tid; fsBase: Address; source: FsBaseSource }
   | { type: 'threadExiting'; pid: Pid; tid: Tid; exitStatus: number; syscall: bigint; at: WireTime; shimReclaimed: boolean }
@@ -89,7 +89,7 @@ export function decodeMessage(body: Buffer): TracerMessage {
     case Message.reply:
       return { type: 'reply', req: r.u32(), errno: r.i32(), pid: asPid(r.u32()), threads: r.u32(), value: r.u64(), passes: r.u32() };
     case Message.processNew:
-      return { type: 'processNew', pid: asPid(r.u32()), origin: pick(origins, r.u8(), 'origin'), parentPid: asPid(r.u32()), parentTid: asTid(r.u32()), at: r.u64(), ...r.image() };
+      return { type: 'processNew', pid: asPid(r.u32()), origin: pick(origins, r.u8(), 'origin'), parentPid: asPid(r.u32()), parentTid: asTid(r.u32()), inheritsShim: r.u8() === 1, at: r.u64(), ...r.image() };
     case Message.threadNew:
       return { type: 'threadNew', pid: asPid(r.u32()), tid: asTid(r.u32()), parentTid: asTid(r.u32()), fsBase: asAddress(r.u64()), source: pick(fsSources, r.u8(), 'source'), at: r.u64() };
     case Message.threadFsBase:

@@ -13,8 +13,9 @@
 
 static struct tlsshim_table *table;
 
-/* What the get path needs, copied out of the table so that it is a few
- * loads that do not depend on each other. */
+/* What the get path needs, kept apart from the table (whose layout is
+ * tlsd's ABI) so that a get is a few loads that do not depend on each
+ * other. */
 static struct {
 	int key_is_rdfsbase;
 	uint32_t slot_mask;     /* slot_count - 1 */

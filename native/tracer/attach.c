@@ -132,7 +132,7 @@ static int seize_pass(pid_t pid, int *first_error)
 			continue;
 		}
 		if (!p->seized++)
-			send_process_new(pid, TLSD_ORIGIN_ATTACH, 0, 0);
+			send_process_new(pid, TLSD_ORIGIN_ATTACH, 0, 0, 0);
 		struct thread *t = thread_add(tid);
 		thread_claim(t, pid);
 		t->source = TLSD_FS_ATTACH;

@@ -178,10 +178,12 @@ static void on_new_child(struct thread *parent, int event)
 								   : TLSD_ORIGIN_CLONE;
 			struct process *forked = process_add(tid);
 			/* A copy of the parent's memory has a copy of its shim table
-			 * (fixed at the child's first stop, shim.c). */
-			if (owner && owner->shim.table && !shares_memory(parent->pid, tid))
+			 * (fixed at the child's first stop, shim.c), whatever the
+			 * event: a raw clone without CLONE_VM copies it too. */
+			int inherits = owner && owner->shim.table && !shares_memory(parent->pid, tid);
+			if (inherits)
 				forked->shim = owner->shim;
-			send_process_new(tid, origin, parent->pid, parent->tid);
+			send_process_new(tid, origin, parent->pid, parent->tid, inherits);
 		}
 	}
 	if (detaching) {
@@ -238,7 +240,7 @@ static void on_exec(struct thread *t)
 	if (p && (p->flags & P_SPAWNING)) {
 		/* The first stop of a spawned process is its exec. */
 		p->flags &= ~P_SPAWNING;
-		send_process_new(pid, TLSD_ORIGIN_SPAWN, 0, 0);
+		send_process_new(pid, TLSD_ORIGIN_SPAWN, 0, 0, 0);
 		t->parent_tid = 0;
 		announce(t);
 		send_reply(p->req, 0, pid, 1, 0, 0);

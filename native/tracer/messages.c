@@ -36,13 +36,14 @@ void send_reply(uint32_t req, int err, pid_t pid, uint32_t threads,
 	out_urgent(&out);
 }
 
-void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid)
+void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid, int shim)
 {
 	out_begin(&out, TLSD_MSG_PROCESS_NEW);
 	out_u32(&out, (uint32_t)pid);
 	out_u8(&out, (uint8_t)origin);
 	out_u32(&out, (uint32_t)parent_pid);
 	out_u32(&out, (uint32_t)parent_tid);
+	out_u8(&out, (uint8_t)shim);
 	out_u64(&out, now_ns());
 	out_process_image(pid);
 	out_end(&out);

@@ -23,7 +23,7 @@
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 2
+#define TLSD_PROTOCOL_VERSION 3
 #define TLSD_MAX_FRAME (16u << 20)
 
 /* daemon -> tracer */
@@ -52,8 +52,11 @@ enum tlsd_message {
 	                                it was seen running), in ns; REFRESH the
 	                                FS base */
 	TLSD_MSG_PROCESS_NEW = 3,    /* u32 pid, u8 origin, u32 parent_pid,
-	                                u32 parent_tid, u64 time, str exe,
-	                                str cmdline (NUL-separated, as in /proc) */
+	                                u32 parent_tid, u8 shim (1: a copy of its
+	                                parent's libtlsshim table, which the
+	                                tracer fixes at its first stop), u64 time,
+	                                str exe, str cmdline (NUL-separated, as
+	                                in /proc) */
 	TLSD_MSG_THREAD_NEW = 4,     /* u32 pid, u32 tid, u32 parent_tid,
 	                                u64 fs_base, u8 source, u64 time */
 	TLSD_MSG_THREAD_FSBASE = 5,  /* u32 pid, u32 tid, u64 fs_base, u8 source */

@@ -22,7 +22,7 @@ void tlog(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 /* messages.c: one function per tracer -> daemon message */
 void send_reply(uint32_t req, int err, pid_t pid, uint32_t threads,
 		uint64_t value, uint32_t passes);
-void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid);
+void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid, int shim);
 void send_thread_new(const struct thread *t);
 void send_fs_base(const struct thread *t, int source);
 void send_thread_exiting(const struct thread *t, int exit_status, int64_t syscall, int shim_reclaimed);
