@@ -84,7 +84,7 @@ static void resume(struct thread *t, int signal, int group_stop)
  * most: their parent's event is normally in the same batch of waits, but
  * it never comes if the parent is killed before reporting it. */
 static uint32_t awaiting_owner;
-#define OWNER_WAIT_MAX_NS 200000000ull
+#define OWNER_WAIT_MAX_MS 200u
 
 static void stop_awaiting_owner(struct thread *t)
 {
@@ -114,7 +114,7 @@ static void on_first_stop(struct thread *t)
 		 * which process it belongs to, so that it cannot make threads of
 		 * an unknown process, nor run before its shim table is fixed. */
 		t->flags |= T_AWAITING_OWNER;
-		t->awaiting_since_ns = now_ns();
+		t->awaiting_since_ms = monotonic_ms();
 		awaiting_owner++;
 	} else {
 		shim_first_stop(t);
@@ -343,9 +343,9 @@ static void on_death(pid_t tid, int status)
 	}
 }
 
-static void release_if_stale(struct thread *t, void *now)
+static void release_if_stale(struct thread *t, void *now_ms)
 {
-	if (!(t->flags & T_AWAITING_OWNER) || t->awaiting_since_ns + OWNER_WAIT_MAX_NS > *(uint64_t *)now)
+	if (!(t->flags & T_AWAITING_OWNER) || t->awaiting_since_ms + OWNER_WAIT_MAX_MS > *(uint64_t *)now_ms)
 		return;
 	stop_awaiting_owner(t);
 	if (t->dead) {
@@ -353,15 +353,15 @@ static void release_if_stale(struct thread *t, void *now)
 		return;
 	}
 	tlog(TLSD_LOG_WARN, "thread %d: no clone event named its process in %u ms; let go on", t->tid,
-	     (unsigned)(OWNER_WAIT_MAX_NS / 1000000u));
+	     OWNER_WAIT_MAX_MS);
 	ptrace(PTRACE_CONT, t->tid, 0, 0);
 }
 
-int release_stale_children(uint64_t now)
+int release_stale_children(uint64_t now_ms)
 {
 	if (awaiting_owner)
-		thread_each_of(0, release_if_stale, &now); /* unclaimed threads have pid 0 */
-	return awaiting_owner ? (int)(OWNER_WAIT_MAX_NS / 1000000u / 2) : -1;
+		thread_each_of(0, release_if_stale, &now_ms); /* unclaimed threads have pid 0 */
+	return awaiting_owner ? (int)(OWNER_WAIT_MAX_MS / 2) : -1;
 }
 
 void handle_wait_status(pid_t tid, int status)

@@ -49,7 +49,7 @@ uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t monotonic_ms(void)
+uint64_t monotonic_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -268,7 +268,7 @@ int main(int argc, char **argv)
 			epoll_ctl(ep, EPOLL_CTL_MOD, daemon_fd, &ev);
 			watching_out = want_out;
 		}
-		int timeout = release_stale_children(now);
+		int timeout = release_stale_children(monotonic_ms());
 		if (out.len && !daemon_gone && !batch_due(now)) { /* wake when it is */
 			int due = (int)((out.oldest_ns + BATCH_MAX_AGE_NS - now) / 1000000u) + 1;
 			timeout = timeout < 0 || due < timeout ? due : timeout;

@@ -32,7 +32,7 @@ struct thread {
 	                             stopped, so its stop lasted at most until
 	                             its restart minus this */
 	int held_signal;         /* signal to deliver when a held leader detaches */
-	uint64_t awaiting_since_ns; /* T_AWAITING_OWNER: since when */
+	uint64_t awaiting_since_ms; /* T_AWAITING_OWNER: since when (monotonic_ms) */
 	int dead;                /* reaped before it was claimed */
 	int dead_status;
 	uint32_t refresh[MAX_REFRESH_WAITERS];

@@ -17,6 +17,8 @@
 extern struct outq out;
 
 uint64_t now_ns(void);
+/* CLOCK_MONOTONIC, for timeouts: the wall clock can be set back. */
+uint64_t monotonic_ms(void);
 void tlog(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* messages.c: one function per tracer -> daemon message */
@@ -37,7 +39,7 @@ void drain_waits(void);
 void handle_wait_status(pid_t tid, int status);
 /* Lets go of new children held longer than their parent's event can take;
  * the epoll timeout (ms) to call again, or -1 when none is held. */
-int release_stale_children(uint64_t now_ns);
+int release_stale_children(uint64_t now_ms);
 /* Forgets a thread that is gone or detached; answers its refresh waiters. */
 void thread_forget(struct thread *t);
 /* Reads the FS base of a stopped thread and answers its refresh waiters. */
