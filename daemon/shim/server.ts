@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import type { EventBus } from '../event-bus.js';
 import type { Registry } from '../registry.js';
-import { asAddress, asPid, type Address, type Pid } from '../types.js';
+import { asAddress, asPid, formatAddress, type Address, type Pid } from '../types.js';
 import type { ShimMode } from './table.js';
 
 const REQUEST_TIMEOUT_MS = 2000;
@@ -98,9 +98,10 @@ export class ShimServer {
     return this.shims.get(pid);
   }
 
-  /** A child forked (not vforked) from a process with a shim has a copy
-   * of its table at the same address, which the tracer fixed at the
-   * child's first stop and watches as the parent's (native/tracer/shim.c). */
+  /** A child with a copy of its parent's memory (a fork, or a clone
+   * without CLONE_VM: the tracer says which) has a copy of its table at
+   * the same address, which the tracer fixed at the child's first stop
+   * and watches as the parent's (native/tracer/shim.c). */
   inherit(child: Pid, parent: Pid): void {
     const from = this.shims.get(parent);
     if (!from) return;
@@ -171,7 +172,7 @@ export class ShimServer {
     this.shims.set(p.pid, shim);
     this.onHello(p.pid, hello);
     this.bus.publish('shim.handshake', {
-      pid: p.pid, mode: hello.mode, shimVersion: hello.shimVersion, table: `0x${hello.table.toString(16)}`,
+      pid: p.pid, mode: hello.mode, shimVersion: hello.shimVersion, table: formatAddress(hello.table),
       slotCount: hello.slotCount, slotBytes: hello.slotBytes,
     });
     this.log.info({ tracee: p.pid, mode: hello.mode }, 'shim connected');

@@ -156,29 +156,29 @@ static int send_events(int fd)
 	}
 }
 
-/* The value of "id" in a request, or 0. */
-static uint64_t request_id(const char *s, uint32_t n)
-{
-	static const char key[] = "\"id\":";
-	for (uint32_t i = 0; i + sizeof key - 1 <= n; i++) {
-		uint32_t k = 0;
-		while (k < sizeof key - 1 && s[i + k] == key[k]) k++;
-		if (k < sizeof key - 1) continue;
-		uint64_t v = 0;
-		for (i += k; i < n && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (uint64_t)(s[i] - '0');
-		return v;
-	}
-	return 0;
-}
-
-static int contains(const char *s, uint32_t n, const char *what)
+/* Where `what` ends in the n bytes at s, or -1 when it is not there. */
+static int64_t end_of(const char *s, uint32_t n, const char *what)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t k = 0;
 		while (what[k] && i + k < n && s[i + k] == what[k]) k++;
-		if (!what[k]) return 1;
+		if (!what[k]) return i + k;
 	}
-	return 0;
+	return -1;
+}
+
+static int contains(const char *s, uint32_t n, const char *what)
+{
+	return end_of(s, n, what) >= 0;
+}
+
+/* The value of "id" in a request, or 0. */
+static uint64_t request_id(const char *s, uint32_t n)
+{
+	int64_t i = end_of(s, n, "\"id\":");
+	uint64_t v = 0;
+	for (; i >= 0 && i < n && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (uint64_t)(s[i] - '0');
+	return v;
 }
 
 static int answer(int fd, const char *request, uint32_t n)

@@ -138,13 +138,17 @@ static void rekey(pid_t child, const struct shim_table *s, struct key_and_fs_bas
 	free(slot);
 }
 
-int shim_fix_fork_child(pid_t child, const struct shim_table *s, uint64_t fs_base)
+/* At a forked child's first stop (its only thread, whose FS base is
+ * `fs_base`): frees every slot of its copy of the parent's table but the
+ * forking thread's, which is re-keyed for the child. A table it cannot
+ * read is left as it is. */
+static void fix_fork_child(pid_t child, const struct shim_table *s, uint64_t fs_base)
 {
 	if (!usable(child, s))
-		return -1;
+		return;
 	struct key_and_fs_base *heads = read_slot_heads(child, s);
 	if (!heads)
-		return -1;
+		return;
 	/* The forking thread's slot is the one with its FS base, which the
 	 * child's thread has too (the shim records it in both modes). */
 	int64_t kept = -1;
@@ -163,7 +167,6 @@ int shim_fix_fork_child(pid_t child, const struct shim_table *s, uint64_t fs_bas
 	else if (kept >= 0)
 		write_word(child, slot_address(s, (uint32_t)kept) + offsetof(struct tlsshim_slot, tid), (uint64_t)child);
 	free(heads);
-	return 0;
 }
 
 void shim_first_stop(const struct thread *t)
@@ -172,5 +175,5 @@ void shim_first_stop(const struct thread *t)
 	 * held at its first stop until then: events.c). */
 	struct process *p = t->pid == t->tid ? process_find(t->pid) : NULL;
 	if (p && p->shim.table && (t->flags & T_FS_KNOWN))
-		shim_fix_fork_child(t->tid, &p->shim, t->fs_base);
+		fix_fork_child(t->tid, &p->shim, t->fs_base);
 }

@@ -8,12 +8,6 @@
 /* At `tid`'s exit stop: frees its slot, if it holds one. 1 when it did. */
 int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_base);
 
-/* At a forked child's first stop (its only thread, whose FS base is
- * `fs_base`): frees every slot of its copy of the parent's table but the
- * forking thread's, which is re-keyed for the child. -1 when the table
- * could not be read. */
-int shim_fix_fork_child(pid_t child, const struct shim_table *s, uint64_t fs_base);
-
 /* At the first stop of a thread born traced, its process known: if it is
  * a forked child that inherited a shim table (not a vfork: a child
  * sharing its parent's memory has nothing of its own to fix), fixes it. */
