@@ -39,7 +39,10 @@ export const Process = Type.Object({
   attach: Type.Optional(Type.Object({
     passes: Type.Integer({ description: 'scans of /proc/PID/task until one found no new thread' }),
     threads: Type.Integer(),
-    longestStopMicros: Type.Number({ description: 'the longest a thread can have been stopped: from the last time it was seen running to its restart' }),
+    interrupted: Type.Integer({
+      description: 'threads stopped to read their thread pointer: those the C library\'s own thread list did not account for (all of them for a program on neither glibc nor musl)',
+    }),
+    longestStopMicros: Type.Number({ description: 'the longest one of them can have been stopped by the attach: from the last time it was seen running to its stop; 0 when none was' }),
   })),
 });
 
@@ -103,7 +106,16 @@ export const SpawnBody = Type.Object({
 
 export const ProcessParams = Type.Object({ pid: PidNumber });
 export const ThreadParams = Type.Object({ pid: PidNumber, tid: PidNumber });
-export const DetachQuery = Type.Object({ kill: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
+export const DetachQuery = Type.Object({
+  kill: Type.Optional(Type.Boolean({ description: 'end the process with SIGKILL instead (its children stay supervised)' })),
+  keepChildren: Type.Optional(Type.Boolean({ description: 'detach this process alone: the processes it forked while supervised stay supervised' })),
+}, { additionalProperties: false });
+
+export const Detached = Type.Intersect([Process, Type.Object({
+  detachedDescendants: Type.Array(Type.Integer(), {
+    description: 'the processes followed from it (its forks while supervised, theirs, ...), detached with it',
+  }),
+})]);
 export const EventsQuery = Type.Object({
   pid: Type.Optional(PidNumber),
   since: Type.Optional(Type.Integer({ minimum: 0, description: 'replay retained events with a greater id first (as the Last-Event-ID header does)' })),
@@ -188,6 +200,7 @@ export const ThreadShim = Type.Object({
 });
 
 export type ProcessJson = Static<typeof Process>;
+export type DetachedJson = Static<typeof Detached>;
 export type ThreadJson = Static<typeof Thread>;
 export type ExitJson = Static<typeof Exit>;
 export type HealthJson = Static<typeof Health>;

@@ -17,7 +17,10 @@ export function processJson(p: ProcessRecord): ProcessJson {
     gaps: p.gaps.map((g) => ({ from: iso(g.from), ...(g.to ? { to: iso(g.to) } : {}) })),
     ...(p.exit ? { exit: { ...endingJson(p.exit), at: iso(p.exit.at) } } : {}),
     ...(p.attach ? {
-      attach: { passes: p.attach.passes, threads: p.attach.threads, longestStopMicros: Number(p.attach.longestStopNs) / 1000 },
+      attach: {
+        passes: p.attach.passes, threads: p.attach.threads, interrupted: p.attach.interrupted,
+        longestStopMicros: Number(p.attach.longestStopNs) / 1000,
+      },
     } : {}),
   };
 }

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
-  ExitJson, HealthJson, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  DetachedJson, ExitJson, HealthJson, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 import { parseHostPort } from '../api/listen.js';
 import type { ErrorCode } from '../daemon/errors.js';
@@ -120,7 +120,14 @@ export class TlsdClient {
   attach(pid: number) { return this.request<ProcessJson>('POST', '/v1/processes', { pid }); }
   spawn(body: Spawn) { return this.request<ProcessJson>('POST', '/v1/processes', body); }
   process(pid: number) { return this.request<ProcessJson>('GET', `/v1/processes/${pid}`); }
-  detach(pid: number, kill = false) { return this.request<ProcessJson>('DELETE', `/v1/processes/${pid}${kill ? '?kill=true' : ''}`); }
+  /** Detaches a process and the processes followed from it (unless
+   * `keepChildren`); with `kill`, ends it instead. */
+  detach(pid: number, opts: { kill?: boolean; keepChildren?: boolean } = {}) {
+    const query = new URLSearchParams();
+    if (opts.kill) query.set('kill', 'true');
+    if (opts.keepChildren) query.set('keepChildren', 'true');
+    return this.request<DetachedJson>('DELETE', `/v1/processes/${pid}${query.size ? `?${query}` : ''}`);
+  }
   threads(pid: number) { return this.request<{ threads: Thread[] }>('GET', `/v1/processes/${pid}/threads`).then((r) => r.threads); }
   thread(pid: number, tid: number) { return this.request<ThreadDetail>('GET', `/v1/processes/${pid}/threads/${tid}`); }
   exits(pid: number) { return this.request<{ exits: ExitJson[] }>('GET', `/v1/processes/${pid}/exits`).then((r) => r.exits); }

@@ -105,8 +105,11 @@ program.command('attach')
     const { client, json } = context(command);
     const p = await withProgress(`attaching to ${pid}${threadCount(client, pid)}`, client.attach(pid));
     if (json) return printJson(p);
-    stdout.write(`attached to ${p.pid} (${commandLine(p)}): ${p.threads} threads`
-      + (p.attach ? `, ${p.attach.passes} passes, longest stop ${Math.round(p.attach.longestStopMicros)} µs` : '') + '\n');
+    const a = p.attach;
+    const stops = !a ? '' : a.interrupted
+      ? `, ${a.interrupted} stopped to read their thread pointer (longest stop ${Math.round(a.longestStopMicros)} µs)`
+      : ', no thread stopped';
+    stdout.write(`attached to ${p.pid} (${commandLine(p)}): ${p.threads} threads, ${a?.passes ?? 0} passes${stops}\n`);
   });
 
 program.command('spawn')
@@ -234,14 +237,17 @@ program.command('shim')
   });
 
 program.command('detach')
-  .description('stop supervising a process (it keeps running unless --kill)')
+  .description('stop supervising a process and the processes it forked while supervised (they keep running unless --kill)')
   .argument('<pid>', 'process id', positiveInteger)
   .option('--kill', 'end it with SIGKILL instead')
-  .action(async (pid: number, opts: { kill?: boolean }, command: Command) => {
+  .option('--keep-children', 'detach this process alone: what it forked stays supervised')
+  .action(async (pid: number, opts: { kill?: boolean; keepChildren?: boolean }, command: Command) => {
     const { client, json } = context(command);
-    const p = await client.detach(pid, opts.kill ?? false);
+    const p = await client.detach(pid, opts);
     if (json) return printJson(p);
-    stdout.write(opts.kill ? `killed ${pid}\n` : `detached from ${pid}; it runs on\n`);
+    if (opts.kill) return void stdout.write(`killed ${pid}\n`);
+    const also = p.detachedDescendants;
+    stdout.write(`detached from ${pid}${also.length ? ` and ${also.length === 1 ? 'its child' : 'the processes it forked'} ${also.join(', ')}` : ''}; ${also.length ? 'they run' : 'it runs'} on\n`);
   });
 
 program.command('health')

@@ -1,5 +1,5 @@
 /* What /proc says about a process or thread (proc(5)). */
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import type { Pid, Tid } from './types.js';
 
 export interface ProcStatus {
@@ -7,6 +7,8 @@ export interface ProcStatus {
   tracerPid: number;
   uid: number;
   kernelThread: boolean;
+  /** A zombie, or dead: its threads have all exited. */
+  exiting: boolean;
 }
 
 /** Throws ENOENT when the process does not exist. */
@@ -20,6 +22,7 @@ export function readStatus(pid: Pid): ProcStatus {
     uid: Number(field('Uid')),
     // Kernel threads have no executable (PTRACE.md "Attach", step 1).
     kernelThread: kthread !== undefined ? kthread === '1' : readExe(pid) === undefined,
+    exiting: /^State:\s*[ZX]/m.test(text),
   };
 }
 
@@ -85,4 +88,58 @@ export function readAuxv(pid: Pid): Map<bigint, bigint> {
     auxv.set(type, raw.readBigUInt64LE(at + 8));
   }
   return auxv;
+}
+
+/** The stack pointer of a thread blocked in the kernel, from
+ * /proc/PID/task/TID/syscall ("NR six-args sp pc", or "-1 sp pc" when
+ * blocked outside a syscall); undefined while it runs, or once it is gone.
+ * Reading it does not stop the thread. */
+export function blockedStackPointer(pid: Pid, tid: Tid): bigint | undefined {
+  let fields: string[];
+  try {
+    fields = readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'utf8').trim().split(' ');
+  } catch {
+    return undefined;
+  }
+  const sp = fields.length === 9 ? fields[7] : fields.length === 3 ? fields[1] : undefined;
+  return sp?.startsWith('0x') ? BigInt(sp) : undefined;
+}
+
+export interface Mapping {
+  start: bigint;
+  end: bigint;
+  perms: string;
+}
+
+/** /proc/PID/maps, in address order. */
+export function readMappings(pid: Pid): Mapping[] {
+  return readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').flatMap((line) => {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+)/.exec(line);
+    return m ? [{ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3]! }] : [];
+  });
+}
+
+/** The tids in /proc/PID/task; empty once the process is gone. */
+export function readTaskIds(pid: Pid): Set<Tid> {
+  try {
+    return new Set(readdirSync(`/proc/${pid}/task`).map((name) => Number(name) as Tid));
+  } catch {
+    return new Set();
+  }
+}
+
+const CAP_SYS_PTRACE = 19n; // <linux/capability.h>
+const YAMA_NO_ATTACH = 3; // kernel.yama.ptrace_scope: no process may be traced
+
+/** Whether this daemon may trace any process it is allowed to ask for: it
+ * has CAP_SYS_PTRACE and Yama does not forbid tracing altogether. Then a
+ * refused seize is about the target (it is exiting), not about us. */
+export function mayTraceAnything(): boolean {
+  const capEff = readFileSync('/proc/self/status', 'utf8').match(/^CapEff:\s*([0-9a-f]+)/m)?.[1];
+  if (!capEff || !((BigInt(`0x${capEff}`) >> CAP_SYS_PTRACE) & 1n)) return false;
+  try {
+    return Number(readFileSync('/proc/sys/kernel/yama/ptrace_scope', 'utf8')) < YAMA_NO_ATTACH;
+  } catch {
+    return true; // no Yama
+  }
 }

@@ -58,7 +58,7 @@ export interface ProcessRecord {
   stderr?: string;
   exit?: Ending & { at: Date };
   /** How the (latest) attach went, as the tracer measured it. */
-  attach?: { passes: number; threads: number; longestStopNs: bigint };
+  attach?: { passes: number; threads: number; longestStopNs: bigint; interrupted: number };
   /** Threads whose libtlsshim slot the tracer freed at their exit. */
   shimReclaimed?: Set<Tid>;
   threads: Map<Tid, ThreadRecord>;
@@ -89,6 +89,19 @@ export class Registry {
 
   get(pid: Pid): ProcessRecord | undefined { return this.processes.get(pid); }
   list(): ProcessRecord[] { return [...this.processes.values()]; }
+
+  /** The processes followed from pid: its forks, theirs, and so on. */
+  descendants(pid: Pid): ProcessRecord[] {
+    const descends = (p: ProcessRecord): boolean => {
+      const seen = new Set<Pid>();
+      for (let q: ProcessRecord | undefined = p; q?.parentPid !== undefined && !seen.has(q.pid); q = this.processes.get(q.parentPid)) {
+        if (q.parentPid === pid) return true;
+        seen.add(q.pid);
+      }
+      return false;
+    };
+    return this.list().filter(descends);
+  }
 
   get liveThreadCount(): number {
     let n = 0;

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { AttachPolicy } from './attach-policy.js';
 import { EventBus } from './event-bus.js';
 import { TlsdError } from './errors.js';
-import { readExe, readStatus } from './procfs.js';
+import { mayTraceAnything, readExe, readStatus, readTaskIds } from './procfs.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
 import { readTcb, tcbIsCurrent, type Tcb } from './tcb.js';
 import { ShimServer } from './shim/server.js';
@@ -16,8 +16,9 @@ import { readShimHeader, type ShimMode } from './shim/table.js';
 import { loadElf } from './tls/elf-cache.js';
 import { TlsReader } from './tls/tls-reader.js';
 import { shimLibrary } from './paths.js';
+import { readThreadList } from './thread-list/thread-list.js';
 import { TracerClient, TracerGoneError, type TracerReply } from './tracer/client.js';
-import { asAddress, asPid, type Pid, type Tid } from './types.js';
+import { asAddress, asPid, type Address, type Pid, type Tid } from './types.js';
 
 export interface SupervisorOptions {
   tracerPath: string;
@@ -120,7 +121,7 @@ export class Supervisor {
       this.registry.beginReattach(p);
       let ok = false;
       try {
-        ok = (await this.tracer.request({ type: 'attach', pid: p.pid })).errno === 0;
+        ok = (await this.attachThreads(p.pid)).errno === 0;
       } catch (e) {
         this.log.warn({ err: e, tracee: p.pid }, 're-attach failed');
       }
@@ -178,10 +179,10 @@ export class Supervisor {
     this.preflight(pid);
     this.inFlight.add(pid);
     try {
-      const reply = await this.request({ type: 'attach', pid });
+      const reply = await this.attachThreads(pid);
       if (reply.errno !== 0) throw this.attachError(pid, reply.errno);
       const p = this.getProcess(pid);
-      p.attach = { passes: reply.passes, threads: reply.threads, longestStopNs: reply.value };
+      p.attach = { passes: reply.passes, threads: reply.threads, longestStopNs: reply.value, interrupted: reply.interrupted };
       this.bus.publish('process.attached', { ...this.registry.summary(p), threads: p.threads.size });
       this.log.info({ tracee: pid, threads: reply.threads, passes: reply.passes }, 'attached');
       return { process: p, reply };
@@ -190,15 +191,38 @@ export class Supervisor {
     }
   }
 
+  /** Seizes every thread without stopping one, then gives the tracer the
+   * thread pointers the C library's own list accounts for: only the others
+   * are interrupted (native/tracer/attach.c). */
+  private async attachThreads(pid: Pid): Promise<TracerReply> {
+    const seized = await this.request({ type: 'attach', pid });
+    if (seized.errno !== 0) return seized;
+    return this.request({ type: 'settle', pid, threadPointers: this.threadList(pid) });
+  }
+
+  private threadList(pid: Pid): Map<Tid, Address> {
+    const p = this.registry.get(pid);
+    if (!p) return new Map();
+    try {
+      return readThreadList(pid, p.exe, p, readTaskIds(pid));
+    } catch (e) {
+      this.log.debug({ err: e, tracee: pid }, 'no thread list: every thread is read at a stop');
+      return new Map();
+    }
+  }
+
   private attachError(pid: Pid, errno: number): TlsdError {
-    if (errno === ESRCH) return new TlsdError('NOT_FOUND', `process ${pid} exited before it could be attached`);
+    const exited = new TlsdError('NOT_FOUND', `process ${pid} exited before it could be attached`);
+    if (errno === ESRCH) return exited;
     if (errno === EEXIST) return new TlsdError('ALREADY_TRACED', `process ${pid} is already supervised by tlsd`);
     if (errno === EPERM) {
-      let tracer = 0;
-      try { tracer = readStatus(pid).tracerPid; } catch { /* gone meanwhile */ }
-      return tracer
-        ? new TlsdError('ALREADY_TRACED', `process ${pid} is already traced by pid ${tracer}`)
-        : new TlsdError('FORBIDDEN', `not permitted to trace process ${pid} (needs root or CAP_SYS_PTRACE)`);
+      // The kernel refuses to seize a thread that is exiting with EPERM
+      // too: that is not a matter of permission.
+      let status;
+      try { status = readStatus(pid); } catch { return exited; }
+      if (status.tracerPid) return new TlsdError('ALREADY_TRACED', `process ${pid} is already traced by pid ${status.tracerPid}`);
+      if (status.exiting || mayTraceAnything()) return new TlsdError('NOT_FOUND', `process ${pid} is exiting: there is nothing left to attach`);
+      return new TlsdError('FORBIDDEN', `not permitted to trace process ${pid} (needs root or CAP_SYS_PTRACE)`);
     }
     return new TlsdError('INTERNAL', `attach to ${pid} failed: ${getSystemErrorName(-errno)}`);
   }
@@ -269,15 +293,23 @@ export class Supervisor {
     return { ...env, LD_PRELOAD: preload, TLSSHIM_MODE: mode, TLSSHIM_SOCKET: this.shims.socketPath };
   }
 
-  async detach(pid: Pid, kill: boolean): Promise<ProcessRecord> {
+  /** Detaches a process and, unless `keepChildren`, the processes
+   * followed from it (its forks, theirs, ...), which are returned. With
+   * `kill`, ends that one process instead. */
+  async detach(pid: Pid, opts: { kill?: boolean; keepChildren?: boolean } = {}): Promise<{ process: ProcessRecord; descendants: ProcessRecord[] }> {
     const p = this.getProcess(pid);
     if (p.state !== 'running') throw new TlsdError('GONE', `process ${pid} is already ${p.state}`);
+    const kill = opts.kill ?? false;
     const exited = kill ? this.whenExited(p) : undefined;
-    const reply = await this.request({ type: 'detach', pid, kill });
+    const detachedBefore = new Set(this.registry.descendants(pid).filter((q) => q.state === 'detached'));
+    const reply = await this.request({ type: 'detach', pid, kill, keepChildren: opts.keepChildren ?? false });
     if (reply.errno === ESRCH) throw new TlsdError('GONE', `process ${pid} has exited`);
     if (reply.errno !== 0) throw new TlsdError('UNAVAILABLE', `process ${pid} is busy (${getSystemErrorName(-reply.errno)}); try again`);
     await exited;
-    return p;
+    // The tracer sent each one's news before its answer, a child forked
+    // during the detach included.
+    const descendants = kill ? [] : this.registry.descendants(pid).filter((q) => q.state === 'detached' && !detachedBefore.has(q));
+    return { process: p, descendants };
   }
 
   private whenExited(p: ProcessRecord): Promise<void> {

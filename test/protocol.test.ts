@@ -34,9 +34,9 @@ test('a truncated or unknown message is a protocol error, not a crash', (t) => {
 });
 
 test('commands are length-prefixed frames', (t) => {
-  const frame = encodeCommand({ type: 'detach', req: 7, pid: asPid(1234), kill: true });
+  const frame = encodeCommand({ type: 'detach', req: 7, pid: asPid(1234), kill: true, keepChildren: false });
   t.is(frame.readUInt32LE(0), frame.length - 4);
-  t.deepEqual([...frame.subarray(4)], [3, 7, 0, 0, 0, 0xd2, 0x04, 0, 0, 1]);
+  t.deepEqual([...frame.subarray(4)], [3, 7, 0, 0, 0, 0xd2, 0x04, 0, 0, 1, 0]);
 });
 
 test('wait statuses: exit codes, signals, core dumps', (t) => {

@@ -48,7 +48,7 @@ for (const libc of ['glibc', 'musl']) {
       const { stdout: out } = await tlsctl(socket, 'shim', String(p.pid), String(threads[1]!.tid));
       const counterHex = Buffer.from(new BigInt64Array([BigInt(7 * threads[1]!.index + 1)]).buffer).toString('hex');
       t.regex(out, new RegExp(`^thread ${threads[1]!.tid}, key 0x[0-9a-f]+: slot \\d+ at 0x[0-9a-f]+\\nNAME\\s+SIZE\\s+BYTES\\ncounter\\s+8\\s+${counterHex}\\n`));
-      await client.detach(p.pid, true);
+      await client.detach(p.pid, { kill: true });
     });
   }
 }
@@ -72,7 +72,7 @@ for (const libc of ['glibc', 'musl']) {
       const inShim = Buffer.from(ts.variables.find((v) => v.name === 'signals')!.bytes, 'hex').readBigInt64LE(0);
       t.is(inShim, BigInt(c.count), `thread ${c.index}: the handler's count in shim TLS`);
     }
-    await client.detach(p.pid, true);
+    await client.detach(p.pid, { kill: true });
   });
 }
 
@@ -91,7 +91,7 @@ test('after an exec the old table is forgotten, and the new image\'s shim says h
     return s.loaded && s.reclaiming ? s : undefined;
   });
   t.like(shim, { connected: true, mode: 'thread-pointer', slotsInUse: 0 });
-  await client.detach(p.pid, true);
+  await client.detach(p.pid, { kill: true });
 });
 
 test('a static program cannot take the shim; a process without one says so', async (t) => {
@@ -102,5 +102,5 @@ test('a static program cannot take the shim; a process without one says so', asy
   const p = await client.spawn({ argv: ['sleep', '30'] });
   t.teardown(() => killPid(p.pid));
   t.deepEqual(await client.shim(p.pid), { loaded: false });
-  await client.detach(p.pid, true);
+  await client.detach(p.pid, { kill: true });
 });

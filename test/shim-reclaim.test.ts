@@ -52,7 +52,7 @@ for (const libc of ['glibc', 'musl']) {
       });
       t.deepEqual(fate, variant === 'exit' ? { first: 'reclaimed', second: 'reclaimed' } : { first: 'released', second: 'reclaimed' });
       t.is((await client.shim(p.pid)).slotsInUse, 0, 'both slots are free again');
-      await client.detach(p.pid, true);
+      await client.detach(p.pid, { kill: true });
     });
   }
 }

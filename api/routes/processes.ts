@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { asPid } from '../../daemon/types.js';
-import { AttachBody, DetachQuery, ErrorBody, Process, ProcessParams, SpawnBody } from '../schemas.js';
+import { AttachBody, DetachQuery, Detached, ErrorBody, Process, ProcessParams, SpawnBody } from '../schemas.js';
 import { processJson } from '../serialize.js';
 import type { RouteDeps } from '../server.js';
 
@@ -27,9 +27,12 @@ export const processRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, {
   });
 
   app.delete('/v1/processes/:pid', {
-    schema: { summary: 'Detach (a spawned process keeps running unless ?kill=true)', params: ProcessParams, querystring: DetachQuery, response: { 200: Process, ...errors } },
+    schema: {
+      summary: 'Detach, with the processes followed from it unless ?keepChildren=true (a spawned process keeps running unless ?kill=true)',
+      params: ProcessParams, querystring: DetachQuery, response: { 200: Detached, ...errors },
+    },
   }, async (request) => {
-    const p = await supervisor.detach(asPid(request.params.pid), request.query.kill ?? false);
-    return processJson(p);
+    const { process, descendants } = await supervisor.detach(asPid(request.params.pid), request.query);
+    return { ...processJson(process), detachedDescendants: descendants.map((q) => q.pid) };
   });
 };

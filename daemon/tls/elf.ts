@@ -24,6 +24,7 @@ export const PT_INTERP = 3;
 const PT_NOTE = 4;
 export const PT_PHDR = 6;
 export const PT_TLS = 7;
+export const PF_W = 2;
 const SHT_SYMTAB = 2;
 const SHT_DYNSYM = 11;
 const SHN_UNDEF = 0;
@@ -40,6 +41,8 @@ const CODE_PREFIX_BYTES = 32;
 
 export interface Segment {
   type: number;
+  /** PF_R, PF_W, PF_X */
+  flags: number;
   offset: number;
   vaddr: bigint;
   filesz: number;
@@ -146,6 +149,7 @@ export function parseElf(buf: Buffer): ElfImage {
     b.check(at, PHDR_SIZE, `program header ${i}`);
     segments.push({
       type: b.u32(at, 'p_type'),
+      flags: b.u32(at + 4, 'p_flags'),
       offset: b.size(at + 8, 'p_offset'),
       vaddr: b.u64(at + 16, 'p_vaddr'),
       filesz: b.size(at + 32, 'p_filesz'),

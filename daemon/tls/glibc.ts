@@ -32,7 +32,7 @@ const LINK_MAP_SCAN_BYTES = 2048;
 const MAX_SLOTINFO_NODES = 64;
 const MAX_SLOTINFO_LEN = 1 << 16;
 
-function descriptor(objects: LoadedObject[], name: string): Descriptor | undefined {
+export function descriptor(objects: LoadedObject[], name: string): Descriptor | undefined {
   for (const o of objects) {
     const d = o.elf.descriptors.get(name);
     if (d) return d;
@@ -81,16 +81,15 @@ export function slotinfoLayout(objects: LoadedObject[]): SlotinfoLayout {
   };
 }
 
-/** Where the pointer to the first slotinfo node lives:
- * `_rtld_global._dl_tls_dtv_slotinfo_list`, reached through libc's
- * `__nptl_rtld_global` (glibc ≥ 2.34), or the static executable's own
- * `_dl_tls_dtv_slotinfo_list` variable. */
-export function slotinfoListPointer(pid: Pid, objects: LoadedObject[]): Address | undefined {
+/** Where one of the dynamic linker's variables is: a field of
+ * `_rtld_global`, reached through libc's `__nptl_rtld_global` (glibc ≥
+ * 2.34), or in a static executable a variable of its own of that name. */
+export function rtldVariable(pid: Pid, objects: LoadedObject[], name: string): Address | undefined {
   for (const o of objects) {
-    const staticList = o.elf.symbols.get('_dl_tls_dtv_slotinfo_list');
-    if (staticList !== undefined) return asAddress(o.base + staticList);
+    const staticVariable = o.elf.symbols.get(name);
+    if (staticVariable !== undefined) return asAddress(o.base + staticVariable);
     const rtldGlobalPointer = o.elf.symbols.get('__nptl_rtld_global');
-    const field = descriptor(objects, 'rtld_global__dl_tls_dtv_slotinfo_list');
+    const field = descriptor(objects, `rtld_global_${name}`);
     if (rtldGlobalPointer !== undefined && field) {
       const rtldGlobal = readMemory(pid, asAddress(o.base + rtldGlobalPointer), 8).readBigUInt64LE(0);
       return asAddress(rtldGlobal + BigInt(field.offset));
@@ -98,6 +97,10 @@ export function slotinfoListPointer(pid: Pid, objects: LoadedObject[]): Address 
   }
   return undefined;
 }
+
+/** Where the pointer to the first slotinfo node lives. */
+export const slotinfoListPointer = (pid: Pid, objects: LoadedObject[]): Address | undefined =>
+  rtldVariable(pid, objects, '_dl_tls_dtv_slotinfo_list');
 
 export interface Slot {
   gen: bigint;

@@ -3,10 +3,10 @@
 import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
 import { asAddress, asPid, asTid } from '../types.js';
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 const MAX_FRAME = 16 << 20;
 
-const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5 } as const;
+const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6 } as const;
 
 const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
@@ -29,7 +29,7 @@ export type WireTime = bigint;
 
 export type TracerMessage =
   | { type: 'hello'; version: number; tracerPid: Pid }
-  | { type: 'reply'; req: number; errno: number; pid: Pid; threads: number; value: bigint; passes: number }
+  | { type: 'reply'; req: number; errno: number; pid: Pid; threads: number; value: bigint; passes: number; interrupted: number }
   | { type: 'processNew'; pid: Pid; origin: TracerOrigin; parentPid: Pid; parentTid: Tid; inheritsShim: boolean; at: WireTime } & ProcessImage
   | { type: 'threadNew'; pid: Pid; tid: Tid; parentTid: Tid; fsBase: Address; source: FsBaseSource; at: WireTime }
   | { type: 'threadFsBase'; pid: Pid; tid: Tid; fsBase: Address; source: FsBaseSource }
@@ -42,9 +42,10 @@ export type TracerMessage =
 export type TracerCommand =
   | { type: 'attach'; req: number; pid: Pid }
   | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string }
-  | { type: 'detach'; req: number; pid: Pid; kill: boolean }
+  | { type: 'detach'; req: number; pid: Pid; kill: boolean; keepChildren: boolean }
   | { type: 'refresh'; req: number; tid: Tid }
-  | { type: 'shim'; req: number; pid: Pid; table: Address; slotCount: number; slotsOffset: number; slotStride: number; mode: 1 | 2 };
+  | { type: 'shim'; req: number; pid: Pid; table: Address; slotCount: number; slotsOffset: number; slotStride: number; mode: 1 | 2 }
+  | { type: 'settle'; req: number; pid: Pid; threadPointers: ReadonlyMap<Tid, Address> };
 
 export class ProtocolError extends Error {}
 
@@ -87,7 +88,7 @@ export function decodeMessage(body: Buffer): TracerMessage {
     case Message.hello:
       return { type: 'hello', version: r.u32(), tracerPid: asPid(r.u32()) };
     case Message.reply:
-      return { type: 'reply', req: r.u32(), errno: r.i32(), pid: asPid(r.u32()), threads: r.u32(), value: r.u64(), passes: r.u32() };
+      return { type: 'reply', req: r.u32(), errno: r.i32(), pid: asPid(r.u32()), threads: r.u32(), value: r.u64(), passes: r.u32(), interrupted: r.u32() };
     case Message.processNew:
       return { type: 'processNew', pid: asPid(r.u32()), origin: pick(origins, r.u8(), 'origin'), parentPid: asPid(r.u32()), parentTid: asTid(r.u32()), inheritsShim: r.u8() === 1, at: r.u64(), ...r.image() };
     case Message.threadNew:
@@ -139,9 +140,14 @@ export function encodeCommand(c: TracerCommand): Buffer {
   switch (c.type) {
     case 'attach': return w.u32(c.pid).frame();
     case 'spawn': return w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr).frame();
-    case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).frame();
+    case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).u8(c.keepChildren ? 1 : 0).frame();
     case 'refresh': return w.u32(c.tid).frame();
     case 'shim': return w.u32(c.pid).u64(c.table).u32(c.slotCount).u32(c.slotsOffset).u32(c.slotStride).u8(c.mode).frame();
+    case 'settle': {
+      w.u32(c.pid).u32(c.threadPointers.size);
+      for (const [tid, fsBase] of c.threadPointers) w.u32(tid).u64(fsBase);
+      return w.frame();
+    }
   }
 }
 

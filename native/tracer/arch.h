@@ -19,4 +19,12 @@ struct stop_regs {
 int arch_read_regs(pid_t tid, struct stop_regs *r);
 int arch_read_fs_base(pid_t tid, uint64_t *fs_base);
 
+/* At a stop that made a thread's call fail with EINTR: if the call was a
+ * wait with no timeout that any stop makes fail (signal(7): epoll_wait,
+ * sigtimedwait, semop, ...), makes the thread enter it again when it
+ * resumes, as if it had never been stopped. `may_restart(tid, sig)` is
+ * asked first (sig: the signal of a signal-delivery stop, or 0). Returns
+ * 1 when it did. */
+int arch_restart_interrupted_wait(pid_t tid, int sig, int (*may_restart)(pid_t tid, int sig));
+
 #endif

@@ -58,3 +58,58 @@ int arch_read_fs_base(pid_t tid, uint64_t *fs_base)
 	*fs_base = (uint64_t)v;
 	return 0;
 }
+
+/* The calls a stop makes fail with EINTR even without a signal handler
+ * (signal(7), "Interruption of system calls and library functions by stop
+ * signals"), with where their timeout is: restarted only when they have
+ * none, for a restart cannot know how much of one is left. Arguments are
+ * in rdi, rsi, rdx, r10, r8, r9 (asm/unistd_64.h numbers). */
+enum timeout_kind { NO_TIMEOUT, NEGATIVE_MS_IS_NONE, NULL_POINTER_IS_NONE };
+static const struct { long nr; int arg; enum timeout_kind kind; } stop_interrupted_waits[] = {
+	{ SYS_epoll_wait, 3, NEGATIVE_MS_IS_NONE },
+	{ SYS_epoll_pwait, 3, NEGATIVE_MS_IS_NONE },
+	{ 441 /* SYS_epoll_pwait2 */, 3, NULL_POINTER_IS_NONE },
+	{ SYS_rt_sigtimedwait, 2, NULL_POINTER_IS_NONE },
+	{ SYS_semop, 0, NO_TIMEOUT },
+	{ SYS_semtimedop, 3, NULL_POINTER_IS_NONE },
+};
+
+static unsigned long long syscall_arg(const struct user_regs_struct *r, int i)
+{
+	const unsigned long long args[] = { r->rdi, r->rsi, r->rdx, r->r10, r->r8, r->r9 };
+	return args[i];
+}
+
+static int waits_without_timeout(const struct user_regs_struct *r)
+{
+	for (size_t i = 0; i < sizeof stop_interrupted_waits / sizeof stop_interrupted_waits[0]; i++) {
+		if ((long long)r->orig_rax != stop_interrupted_waits[i].nr)
+			continue;
+		unsigned long long timeout = syscall_arg(r, stop_interrupted_waits[i].arg);
+		switch (stop_interrupted_waits[i].kind) {
+		case NO_TIMEOUT: return 1;
+		case NEGATIVE_MS_IS_NONE: return (int)timeout < 0;
+		case NULL_POINTER_IS_NONE: return timeout == 0;
+		}
+	}
+	return 0;
+}
+
+int arch_restart_interrupted_wait(pid_t tid, int sig, int (*may_restart)(pid_t tid, int sig))
+{
+	struct user_regs_struct r;
+	if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0)
+		return 0;
+	/* The call has returned: rax holds -EINTR, orig_rax the call. */
+	if ((long long)r.rax != -EINTR || !waits_without_timeout(&r) || !may_restart(tid, sig))
+		return 0;
+	/* What the kernel does for a call it restarts by itself: the call
+	 * number back in rax, and rip back onto the 2-byte `syscall`. */
+	errno = 0;
+	long code = ptrace(PTRACE_PEEKTEXT, tid, (void *)(r.rip - 2), 0);
+	if (errno || (code & 0xffff) != 0x050f)
+		return 0;
+	r.rax = r.orig_rax;
+	r.rip -= 2;
+	return ptrace(PTRACE_SETREGS, tid, 0, &r) == 0;
+}

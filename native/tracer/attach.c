@@ -1,5 +1,15 @@
 /* Attach to every thread of a running process, race-free against threads
- * born meanwhile (PTRACE.md "Attach to a running process"). */
+ * born meanwhile (PTRACE.md "Attach to a running process"), without
+ * stopping a thread that need not be stopped.
+ *
+ * It takes two commands. ATTACH seizes every thread, pass after pass over
+ * /proc/PID/task until one finds no new thread; PTRACE_SEIZE alone stops
+ * nobody. SETTLE then brings the thread pointers the daemon found in the C
+ * library's own thread list, read from outside; only the threads it could
+ * not account for are interrupted, to read theirs at their stop. A thread
+ * that stops by itself meanwhile (a clone, an exit, a signal) is read
+ * there. A stop interrupts a blocking call such as epoll_wait with EINTR
+ * (signal(7)), so every stop avoided is one the program never sees. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -7,24 +17,25 @@
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "protocol.h"
 #include "tracer.h"
 
-/* Seized threads whose first stop is due, oldest first. Waiting for one
+/* Interrupted threads whose stop is due, oldest first. Waiting for one
  * tid is O(1) in the kernel, unlike waitpid(-1), so each is collected right
- * after it stops without walking all tracees after every seize. */
+ * after it stops without walking all tracees after every interrupt. */
 static pid_t *due;
 static size_t ndue, due_cap;
 /* More threads than this awaiting their stop: let them catch up before
- * seizing more, so none waits long for us. */
+ * interrupting more, so none waits long for us. */
 #define DUE_WINDOW 32
-/* Reap everything this often during a scan: a concurrent multi-threaded
- * execve waits for us to reap its zombies (PTRACE.md "Attach", step 5), and
- * other tracees' stops wait for it too. Only when no seized thread waits
- * on us, and not more often: with 9,000 tracees one waitpid(-1) walk took
- * about 1 ms here. */
-#define FULL_DRAIN_INTERVAL_NS 4000000u
+/* Collect every stop this often while seizing: a seized thread that stops
+ * at an event (a clone, an exit) waits for us, and a concurrent
+ * multi-threaded execve waits for us to reap its zombies (PTRACE.md
+ * "Attach", step 5). Not more often: with 9,000 tracees one waitpid(-1)
+ * walk took about 1 ms here. */
+#define DRAIN_INTERVAL_NS 1000000u
 
 static void collect_due(void)
 {
@@ -41,7 +52,7 @@ static void collect_due(void)
 		} else if (got == tid) {
 			handle_wait_status(tid, status);
 			struct thread *t = thread_find(tid);
-			if (t && (t->flags & T_ATTACHING)) /* that was an event stop */
+			if (t && (t->flags & T_ATTACHING)) /* its stop could not be read */
 				due[keep++] = tid;
 		} /* ECHILD: collected by a full drain meanwhile */
 	}
@@ -72,15 +83,15 @@ static void push_due(pid_t tid)
 
 static void attach_maybe_done(struct process *p)
 {
-	if (!(p->flags & P_ATTACHING) || (p->flags & P_SCANNING) || p->awaiting)
+	if (!(p->flags & P_SETTLING) || p->awaiting)
 		return;
-	p->flags &= ~P_ATTACHING;
-	send_reply(p->req, 0, p->pid, thread_count_of(p->pid), p->max_stop_ns, p->passes);
+	p->flags &= ~(P_ATTACHING | P_SETTLING);
+	send_reply((struct reply){ .req = p->req, .pid = p->pid, .threads = thread_count_of(p->pid), .value = p->max_stop_ns, .passes = p->passes, .interrupted = p->interrupted });
 }
 
 /* The tids listed in /proc/PID/task, read whole before seizing any: each
  * getdents64 there walks the thread list (1.3-3.7 ms per call with 10,000
- * threads, seen here), and no interrupted thread should wait through one. */
+ * threads, seen here), and nothing should wait on us through one. */
 static pid_t *list_tasks(pid_t pid, size_t *n)
 {
 	char path[64];
@@ -106,9 +117,36 @@ static pid_t *list_tasks(pid_t pid, size_t *n)
 	return tids;
 }
 
+/* A listed tid can be reused between the listing and the seize, by a
+ * thread of any process, once the kernel's pid counter has come round
+ * (pid_max can be 32768: a program churning threads does that in about a
+ * second). /proc/PID/task/TID exists only for a thread of PID. */
+static int belongs_to(pid_t tid, pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/task/%d", pid, tid);
+	return access(path, F_OK) == 0;
+}
+
+/* A stranger was seized by mistake: it is let go at its next stop. */
+static void let_go_of_stranger(pid_t tid)
+{
+	struct thread *t = thread_add(tid);
+	thread_claim(t, tid); /* a process of its own, as far as we know */
+	t->flags |= T_DETACH;
+	ptrace(PTRACE_INTERRUPT, tid, 0, 0);
+	tlog(TLSD_LOG_WARN, "thread %d was seized after its tid was reused by another process; let go", tid);
+}
+
+/* Why the leader could not be seized: EPERM also means it is exiting or a
+ * zombie, which only matters if no thread at all could be seized. */
+struct seize_errors {
+	int leader;
+};
+
 /* Seizes the threads of one pass over /proc/PID/task that are not traced
  * yet. Returns how many it seized, or -1 if the process is gone. */
-static int seize_pass(pid_t pid, int *first_error)
+static int seize_pass(pid_t pid, struct seize_errors *errors)
 {
 	size_t n;
 	pid_t *tids = list_tasks(pid, &n);
@@ -121,14 +159,24 @@ static int seize_pass(pid_t pid, int *first_error)
 		struct process *p = process_find(pid);
 		if (!p)
 			break; /* it died: its death was handled meanwhile */
+		if (now_ns() - drained_at >= DRAIN_INTERVAL_NS) {
+			drain_waits();
+			drained_at = now_ns();
+			if (!(p = process_find(pid)))
+				break;
+		}
 		if (thread_find(tid))
 			continue;
 		if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)TRACE_OPTIONS) < 0) {
 			/* ESRCH: it exited. EPERM: auto-attached through a clone
-			 * event we have not read yet, a zombie leader, or another
-			 * tracer's; only the last is an error, if it is all. */
-			if (errno != ESRCH && !*first_error)
-				*first_error = errno;
+			 * event we have not read yet, exiting, a zombie leader, or
+			 * another tracer's. */
+			if (tid == pid)
+				errors->leader = errno;
+			continue;
+		}
+		if (!belongs_to(tid, pid)) {
+			let_go_of_stranger(tid);
 			continue;
 		}
 		if (!p->seized++)
@@ -140,64 +188,111 @@ static int seize_pass(pid_t pid, int *first_error)
 		t->seen_running_ns = now_ns();
 		p->awaiting++;
 		seized++;
-		ptrace(PTRACE_INTERRUPT, tid, 0, 0);
-		push_due(tid);
-		/* Collect stops between seizes: no thread waits for the scan. */
-		collect_due();
-		wait_until_due_at_most(DUE_WINDOW);
-		if (ndue == 0 && now_ns() - drained_at >= FULL_DRAIN_INTERVAL_NS) {
-			drain_waits();
-			drained_at = now_ns();
-		}
 	}
 	free(tids);
-	/* Nobody waits while the next pass reads the task list again. */
-	wait_until_due_at_most(0);
 	return seized;
 }
 
 void attach_process(uint32_t req, pid_t pid)
 {
 	if (process_find(pid)) {
-		send_reply(req, EEXIST, pid, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = EEXIST, .pid = pid });
 		return;
 	}
 	struct process *p = process_add(pid);
 	p->flags = P_ATTACHING | P_SCANNING;
 	p->req = req;
-	int first_error = 0, seized;
+	struct seize_errors errors = { 0 };
+	int seized;
 	/* gdb's rule: repeat until a full pass finds no new thread. */
 	do {
 		p->passes++;
-		seized = seize_pass(pid, &first_error);
+		seized = seize_pass(pid, &errors);
 		p = process_find(pid); /* it may have died during the pass */
 		if (!p)
 			return;
 	} while (seized > 0);
-	ndue = 0; /* the rest arrive through the event loop */
+	drain_waits(); /* threads that stopped by themselves meanwhile */
+	if (!(p = process_find(pid)))
+		return;
+	p->flags &= ~P_SCANNING;
 
 	if (!p->seized) {
-		send_reply(req, first_error ? first_error : ESRCH, pid, 0, 0, p->passes);
+		send_reply((struct reply){ .req = req, .err = errors.leader ? errors.leader : ESRCH, .pid = pid, .passes = p->passes });
 		process_remove(pid);
 		return;
 	}
-	p->flags &= ~P_SCANNING;
-	attach_maybe_done(p);
+	send_reply((struct reply){ .req = req, .pid = pid, .threads = thread_count_of(pid), .passes = p->passes });
+	p->req = 0; /* SETTLE brings the next one */
 }
 
-/* A seized thread is settled: it stopped (its FS base is read) or died. */
-static void attach_settled(struct thread *t, int stopped)
+/* A seized thread is settled: its FS base is known, or it died. */
+static void attach_settled(struct thread *t, uint64_t stopped_ns)
 {
 	t->flags &= ~T_ATTACHING;
 	struct process *p = process_find(t->pid);
 	if (!p)
 		return;
-	uint64_t waited = now_ns() - t->seen_running_ns;
-	if (stopped && waited > p->max_stop_ns)
-		p->max_stop_ns = waited;
+	if (stopped_ns > p->max_stop_ns)
+		p->max_stop_ns = stopped_ns;
 	p->awaiting--;
 	attach_maybe_done(p);
 }
 
-void attach_first_stop_seen(struct thread *t) { attach_settled(t, 1); }
+/* Its stop is either one we caused (an interrupt: it lasted at most from
+ * the last time we saw it running to now) or one of its own. */
+void attach_first_stop_seen(struct thread *t)
+{
+	attach_settled(t, (t->flags & T_INTERRUPTED) ? now_ns() - t->seen_running_ns : 0);
+}
+
 void attach_thread_lost(struct thread *t) { attach_settled(t, 0); }
+
+static void take_thread_pointer(pid_t pid, pid_t tid, uint64_t fs_base)
+{
+	struct thread *t = thread_find(tid);
+	/* Anything else is news to us since the daemon read the list: gone,
+	 * its tid reused by a child (whose FS base came from its clone), or
+	 * read at a stop of its own. */
+	if (!t || t->pid != pid || !(t->flags & T_ATTACHING) || (t->flags & T_FIRST_STOP))
+		return;
+	t->fs_base = fs_base;
+	t->flags |= T_FIRST_STOP;
+	announce(t);
+	attach_settled(t, 0);
+}
+
+static void interrupt_unsettled(struct thread *t, void *unused)
+{
+	(void)unused;
+	struct process *p = process_find(t->pid);
+	if (!p || !(t->flags & T_ATTACHING) || (t->flags & T_INTERRUPTED))
+		return;
+	t->flags |= T_INTERRUPTED;
+	t->seen_running_ns = now_ns();
+	p->interrupted++;
+	ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
+	push_due(t->tid);
+	/* Collect stops between interrupts: no thread waits for the rest. */
+	collect_due();
+	wait_until_due_at_most(DUE_WINDOW);
+}
+
+void settle_attach(uint32_t req, pid_t pid, const uint32_t *tids, const uint64_t *fs_bases, uint32_t n)
+{
+	struct process *p = process_find(pid);
+	if (!p || !(p->flags & P_ATTACHING) || (p->flags & (P_SCANNING | P_SETTLING))) {
+		send_reply((struct reply){ .req = req, .err = p ? EINVAL : ESRCH, .pid = pid });
+		return;
+	}
+	p->flags |= P_SETTLING;
+	p->req = req;
+	for (uint32_t i = 0; i < n; i++)
+		take_thread_pointer(pid, (pid_t)tids[i], fs_bases[i]);
+	ndue = 0;
+	thread_each_of(pid, interrupt_unsettled, NULL);
+	wait_until_due_at_most(0);
+	ndue = 0; /* the rest arrive through the event loop */
+	if ((p = process_find(pid)))
+		attach_maybe_done(p);
+}

@@ -1,8 +1,12 @@
 /* Detach from a process cleanly (PTRACE.md "Detach"): interrupt every
  * thread, detach each at its stop with the signal it is owed, the leader
- * last, never twice. */
+ * last, never twice. A process is detached with the children it forked
+ * while supervised (a worker of a server, a test's helper), unless the
+ * daemon asks to keep them: leaving them traced would be leaving them
+ * with a tracer the user thinks is gone. */
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/ptrace.h>
 
 #include "protocol.h"
@@ -14,6 +18,22 @@ static void interrupt_for_detach(struct thread *t, void *unused)
 	t->flags |= T_DETACH;
 	/* ESRCH: a zombie or exiting thread; its reap or exit stop follows. */
 	ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
+}
+
+static void group_release(struct detach_group *g)
+{
+	if (--g->left)
+		return;
+	send_reply((struct reply){ .req = g->req });
+	free(g);
+}
+
+void detach_ended(struct process *p)
+{
+	struct detach_group *g = p->detach;
+	p->detach = NULL;
+	if (g)
+		group_release(g);
 }
 
 static void finish_if_done(struct process *p)
@@ -33,38 +53,76 @@ static void finish_if_done(struct process *p)
 	/* The news before the answer: a daemon that reads the reply already
 	 * knows the process is detached. */
 	send_detached(p->pid);
-	send_reply(p->req, 0, p->pid, 0, 0, 0);
+	detach_ended(p);
 	process_remove(p->pid);
 }
 
-void detach_process(uint32_t req, pid_t pid, int kill_it)
+static void start_detaching(struct process *p, struct detach_group *g)
+{
+	p->flags |= P_DETACHING;
+	p->detach = g;
+	g->left++;
+	thread_each_of(p->pid, interrupt_for_detach, NULL);
+	finish_if_done(p);
+}
+
+struct family {
+	pid_t root;
+	struct detach_group *group;
+};
+
+static int descends_from(const struct process *p, pid_t root)
+{
+	/* A chain of forks is short; the bound only guards against a loop. */
+	for (int depth = 0; p && p->parent && depth < 4096; depth++) {
+		if (p->parent == root)
+			return 1;
+		p = process_find(p->parent);
+	}
+	return 0;
+}
+
+static void take_along(struct process *p, void *arg)
+{
+	struct family *f = arg;
+	if (!(p->flags & (P_DETACHING | P_SPAWNING | P_ATTACHING)) && descends_from(p, f->root))
+		start_detaching(p, f->group);
+}
+
+void detach_process(uint32_t req, pid_t pid, int kill_it, int keep_children)
 {
 	struct process *p = process_find(pid);
 	if (!p) {
-		send_reply(req, ESRCH, pid, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = ESRCH, .pid = pid });
 		return;
 	}
 	if (p->flags & (P_DETACHING | P_SPAWNING | P_ATTACHING)) {
-		send_reply(req, EBUSY, pid, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = EBUSY, .pid = pid });
 		return;
 	}
 	if (kill_it) {
 		/* Its death arrives through the event loop like any other. */
-		send_reply(req, kill(pid, SIGKILL) < 0 ? errno : 0, pid, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = kill(pid, SIGKILL) < 0 ? errno : 0, .pid = pid });
 		return;
 	}
-	p->flags |= P_DETACHING;
-	p->req = req;
-	thread_each_of(pid, interrupt_for_detach, NULL);
-	finish_if_done(p);
+	struct detach_group *g = calloc(1, sizeof *g);
+	if (!g)
+		abort();
+	g->req = req;
+	g->left = 1; /* until every member has started: none ends it early */
+	struct family family = { pid, g };
+	if (!keep_children)
+		process_each(take_along, &family);
+	start_detaching(p, g);
+	group_release(g);
 }
 
 static void detach_any(struct process *p, void *unused)
 {
 	(void)unused;
-	p->flags &= ~(P_ATTACHING | P_SPAWNING | P_SCANNING);
+	p->flags &= ~(P_ATTACHING | P_SPAWNING | P_SCANNING | P_SETTLING);
 	if (!(p->flags & P_DETACHING))
-		detach_process(0, p->pid, 0);
+		detach_process(0, p->pid, 0, 1);
 }
 
 void detach_all(void)

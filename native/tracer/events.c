@@ -20,7 +20,7 @@ static int is_group_stop_signal(int sig)
 void thread_forget(struct thread *t)
 {
 	for (int i = 0; i < t->nrefresh; i++)
-		send_reply(t->refresh[i], ESRCH, t->tid, 0, 0, 0);
+		send_reply((struct reply){ .req = t->refresh[i], .err = ESRCH, .pid = t->tid });
 	thread_remove(t->tid);
 }
 
@@ -35,16 +35,16 @@ void note_fs_base(struct thread *t, uint64_t fs_base)
 	else if (changed)
 		send_fs_base(t, TLSD_FS_STOP);
 	for (int i = 0; i < t->nrefresh; i++)
-		send_reply(t->refresh[i], 0, t->tid, 0, fs_base, 0);
+		send_reply((struct reply){ .req = t->refresh[i], .pid = t->tid, .value = fs_base });
 	t->nrefresh = 0;
 }
 
-/* Sends THREAD_NEW once both halves are known: the thread's first stop
- * (its FS base) and its owner (seize, or the parent's clone event). A new
- * child's first stop may come before its parent's event (PTRACE.md); a
- * SIGKILL can even end it before any stop, and then its clone's FS base
- * is all there is. */
-static void announce(struct thread *t)
+/* THREAD_NEW goes once both halves are known: the thread's FS base (its
+ * first stop, or the C library's thread list at an attach) and its owner
+ * (seize, or the parent's clone event). A new child's first stop may come
+ * before its parent's event (PTRACE.md); a SIGKILL can even end it before
+ * any stop, and then its clone's FS base is all there is. */
+void announce(struct thread *t)
 {
 	if ((t->flags & T_ANNOUNCED) || (!(t->flags & T_FIRST_STOP) && !t->dead) ||
 	    !(t->flags & T_CLAIMED) || (t->flags & T_DETACH))
@@ -177,6 +177,7 @@ static void on_new_child(struct thread *parent, int event)
 				     : event == PTRACE_EVENT_VFORK ? TLSD_ORIGIN_VFORK
 								   : TLSD_ORIGIN_CLONE;
 			struct process *forked = process_add(tid);
+			forked->parent = parent->pid;
 			/* A copy of the parent's memory has a copy of its shim table
 			 * (fixed at the child's first stop, shim.c), whatever the
 			 * event: a raw clone without CLONE_VM copies it too. */
@@ -243,7 +244,7 @@ static void on_exec(struct thread *t)
 		send_process_new(pid, TLSD_ORIGIN_SPAWN, 0, 0, 0);
 		t->parent_tid = 0;
 		announce(t);
-		send_reply(p->req, 0, pid, 1, 0, 0);
+		send_reply((struct reply){ .req = p->req, .pid = pid, .threads = 1 });
 		return;
 	}
 	if (t->flags & T_ANNOUNCED)
@@ -281,6 +282,13 @@ static void on_stop(pid_t tid, int status)
 	int sig = WSTOPSIG(status);
 	int event = (unsigned)status >> 16;
 
+	/* Any ptrace-stop consumes a pending PTRACE_INTERRUPT (the kernel
+	 * clears the trap at every stop), and a seized thread is read at the
+	 * first stop it makes, whatever its kind: a thread that clones or
+	 * exits all the time may make no other. */
+	if (event && event != PTRACE_EVENT_STOP && (t->flags & T_ATTACHING))
+		on_first_stop(t);
+
 	switch (event) {
 	case PTRACE_EVENT_CLONE:
 	case PTRACE_EVENT_FORK:
@@ -298,6 +306,10 @@ static void on_stop(pid_t tid, int status)
 		resume(t, 0, 0);
 		return;
 	case PTRACE_EVENT_STOP:
+		/* An interrupt of ours (not a group-stop, nor a new child's
+		 * first stop) made any wait it was in fail with EINTR: undone. */
+		if (!is_group_stop_signal(sig) && (t->flags & (T_FIRST_STOP | T_ATTACHING)))
+			arch_restart_interrupted_wait(t->tid, 0, restart_hides_nothing);
 		on_plain_stop(t);
 		resume(t, 0, is_group_stop_signal(sig));
 		return;
@@ -306,6 +318,10 @@ static void on_stop(pid_t tid, int status)
 			resume(t, 0, 0);
 			return;
 		}
+		/* A traced thread is woken by signals it ignores (SIGCHLD by
+		 * default): the kernel hands them to the tracer first, so a wait
+		 * fails with EINTR where untraced it would not have. Undone. */
+		arch_restart_interrupted_wait(t->tid, sig, restart_hides_nothing);
 		on_plain_stop(t);
 		resume(t, sig, 0); /* signal-delivery stop: re-inject, never swallow */
 		return;
@@ -335,8 +351,10 @@ static void on_death(pid_t tid, int status)
 		thread_forget(t);
 	if (p) {
 		/* The leader is reaped last: the whole process is gone. */
-		if (p->flags & (P_ATTACHING | P_SPAWNING | P_DETACHING))
-			send_reply(p->req, p->flags & P_DETACHING ? 0 : ESRCH, tid, 0, 0, 0);
+		if (p->flags & P_DETACHING)
+			detach_ended(p);
+		else if ((p->flags & (P_ATTACHING | P_SPAWNING)) && p->req)
+			send_reply((struct reply){ .req = p->req, .err = ESRCH, .pid = tid });
 		process_remove(tid);
 	} else {
 		detach_thread_lost(pid);

@@ -3,8 +3,9 @@
  * Usage: tlsd-tracer [FD]   (FD: the daemon's socketpair end, default 3)
  *
  * One thread, one loop: epoll over the daemon socket and a signalfd for
- * SIGCHLD (every tracee stop) and for SIGTERM/SIGINT/SIGHUP. On EOF from
- * the daemon, or one of those signals, it detaches every tracee and exits.
+ * SIGCHLD (every tracee stop) and for SIGTERM/SIGINT/SIGHUP. When the
+ * daemon is gone (EOF, a write that fails, a malformed frame), or on one of
+ * those signals, it detaches every tracee and exits.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,12 +36,16 @@
 #define BATCH_MAX_BYTES 32768u
 
 /* How long a closing tracer waits for its tracees to stop and be detached;
- * after that it exits, and the kernel detaches whatever is left. */
-#define CLOSE_DEADLINE_MS 3000
+ * after that it exits, and the kernel detaches whatever is left: it wakes
+ * each tracee from its stop and delivers the signal it stopped with, which
+ * is what a detach does too, as long as nothing of ours is left in it. */
+#define CLOSE_DEADLINE_MS 500
 
 struct outq out;
 static int daemon_fd = 3;
 static int daemon_gone;
+static int epoll_fd;
+static uint64_t close_by; /* monotonic_ms; 0 while not closing */
 
 uint64_t now_ns(void)
 {
@@ -103,7 +108,7 @@ static void run_spawn(struct frame *f, uint32_t req)
 	char **envp = read_strings(f);
 	char *cwd = in_str(f), *out_path = in_str(f), *err_path = in_str(f);
 	if (f->bad || !argv || !argv[0])
-		send_reply(req, EINVAL, 0, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = EINVAL });
 	else
 		spawn_process(req, path, argv, envp, cwd, out_path, err_path);
 	free(path);
@@ -112,6 +117,27 @@ static void run_spawn(struct frame *f, uint32_t req)
 	free(cwd);
 	free(out_path);
 	free(err_path);
+}
+
+static void run_settle(struct frame *f, uint32_t req)
+{
+	pid_t pid = (pid_t)in_u32(f);
+	uint32_t n = in_u32(f);
+	if (f->bad || n > (uint32_t)(f->end - f->p) / 12) {
+		send_reply((struct reply){ .req = req, .err = EINVAL, .pid = pid });
+		return;
+	}
+	uint32_t *tids = malloc(((size_t)n + 1) * sizeof *tids);
+	uint64_t *fs_bases = malloc(((size_t)n + 1) * sizeof *fs_bases);
+	if (!tids || !fs_bases)
+		abort();
+	for (uint32_t i = 0; i < n; i++) {
+		tids[i] = in_u32(f);
+		fs_bases[i] = in_u64(f);
+	}
+	settle_attach(req, pid, tids, fs_bases, n);
+	free(tids);
+	free(fs_bases);
 }
 
 static void run_command(const uint8_t *body, size_t len)
@@ -133,11 +159,15 @@ static void run_command(const uint8_t *body, size_t len)
 	case TLSD_CMD_DETACH: {
 		pid_t pid = (pid_t)in_u32(&f);
 		uint8_t kill_it = in_u8(&f);
+		uint8_t keep_children = in_u8(&f);
 		if (f.bad)
 			break;
-		detach_process(req, pid, kill_it);
+		detach_process(req, pid, kill_it, keep_children);
 		return;
 	}
+	case TLSD_CMD_SETTLE:
+		run_settle(&f, req);
+		return;
 	case TLSD_CMD_REFRESH: {
 		pid_t tid = (pid_t)in_u32(&f);
 		if (f.bad)
@@ -159,12 +189,12 @@ static void run_command(const uint8_t *body, size_t len)
 		struct process *p = process_find(pid);
 		if (p)
 			p->shim = s;
-		send_reply(req, p ? 0 : ESRCH, (uint32_t)pid, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = p ? 0 : ESRCH, .pid = pid });
 		return;
 	}
 	}
 	tlog(TLSD_LOG_WARN, "malformed command of type %u", type);
-	send_reply(req, EINVAL, 0, 0, 0, 0);
+	send_reply((struct reply){ .req = req, .err = EINVAL });
 }
 
 /* Reads what the daemon sent and runs every complete command. Returns -1
@@ -208,6 +238,27 @@ static int read_commands(void)
 	return 0;
 }
 
+static void begin_close(void)
+{
+	if (close_by)
+		return;
+	close_by = monotonic_ms() + CLOSE_DEADLINE_MS;
+	detach_all();
+}
+
+/* The daemon is gone, or no longer speaks the protocol. Its socket leaves
+ * the epoll set: at EOF it is readable for ever, and a loop that does not
+ * read it would spin on it while its tracees wait. */
+static void lose_daemon(void)
+{
+	if (daemon_gone)
+		return;
+	daemon_gone = 1;
+	out.len = 0;
+	epoll_ctl(epoll_fd, EPOLL_CTL_DEL, daemon_fd, NULL);
+	begin_close();
+}
+
 static void send_hello(void)
 {
 	out_begin(&out, TLSD_MSG_HELLO);
@@ -243,29 +294,28 @@ int main(int argc, char **argv)
 	sigaddset(&handled, SIGHUP);
 	sigprocmask(SIG_BLOCK, &handled, NULL);
 	int sig_fd = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
-	int ep = epoll_create1(EPOLL_CLOEXEC);
+	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = { .events = EPOLLIN, .data.fd = sig_fd };
-	epoll_ctl(ep, EPOLL_CTL_ADD, sig_fd, &ev);
+	epoll_ctl(epoll_fd, EPOLL_CTL_ADD, sig_fd, &ev);
 	ev.data.fd = daemon_fd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, daemon_fd, &ev);
+	epoll_ctl(epoll_fd, EPOLL_CTL_ADD, daemon_fd, &ev);
 	int watching_out = 0;
 
 	send_hello();
-	uint64_t close_by = 0;
 	for (;;) {
 		uint64_t now = now_ns();
 		if (out.len && !out.oldest_ns)
 			out.oldest_ns = now;
 		if (!daemon_gone && batch_due(now) && out_flush(&out, daemon_fd) < 0)
-			daemon_gone = 1;
+			lose_daemon();
 		if (daemon_gone)
-			out.len = 0;
+			out.len = 0; /* tlog() after this writes to stderr */
 		/* EPOLLOUT only while the socket is full, not while batching. */
 		int want_out = out.len > 0 && batch_due(now);
 		if (!daemon_gone && want_out != watching_out) {
 			ev.events = EPOLLIN | (want_out ? EPOLLOUT : 0);
 			ev.data.fd = daemon_fd;
-			epoll_ctl(ep, EPOLL_CTL_MOD, daemon_fd, &ev);
+			epoll_ctl(epoll_fd, EPOLL_CTL_MOD, daemon_fd, &ev);
 			watching_out = want_out;
 		}
 		int timeout = release_stale_children(monotonic_ms());
@@ -281,26 +331,17 @@ int main(int argc, char **argv)
 				timeout = (int)(close_by - now_ms);
 		}
 		struct epoll_event events[4];
-		int n = epoll_wait(ep, events, 4, timeout);
+		int n = epoll_wait(epoll_fd, events, 4, timeout);
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.fd == sig_fd) {
 				struct signalfd_siginfo si[16];
 				ssize_t got = read(sig_fd, si, sizeof si);
 				for (ssize_t k = 0; k < got / (ssize_t)sizeof si[0]; k++)
-					if (si[k].ssi_signo != SIGCHLD && !close_by) {
-						close_by = monotonic_ms() + CLOSE_DEADLINE_MS;
-						detach_all();
-					}
+					if (si[k].ssi_signo != SIGCHLD)
+						begin_close();
 				drain_waits();
-			} else if (!daemon_gone && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-				if (read_commands() < 0) {
-					daemon_gone = 1;
-					epoll_ctl(ep, EPOLL_CTL_DEL, daemon_fd, NULL);
-					if (!close_by) {
-						close_by = monotonic_ms() + CLOSE_DEADLINE_MS;
-						detach_all();
-					}
-				}
+			} else if (!daemon_gone && read_commands() < 0) {
+				lose_daemon();
 			}
 		}
 	}

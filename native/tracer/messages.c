@@ -22,16 +22,16 @@ static void out_process_image(pid_t pid)
 	out_str(&out, cmdline, n > 0 ? (size_t)n : 0);
 }
 
-void send_reply(uint32_t req, int err, pid_t pid, uint32_t threads,
-		uint64_t value, uint32_t passes)
+void send_reply(struct reply r)
 {
 	out_begin(&out, TLSD_MSG_REPLY);
-	out_u32(&out, req);
-	out_u32(&out, (uint32_t)err);
-	out_u32(&out, (uint32_t)pid);
-	out_u32(&out, threads);
-	out_u64(&out, value);
-	out_u32(&out, passes);
+	out_u32(&out, r.req);
+	out_u32(&out, (uint32_t)r.err);
+	out_u32(&out, (uint32_t)r.pid);
+	out_u32(&out, r.threads);
+	out_u64(&out, r.value);
+	out_u32(&out, r.passes);
+	out_u32(&out, r.interrupted);
 	out_end(&out);
 	out_urgent(&out);
 }

@@ -1,5 +1,5 @@
 /*
- * The tlsd-tracer wire protocol, version 2.
+ * The tlsd-tracer wire protocol, version 4.
  *
  * The daemon and the tracer share one SOCK_STREAM socketpair (fd 3 of the
  * tracer). Every message is a frame:
@@ -23,16 +23,23 @@
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 3
+#define TLSD_PROTOCOL_VERSION 4
 #define TLSD_MAX_FRAME (16u << 20)
 
 /* daemon -> tracer */
 enum tlsd_command {
-	TLSD_CMD_ATTACH = 1,  /* u32 req, u32 pid */
+	TLSD_CMD_ATTACH = 1,  /* u32 req, u32 pid: seize every thread without
+	                         stopping any; answered when no pass over
+	                         /proc/PID/task finds a new one. The attach
+	                         goes on until SETTLE is answered. */
 	TLSD_CMD_SPAWN = 2,   /* u32 req, str path, u32 argc, str argv[argc],
 	                         u32 envc, str env[envc], str cwd,
 	                         str stdout_path, str stderr_path */
-	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill */
+	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill, u8 keep_children:
+	                         without keep_children, the processes it
+	                         forked while supervised (and theirs) are
+	                         detached too, each with its DETACHED, before
+	                         the reply */
 	TLSD_CMD_REFRESH = 4, /* u32 req, u32 tid: interrupt that one thread and
 	                         read its FS base */
 	TLSD_CMD_SHIM = 5,    /* u32 req, u32 pid, u64 table, u32 slot_count,
@@ -40,17 +47,26 @@ enum tlsd_command {
 	                         process's libtlsshim table (native/shim/table.h),
 	                         whose slots the tracer frees for threads that
 	                         end holding one */
+	TLSD_CMD_SETTLE = 6,  /* u32 req, u32 pid, u32 n, n times { u32 tid,
+	                         u64 fs_base }: ends an attach. The thread
+	                         pointers the daemon read in the C library's
+	                         thread list; every seized thread whose FS base
+	                         is still unknown after these is interrupted
+	                         and read at its stop */
 };
 
 /* tracer -> daemon */
 enum tlsd_message {
 	TLSD_MSG_HELLO = 1,          /* u32 version, u32 tracer_pid */
 	TLSD_MSG_REPLY = 2,          /* u32 req, i32 errno (0 = ok), u32 pid,
-	                                u32 threads, u64 value, u32 passes;
-	                                value: ATTACH the longest a thread can have
-	                                been stopped (restart minus the last time
-	                                it was seen running), in ns; REFRESH the
-	                                FS base */
+	                                u32 threads, u64 value, u32 passes,
+	                                u32 interrupted. ATTACH: threads seized
+	                                and passes. SETTLE: threads, passes,
+	                                interrupted (threads stopped to read their
+	                                FS base) and value, the longest one of
+	                                them can have been stopped (its stop
+	                                minus the last time it was seen running),
+	                                in ns. REFRESH: value is the FS base */
 	TLSD_MSG_PROCESS_NEW = 3,    /* u32 pid, u8 origin, u32 parent_pid,
 	                                u32 parent_tid, u8 shim (1: a copy of its
 	                                parent's libtlsshim table, which the

@@ -10,11 +10,11 @@ void refresh_fs_base(uint32_t req, pid_t tid)
 {
 	struct thread *t = thread_find(tid);
 	if (!t || !(t->flags & T_ANNOUNCED)) {
-		send_reply(req, ESRCH, tid, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = ESRCH, .pid = tid });
 		return;
 	}
 	if (t->nrefresh == MAX_REFRESH_WAITERS) {
-		send_reply(req, EBUSY, tid, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = EBUSY, .pid = tid });
 		return;
 	}
 	t->refresh[t->nrefresh++] = req;
@@ -27,6 +27,6 @@ void refresh_fs_base(uint32_t req, pid_t tid)
 	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0) {
 		/* Gone, or past its exit event: it will not stop again. */
 		t->nrefresh--;
-		send_reply(req, errno, tid, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = errno, .pid = tid });
 	}
 }

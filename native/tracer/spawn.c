@@ -57,12 +57,12 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
 	int err_fd = out_fd < 0 ? -1 : open_output(err_path);
 	if (out_fd < 0 || err_fd < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(failed, O_CLOEXEC) < 0) {
 		int err = errno;
-		send_reply(req, err, 0, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = err });
 		goto out;
 	}
 	pid_t pid = fork();
 	if (pid < 0) {
-		send_reply(req, errno, 0, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = errno });
 		goto out;
 	}
 	if (pid == 0)
@@ -75,7 +75,7 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
 		int err = errno;
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, __WALL);
-		send_reply(req, err, 0, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = err });
 		goto out;
 	}
 	struct process *p = process_add(pid);
@@ -95,7 +95,7 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
 	while (n < 0 && errno == EINTR);
 	if (n == sizeof err) {
 		p->flags = P_SILENT; /* it exits at once; reap it quietly */
-		send_reply(req, err, 0, 0, 0, 0);
+		send_reply((struct reply){ .req = req, .err = err });
 	}
 	/* Otherwise the reply is sent at its exec stop (events.c). */
 out:

@@ -163,6 +163,8 @@ uint32_t thread_count_of(pid_t pid)
 	return p ? p->nthreads : count_threads_of(pid);
 }
 
+static int any(void *val, pid_t unused) { (void)val; (void)unused; return 1; }
+
 struct process *process_find(pid_t pid) { return map_get(&processes, pid); }
 
 struct process *process_add(pid_t pid)
@@ -174,9 +176,20 @@ struct process *process_add(pid_t pid)
 	return p;
 }
 
-void process_remove(pid_t pid) { free(map_del(&processes, pid)); }
+static void adopt(void *val, void *gone)
+{
+	struct process *p = val, *g = gone;
+	if (p->parent == g->pid)
+		p->parent = g->parent;
+}
 
-static int any(void *val, pid_t unused) { (void)val; (void)unused; return 1; }
+void process_remove(pid_t pid)
+{
+	struct process *p = map_del(&processes, pid);
+	if (p && processes.len)
+		map_each(&processes, any, 0, adopt, p);
+	free(p);
+}
 
 void process_each(void (*fn)(struct process *, void *), void *arg)
 {

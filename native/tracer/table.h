@@ -14,11 +14,12 @@ enum thread_flag {
 	T_ANNOUNCED = 1 << 2,   /* THREAD_NEW was sent */
 	T_DETACH = 1 << 4,      /* detach at its next stop */
 	T_HELD = 1 << 5,        /* a leader kept stopped until its threads detached */
-	T_ATTACHING = 1 << 6,   /* seized by an attach that awaits its first stop */
+	T_ATTACHING = 1 << 6,   /* seized by an attach, its FS base not known yet */
 	T_EXITING = 1 << 7,     /* past its PTRACE_EVENT_EXIT stop */
 	T_FS_KNOWN = 1 << 8,    /* fs_base came from its parent's clone event */
 	T_AWAITING_OWNER = 1 << 9, /* a new child held at its first stop until its
 	                              parent's clone event names its process */
+	T_INTERRUPTED = 1 << 10, /* attach: interrupted to read its FS base */
 };
 
 struct thread {
@@ -49,21 +50,32 @@ struct shim_table {
 };
 
 enum process_flag {
-	P_ATTACHING = 1 << 0,
+	P_ATTACHING = 1 << 0, /* from ATTACH until SETTLE is answered */
 	P_SPAWNING = 1 << 1,  /* spawned; reply at its exec stop */
 	P_DETACHING = 1 << 2,
 	P_SILENT = 1 << 3,    /* failed spawn: reap it, tell nobody */
 	P_SCANNING = 1 << 4,  /* attach still walking /proc/PID/task */
+	P_SETTLING = 1 << 5,  /* SETTLE came: answer it once no FS base is due */
+};
+
+/* One detach request and the processes it takes along (detach.c): it is
+ * answered when the last of them is detached or gone. */
+struct detach_group {
+	uint32_t req;
+	uint32_t left;
 };
 
 struct process {
 	pid_t pid;
+	pid_t parent;            /* the supervised process that forked it, or 0 */
 	uint32_t flags;
-	uint32_t req;            /* attach, spawn or detach request to answer */
-	uint32_t awaiting;       /* attach: seized threads whose first stop is due */
+	uint32_t req;            /* attach or spawn request to answer */
+	struct detach_group *detach;
+	uint32_t awaiting;       /* attach: seized threads whose FS base is due */
 	uint32_t seized;
 	uint32_t nthreads;       /* threads claimed for this process */
 	uint32_t passes;
+	uint32_t interrupted;    /* attach: threads interrupted for their FS base */
 	uint64_t max_stop_ns;
 	struct shim_table shim; /* table == 0: no libtlsshim known */
 };
@@ -80,6 +92,8 @@ uint32_t thread_count_of(pid_t pid);
 
 struct process *process_find(pid_t pid);
 struct process *process_add(pid_t pid);
+/* Its children, if any, become its parent's: a detach of that parent
+ * still takes them along. */
 void process_remove(pid_t pid);
 /* Calls fn for every process; fn may remove the process it is given. */
 void process_each(void (*fn)(struct process *, void *), void *arg);

@@ -22,8 +22,17 @@ uint64_t monotonic_ms(void);
 void tlog(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* messages.c: one function per tracer -> daemon message */
-void send_reply(uint32_t req, int err, pid_t pid, uint32_t threads,
-		uint64_t value, uint32_t passes);
+/* REPLY's fields (protocol.h says what each means for each command). */
+struct reply {
+	uint32_t req;
+	int err;
+	pid_t pid;
+	uint32_t threads;
+	uint64_t value;
+	uint32_t passes;
+	uint32_t interrupted;
+};
+void send_reply(struct reply r);
 void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid, int shim);
 void send_thread_new(const struct thread *t);
 void send_fs_base(const struct thread *t, int source);
@@ -44,9 +53,12 @@ int release_stale_children(uint64_t now_ms);
 void thread_forget(struct thread *t);
 /* Reads the FS base of a stopped thread and answers its refresh waiters. */
 void note_fs_base(struct thread *t, uint64_t fs_base);
+/* Sends THREAD_NEW once the thread's FS base and its process are known. */
+void announce(struct thread *t);
 
 /* attach.c */
 void attach_process(uint32_t req, pid_t pid);
+void settle_attach(uint32_t req, pid_t pid, const uint32_t *tids, const uint64_t *fs_bases, uint32_t n);
 void attach_first_stop_seen(struct thread *t);
 void attach_thread_lost(struct thread *t);
 
@@ -60,12 +72,21 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
 		   const char *cwd, const char *out_path, const char *err_path);
 
 /* detach.c */
-void detach_process(uint32_t req, pid_t pid, int kill_it);
+/* Detaches pid and, unless keep_children, the processes it forked while
+ * supervised, and theirs. */
+void detach_process(uint32_t req, pid_t pid, int kill_it, int keep_children);
 void detach_all(void);
 /* A thread of a detaching process stopped: detach it (or hold the leader).
  * `signal` is what it must still receive. */
 void detach_at_stop(struct thread *t, int signal);
 void detach_thread_lost(pid_t pid);
+/* A detaching process is detached or gone: its request may be answered. */
+void detach_ended(struct process *p);
+
+/* sigstate.c: whether a call that a stop (sig 0) or the delivery of sig
+ * made fail can be restarted without hiding anything from the program: no
+ * other signal waits to be handled, and sig, if any, will be ignored. */
+int restart_hides_nothing(pid_t tid, int sig);
 
 /* refresh */
 void refresh_fs_base(uint32_t req, pid_t tid);
