@@ -2,25 +2,18 @@
  *
  * The Unix socket, always: socket 0600 in a directory 0700, or 0660 in a
  * directory 0710 for one group (TLSD_SOCKET_GROUP). A stale socket file
- * from a dead daemon is removed, a live one left alone.
+ * from a dead daemon is removed, a live one left alone (socket-file.ts).
  *
  * TCP, only when asked: a second HTTP server on the same routes, every
  * request of which needs the bearer token (auth.ts). A non-loopback
  * address needs an explicit allowRemote. */
-import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { claimSocketPath } from '../daemon/socket-file.js';
 import type { TokenGuard } from './auth.js';
-
-function answers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(socketPath);
-    c.once('connect', () => { c.destroy(); resolve(true); });
-    c.once('error', () => resolve(false));
-  });
-}
 
 /** A group name or number, from /etc/group (Node has no getgrnam). */
 export function groupId(group: string): number {
@@ -33,7 +26,7 @@ export function groupId(group: string): number {
 }
 
 /** The socket's directory, made before anything listens in it (the shims'
- * socket lives there too). Only a directory tlsd creates gets its mode
+ * socket lives there too, shimSocketPath). Only a directory tlsd creates gets its mode
  * and group: an existing one (say /tmp) is the administrator's. */
 export function prepareSocketDirectory(socketPath: string, gid?: number): void {
   const dir = path.dirname(socketPath);
@@ -44,15 +37,16 @@ export function prepareSocketDirectory(socketPath: string, gid?: number): void {
   }
 }
 
+/** Where a daemon's shims connect: beside its API socket and named after
+ * it, so that daemons whose sockets share a directory never share this. */
+export function shimSocketPath(socketPath: string): string {
+  const { dir, name } = path.parse(socketPath);
+  return path.join(dir, `${name}-shim.sock`);
+}
+
 /** In a directory prepareSocketDirectory made ready. */
 export async function listenOnSocket(app: FastifyInstance, socketPath: string, gid?: number): Promise<void> {
-  let existing;
-  try { existing = lstatSync(socketPath); } catch { /* none */ }
-  if (existing) {
-    if (!existing.isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
-    if (await answers(socketPath)) throw new Error(`another tlsd is listening on ${socketPath}`);
-    unlinkSync(socketPath);
-  }
+  await claimSocketPath(socketPath, 'API socket');
   await app.listen({ path: socketPath });
   if (gid !== undefined) chownSync(socketPath, -1, gid);
   chmodSync(socketPath, gid === undefined ? 0o600 : 0o660);

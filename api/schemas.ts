@@ -24,7 +24,7 @@ export const Process = Type.Object({
   state: Type.Union([Type.Literal('running'), Type.Literal('exited'), Type.Literal('detached')]),
   origin: Type.Union([Type.Literal('attached'), Type.Literal('spawned'), Type.Literal('forked')]),
   exe: Type.String(),
-  argv: Type.Array(Type.String()),
+  argv: Type.Array(Type.String(), { description: 'while it runs, its command line as /proc shows it now (a program may rename itself); after, as it was at its start or exec' }),
   libc: Type.Union([Type.Literal('glibc'), Type.Literal('musl'), Type.Literal('none'), Type.Literal('unknown')]),
   linkage: Type.Union([Type.Literal('dynamic'), Type.Literal('static')]),
   threads: Type.Integer({ description: 'live threads' }),

@@ -1,7 +1,7 @@
 /* Registry records -> the JSON forms of DESIGN.md (addresses hex, times
  * ISO-8601, 64-bit values decimal strings). */
 import type { ExitRecord, ProcessRecord, ThreadRecord } from '../daemon/registry.js';
-import { readThreadStat } from '../daemon/procfs.js';
+import { readCmdline, readThreadStat } from '../daemon/procfs.js';
 import type { Tcb } from '../daemon/tcb.js';
 import { formatAddress } from '../daemon/types.js';
 import type { ExitJson, ProcessJson, ThreadJson } from './schemas.js';
@@ -9,8 +9,11 @@ import type { ExitJson, ProcessJson, ThreadJson } from './schemas.js';
 const iso = (d: Date) => d.toISOString();
 
 export function processJson(p: ProcessRecord): ProcessJson {
+  // A running process's command line as it reads now: children rename
+  // themselves after a fork. The one kept is from its birth or exec.
+  const argv = (p.state === 'running' && readCmdline(p.pid)) || p.argv;
   return {
-    pid: p.pid, state: p.state, origin: p.origin, exe: p.exe, argv: p.argv, libc: p.libc, linkage: p.linkage,
+    pid: p.pid, state: p.state, origin: p.origin, exe: p.exe, argv, libc: p.libc, linkage: p.linkage,
     threads: p.threads.size, startedAt: iso(p.startedAt),
     ...(p.parentPid ? { parentPid: p.parentPid } : {}),
     ...(p.stdout ? { stdout: p.stdout, stderr: p.stderr } : {}),

@@ -3,7 +3,7 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
- *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,shim
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,shim
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -36,6 +36,15 @@ async function native(argv: string[]): Promise<number> {
 
 async function underStrace(argv: string[]): Promise<number> {
   return selfTimed((await run('strace', ['-f', '-o', '/dev/null', ...argv], { maxBuffer: 1 << 24 })).stdout);
+}
+
+/** Under bench/floor-tracer.c: the same ptrace options, nothing done at
+ * any stop but the restart; sleeping between stops, or first polling for
+ * the next one as long as tlsd-tracer does. */
+const TRACER_POLL_US = '20'; // native/tracer/main.c, SPIN_NS
+async function underFloor(argv: string[], polling: boolean): Promise<number> {
+  const options = polling ? ['--poll-us', TRACER_POLL_US] : [];
+  return selfTimed((await run(benchProgram('floor-tracer'), [...options, ...argv], { maxBuffer: 1 << 24 })).stdout);
 }
 
 async function underTlsd(client: TlsdClient, argv: string[]): Promise<number> {
@@ -111,7 +120,8 @@ function table(rows: Row[]): string {
   const lines = ['| workload | run | median | ratio |', '| --- | --- | ---: | ---: |'];
   for (const r of rows) {
     const base = rows.find((b) => b.workload === r.workload && b.variant === r.baseline);
-    const ratio = !base ? 'baseline'
+    const isBaseline = rows.some((o) => o.workload === r.workload && o.baseline === r.variant);
+    const ratio = !base ? (isBaseline ? 'baseline' : '')
       : r.faster ? `${(median(base.ms) / median(r.ms)).toFixed(0)}× faster`
       : `${(median(r.ms) / median(base.ms)).toFixed(2)}×`;
     lines.push(`| ${r.workload} | ${r.variant}${r.extra ? ` (${r.extra})` : ''} | ${median(r.ms).toFixed(1)} ms | ${ratio} |`);
@@ -130,6 +140,7 @@ async function main(): Promise<void> {
     }
     if (wanted('churn')) rows.push(...await churnAndLoop(client));
     if (wanted('attach')) rows.push(...await attaches(client));
+    if (wanted('kinds')) rows.push(...await attachesByKind(client, 5000));
   } finally {
     daemon.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
@@ -179,21 +190,29 @@ function shimTable(results: Map<string, number[]>): string {
   return lines.join('\n');
 }
 
-/** Tracing overhead: thread churn and a syscall loop, native, under tlsd
- * and under strace -f. */
+/** Tracing overhead: thread churn and a syscall loop, native, under the
+ * floor tracer, under tlsd and under strace -f. tlsd against the floor is
+ * also given paired by round (the two ran back to back), which this
+ * machine's drift disturbs less than a ratio of medians. */
 async function churnAndLoop(client: TlsdClient): Promise<Row[]> {
   const churn = [fixture('churn'), '1', '20000'];
-  const churnRows = ['native', 'tlsd', 'strace -f'].map((variant) => ({ workload: 'thread churn, 20,000 create+join', variant, ms: [] as number[], baseline: 'native' }));
+  const churnRows = ['native', 'floor tracer', 'floor tracer, polling 20 µs', 'tlsd', 'strace -f']
+    .map((variant) => ({ workload: 'thread churn, 20,000 create+join', variant, ms: [] as number[], baseline: 'native' } as Row));
   const loop = [benchProgram('getppid'), '2000000'];
   const loopRows = ['native', 'tlsd'].map((variant) => ({ workload: '2,000,000 getppid', variant, ms: [] as number[], baseline: 'native' }));
+  const [nativeChurn, floorChurn, pollingFloorChurn, tlsdChurn, straceChurn] = churnRows as [Row, Row, Row, Row, Row];
   for (let i = 0; i < rounds; i++) {
-    churnRows[0]!.ms.push(await native(churn));
-    churnRows[1]!.ms.push(await underTlsd(client, churn));
-    churnRows[2]!.ms.push(await underStrace(churn));
+    nativeChurn.ms.push(await native(churn));
+    floorChurn.ms.push(await underFloor(churn, false));
+    pollingFloorChurn.ms.push(await underFloor(churn, true));
+    tlsdChurn.ms.push(await underTlsd(client, churn));
+    straceChurn.ms.push(await underStrace(churn));
     loopRows[0]!.ms.push(await native(loop));
     loopRows[1]!.ms.push(await underTlsd(client, loop));
     process.stderr.write(`round ${i + 1}/${rounds} of churn and getppid done\n`);
   }
+  const paired = (floor: Row) => median(tlsdChurn.ms.map((ms, i) => ms / floor.ms[i]!)).toFixed(2);
+  tlsdChurn.extra = `paired by round: ${paired(floorChurn)}× the floor tracer, ${paired(pollingFloorChurn)}× the polling one`;
   return [...churnRows, ...loopRows];
 }
 
@@ -206,6 +225,7 @@ async function attaches(client: TlsdClient): Promise<Row[]> {
     const gdbRow: Row = { workload: `attach to ${n + 2} threads`, variant: "gdb -batch -ex 'info threads'", ms: [] };
     const tlsdRow: Row = { workload: gdbRow.workload, variant: 'tlsd (POST /v1/processes)', ms: [], baseline: gdbRow.variant, faster: true };
     const stops: number[] = [];
+    const interrupted: number[] = [];
     const attachRounds = n >= 10000 ? Math.min(rounds, 3) : rounds;
     for (let i = 0; i < attachRounds; i++) {
       let t0 = performance.now();
@@ -215,12 +235,43 @@ async function attaches(client: TlsdClient): Promise<Row[]> {
       const p = await client.attach(target.pid!);
       tlsdRow.ms.push(performance.now() - t0);
       stops.push(p.attach?.longestStopMicros ?? NaN);
+      interrupted.push(p.attach?.interrupted ?? NaN);
       await client.detach(target.pid!);
     }
-    tlsdRow.extra = `longest stop of any thread, per attach: median ${median(stops).toFixed(0)} µs, max ${Math.max(...stops).toFixed(0)} µs`;
+    tlsdRow.extra = stopsText(stops, interrupted);
     rows.push(gdbRow, tlsdRow);
     target.kill('SIGKILL');
     process.stderr.write(`attach to ${n} threads done\n`);
+  }
+  return rows;
+}
+
+function stopsText(stops: number[], interrupted: number[]): string {
+  return `threads stopped per attach: at most ${Math.max(...interrupted)}; longest stop of any thread: median ${median(stops).toFixed(0)} µs, max ${Math.max(...stops).toFixed(0)} µs`;
+}
+
+/** Attach to an n-thread process of each binary kind tlsd reads: how many
+ * threads it had to stop (those the C library's own thread list did not
+ * account for), and how long any of them was stopped. */
+async function attachesByKind(client: TlsdClient, n: number): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const kind of ['glibc-dynamic', 'glibc-static', 'glibc-static-pie', 'musl-dynamic', 'musl-static']) {
+    const target = await readyProcess(`${kind}/tls`, [String(n - 1)]);
+    const row: Row = { workload: `attach to ${n} threads, by binary kind`, variant: `tlsd, ${kind}`, ms: [] };
+    const stops: number[] = [];
+    const interrupted: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const t0 = performance.now();
+      const p = await client.attach(target.pid!);
+      row.ms.push(performance.now() - t0);
+      stops.push(p.attach?.longestStopMicros ?? NaN);
+      interrupted.push(p.attach?.interrupted ?? NaN);
+      await client.detach(target.pid!);
+    }
+    row.extra = stopsText(stops, interrupted);
+    rows.push(row);
+    target.kill('SIGKILL');
+    process.stderr.write(`attach to ${kind} done\n`);
   }
   return rows;
 }

@@ -1,6 +1,6 @@
 /* tlsd: the daemon. `npm start` runs this.
  *
- *   --socket PATH       (TLSD_SOCKET)        default /run/tlsd/tlsd.sock (shims connect to shim.sock beside it)
+ *   --socket PATH       (TLSD_SOCKET)        default /run/tlsd/tlsd.sock (shims connect to tlsd-shim.sock beside it)
  *   --socket-group G    (TLSD_SOCKET_GROUP)  socket 0660 for group G (name or gid)
  *   --http HOST:PORT    (TLSD_HTTP)          also listen on TCP, bearer token required
  *   --token-file F      (TLSD_TOKEN_FILE)    default /run/tlsd/token, created if missing
@@ -15,10 +15,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { loadOrCreateToken, TokenGuard } from '../api/auth.js';
-import { groupId, isLoopback, listenOnSocket, listenOnTcp, parseHostPort, prepareSocketDirectory } from '../api/listen.js';
+import { groupId, isLoopback, listenOnSocket, listenOnTcp, parseHostPort, prepareSocketDirectory, shimSocketPath } from '../api/listen.js';
 import { buildServer } from '../api/server.js';
 import { AttachPolicy, parseAllowlist } from './attach-policy.js';
 import { tracerBinary, version } from './paths.js';
+import { claimSocketPath } from './socket-file.js';
 import { Supervisor } from './supervisor.js';
 
 const { values } = parseArgs({
@@ -69,8 +70,14 @@ const tokenFile = values['token-file'] ?? env.TLSD_TOKEN_FILE ?? '/run/tlsd/toke
 const tokenGuard = tcp ? new TokenGuard(configured('token file', () => loadOrCreateToken(tokenFile))) : undefined;
 
 configured('socket directory', () => prepareSocketDirectory(socketPath, gid));
-const shimSocket = path.join(path.dirname(socketPath), 'shim.sock');
-const supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy, shimSocket });
+// Before anything else listens or is traced: another daemon may serve here.
+await claimSocketPath(socketPath, 'API socket').catch((e: Error) => fail(e.message));
+let supervisor: Supervisor;
+try {
+  supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy, shimSocket: shimSocketPath(socketPath) });
+} catch (e) {
+  fail((e as Error).message);
+}
 const app = buildServer({ supervisor, version, log, ...(tokenGuard ? { tokenGuard } : {}), ...(rateLimit ? { rateLimit } : {}) });
 let tcpServer: Server | undefined;
 try {

@@ -143,3 +143,16 @@ export function mayTraceAnything(): boolean {
     return true; // no Yama
   }
 }
+
+/** What /proc/PID/cmdline says now: a program may have rewritten it
+ * (nginx's "nginx: worker process", postgres's backends). The NULs that
+ * pad a rewritten one are trimmed; empty arguments between are kept.
+ * Undefined once the process is gone (or a zombie, whose is empty). */
+export function readCmdline(pid: Pid): string[] | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '');
+    return text ? text.split('\0') : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -119,3 +119,29 @@ test('a process already supervised is refused', async (t) => {
   t.regex(err!.message, /^ALREADY_TRACED: .*already supervised/);
   await client.detach(fixture.pid);
 });
+
+/* A process that is never without a thread being born or dying: its main
+ * thread creates and joins threads one at a time, or 100 at a time. Each
+ * attach answers while it runs (once one waited for a stop that a clone
+ * event had consumed, until the process ended), and the process runs on
+ * to its normal end. */
+for (const [what, burst] of [['one at a time', '1'], ['in bursts of 100', '100']] as const) {
+  test(`attach to a process that creates and joins threads ${what}, 20 times`, async (t) => {
+    const fixture = await Fixture.start(t, 'churn', ['0', '0', burst]);
+    const { client } = await startDaemon(t);
+    const took: number[] = [];
+    for (let round = 0; round < 20; round++) {
+      const started = performance.now();
+      const p = await client.attach(fixture.pid);
+      took.push(performance.now() - started);
+      t.is(p.state, 'running', `round ${round}`);
+      t.true(p.threads >= 1, `round ${round}: its threads are listed`);
+      await client.detach(fixture.pid);
+      t.is(tracerPidOf(fixture.pid), 0, `round ${round}: detached`);
+    }
+    t.log(`attach answered in at most ${Math.max(...took).toFixed(0)} ms`);
+    fixture.send('quit');
+    const code = await new Promise((resolve) => fixture.child.once('exit', resolve));
+    t.is(code, 0, 'it ran on to its normal end');
+  });
+}

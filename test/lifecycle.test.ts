@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import test from 'ava';
 import { processEnd, startDaemon } from './helpers/daemon.js';
 import { commandFifo } from './helpers/fifo.js';
-import { Fixture, fixturePath, Lines, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
+import { Fixture, fixturePath, Lines, noThreadInTracingStop, tracerPidOf, waitUntil } from './helpers/fixture.js';
+import { tlsctl } from './helpers/tlsctl.js';
 import { statFields } from '../daemon/procfs.js';
 
 /** The stdout of a spawned process, re-read from its file. */
@@ -135,6 +136,48 @@ test('a forked child is supervised too', async (t) => {
   await client.detach(childPid);
   await client.detach(fixture.pid);
   t.true(noThreadInTracingStop(childPid));
+});
+
+/* As nginx's master forks workers that rename themselves. */
+test('children forked while attached show the names they give themselves, and a detach takes them along', async (t) => {
+  const fixture = await Fixture.start(t, 'threads', ['1']);
+  const { client, socket } = await startDaemon(t);
+  await client.attach(fixture.pid);
+  const family = async (title: string) => {
+    const from = fixture.out.all.length;
+    fixture.send(`forkas ${title}`);
+    const [, child, grandchild] = (await fixture.out.waitFor(/^family (\d+) (\d+)$/, from)).map(Number);
+    fixture.owns(child!);
+    fixture.owns(grandchild!);
+    return [child!, grandchild!];
+  };
+  const [worker, helper] = await family('nginx: worker process');
+  const named = async (pid: number, argv: string[]) => waitUntil(`${pid} to be named ${argv.join(' ')}`, async () => {
+    const p = await client.process(pid).catch(() => undefined);
+    return p && JSON.stringify(p.argv) === JSON.stringify(argv) ? p : undefined;
+  });
+  t.like(await named(worker!, ['nginx: worker process']), { origin: 'forked', parentPid: fixture.pid, state: 'running' });
+  t.like(await named(helper!, ['nginx: worker process child']), { origin: 'forked', parentPid: worker });
+  t.regex((await tlsctl(socket, 'ps')).stdout, /nginx: worker process child/);
+
+  const detached = await client.detach(fixture.pid);
+  t.deepEqual(detached.detachedDescendants.sort(), [worker, helper].sort());
+  for (const pid of [fixture.pid, worker!, helper!]) {
+    t.is(tracerPidOf(pid), 0, `${pid} is no longer traced`);
+    t.true(noThreadInTracingStop(pid));
+    t.is((await client.process(pid)).state, 'detached');
+  }
+  t.regex((await tlsctl(socket, 'detach', String(fixture.pid))).stderr, /GONE/);
+
+  // Kept: the children stay supervised until they are detached themselves.
+  await client.attach(fixture.pid);
+  const [kept, keptChild] = await family('postgres: checkpointer');
+  await named(keptChild!, ['postgres: checkpointer child']);
+  t.deepEqual((await client.detach(fixture.pid, { keepChildren: true })).detachedDescendants, []);
+  t.is(tracerPidOf(kept!), (await client.health()).tracerPid!, 'a kept child is still traced');
+  const out = await tlsctl(socket, 'detach', String(kept));
+  t.is(out.stdout, `detached from ${kept} and its child ${keptChild}; they run on\n`);
+  t.is(tracerPidOf(keptChild!), 0);
 });
 
 test('every signal sent to a tracee arrives', async (t) => {

@@ -2,10 +2,13 @@
  * shim's agent says hello over IPC, and its table and each thread's
  * variables are visible through REST and tlsctl, against glibc and musl,
  * in both modes. */
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { TlsdError } from '../clients/client.js';
+import { packageRoot } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { fixturePath, killPid, waitUntil } from './helpers/fixture.js';
 import { tlsctl } from './helpers/tlsctl.js';
@@ -103,4 +106,25 @@ test('a static program cannot take the shim; a process without one says so', asy
   t.teardown(() => killPid(p.pid));
   t.deepEqual(await client.shim(p.pid), { loaded: false });
   await client.detach(p.pid, { kill: true });
+});
+
+test('two daemons whose sockets share a directory each hear their own shims; a third on a socket in use is refused', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-two-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const daemons = [await startDaemon(t, [], { socket: path.join(dir, 'tlsd.sock') }), await startDaemon(t, [], { socket: path.join(dir, 'tlsd2.sock') })];
+  const helloTo = async (client: (typeof daemons)[number]['client']) => {
+    const p = await client.spawn({ argv: [fixturePath(path.join('glibc-dynamic', 'shim-host')), 'tid', '1', 'hold'], shim: { mode: 'tid' } });
+    t.teardown(() => killPid(p.pid));
+    return waitUntil(`the hello of ${p.pid}`, async () => {
+      const s = await client.shim(p.pid);
+      return s.loaded && s.connected ? s : undefined;
+    });
+  };
+  for (const { client } of daemons) t.like(await helloTo(client), { loaded: true, connected: true, mode: 'tid' });
+
+  const third = spawnSync(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', path.join(dir, 'tlsd.sock')], { encoding: 'utf8' });
+  t.is(third.status, 1);
+  t.regex(third.stdout + third.stderr, /another daemon is listening on .*tlsd\.sock/);
+  // The first daemon still has both its sockets.
+  t.like(await helloTo(daemons[0]!.client), { loaded: true, connected: true });
 });

@@ -10,6 +10,7 @@ import { chmodSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
+import { claimSocketPath } from '../socket-file.js';
 import type { EventBus } from '../event-bus.js';
 import type { Registry } from '../registry.js';
 import { asAddress, asPid, formatAddress, type Address, type Pid } from '../types.js';
@@ -80,7 +81,7 @@ export class ShimServer {
 
   /** In an existing directory: the API socket's, or a temporary one. */
   async listen(): Promise<void> {
-    try { unlinkSync(this.socketPath); } catch { /* none */ }
+    await claimSocketPath(this.socketPath, 'shim socket');
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.socketPath, () => { this.server.off('error', reject); resolve(); });

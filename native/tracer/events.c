@@ -390,13 +390,13 @@ void handle_wait_status(pid_t tid, int status)
 		on_death(tid, status);
 }
 
-void drain_waits(void)
+int drain_waits(void)
 {
-	for (;;) {
+	for (int n = 0;; n++) {
 		int status;
 		pid_t tid = waitpid(-1, &status, WNOHANG | __WALL);
 		if (tid <= 0)
-			return;
+			return n;
 		handle_wait_status(tid, status);
 	}
 }

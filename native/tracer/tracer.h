@@ -43,8 +43,9 @@ void send_detached(pid_t pid);
 
 /* events.c */
 /* Collects every reported stop and death: waitpid(-1), whose cost grows
- * with the number of tracees (the kernel walks its list of them). */
-void drain_waits(void);
+ * with the number of tracees (the kernel walks its list of them). Returns
+ * how many it handled. */
+int drain_waits(void);
 void handle_wait_status(pid_t tid, int status);
 /* Lets go of new children held longer than their parent's event can take;
  * the epoll timeout (ms) to call again, or -1 when none is held. */

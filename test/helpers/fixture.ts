@@ -22,6 +22,17 @@ export function descendantsOf(pid: number): number[] {
   return children.flatMap((c) => [...descendantsOf(c), c]);
 }
 
+/** True once a process has ended: gone from /proc, or a zombie (the
+ * reaper of an orphan may take its time, and kill(pid, 0) still finds a
+ * zombie). */
+export function processEnded(pid: number): boolean {
+  try {
+    return /^[ZX]$/.test(statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'))[3 - 1]!);
+  } catch {
+    return true;
+  }
+}
+
 export function killPid(pid: number): void {
   try {
     process.kill(pid, 'SIGKILL');
