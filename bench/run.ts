@@ -3,7 +3,7 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
- *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,shim
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,shim
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -54,6 +54,24 @@ async function underTlsd(client: TlsdClient, argv: string[]): Promise<number> {
     if (q.state === 'exited') return selfTimed(readFileSync(p.stdout!, 'utf8'));
     await sleep(20);
   }
+}
+
+/** Lines of the running fixture, as they come. */
+function linesOf(child: ChildProcess): string[] {
+  const lines: string[] = [];
+  let rest = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+    const parts = (rest + s).split('\n');
+    rest = parts.pop()!;
+    lines.push(...parts);
+  });
+  return lines;
+}
+
+const tracerOf = (pid: number) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/^TracerPid:\s*(\d+)/m)?.[1]);
+
+async function until(check: () => boolean): Promise<void> {
+  while (!check()) await sleep(10);
 }
 
 async function startDaemon(dir: string): Promise<{ daemon: ChildProcess; client: TlsdClient }> {
@@ -133,6 +151,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-bench-'));
   const { daemon, client } = await startDaemon(dir);
   const rows: Row[] = [];
+  let interrupted: string | undefined;
   try {
     if (wanted('tls')) {
       rows.push(...await tlsReads(client, 1000));
@@ -141,12 +160,14 @@ async function main(): Promise<void> {
     if (wanted('churn')) rows.push(...await churnAndLoop(client));
     if (wanted('attach')) rows.push(...await attaches(client));
     if (wanted('kinds')) rows.push(...await attachesByKind(client, 5000));
+    if (wanted('eintr')) interrupted = await interruptedCalls(client);
   } finally {
     daemon.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
   }
   console.log(`tlsd bench: ${rounds} rounds, medians; ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);
   if (rows.length) console.log(table(rows));
+  if (interrupted) console.log('\n' + interrupted);
   if (wanted('shim')) console.log('\n' + shimTable(await shimAccesses()));
 }
 
@@ -224,21 +245,15 @@ async function attaches(client: TlsdClient): Promise<Row[]> {
     const target = await readyProcess('threads', [String(n)]);
     const gdbRow: Row = { workload: `attach to ${n + 2} threads`, variant: "gdb -batch -ex 'info threads'", ms: [] };
     const tlsdRow: Row = { workload: gdbRow.workload, variant: 'tlsd (POST /v1/processes)', ms: [], baseline: gdbRow.variant, faster: true };
-    const stops: number[] = [];
-    const interrupted: number[] = [];
+    const stops = new AttachStops();
     const attachRounds = n >= 10000 ? Math.min(rounds, 3) : rounds;
     for (let i = 0; i < attachRounds; i++) {
-      let t0 = performance.now();
+      const t0 = performance.now();
       await run('gdb', ['-batch', '-nx', '-p', String(target.pid), '-ex', 'info threads'], { maxBuffer: 1 << 26 });
       gdbRow.ms.push(performance.now() - t0);
-      t0 = performance.now();
-      const p = await client.attach(target.pid!);
-      tlsdRow.ms.push(performance.now() - t0);
-      stops.push(p.attach?.longestStopMicros ?? NaN);
-      interrupted.push(p.attach?.interrupted ?? NaN);
-      await client.detach(target.pid!);
+      await stops.attachOnce(client, target.pid!, tlsdRow);
     }
-    tlsdRow.extra = stopsText(stops, interrupted);
+    tlsdRow.extra = stops.text();
     rows.push(gdbRow, tlsdRow);
     target.kill('SIGKILL');
     process.stderr.write(`attach to ${n} threads done\n`);
@@ -246,8 +261,25 @@ async function attaches(client: TlsdClient): Promise<Row[]> {
   return rows;
 }
 
-function stopsText(stops: number[], interrupted: number[]): string {
-  return `threads stopped per attach: at most ${Math.max(...interrupted)}; longest stop of any thread: median ${median(stops).toFixed(0)} µs, max ${Math.max(...stops).toFixed(0)} µs`;
+/** What the tracer said, attach after attach, of the stops it caused. */
+class AttachStops {
+  private readonly longest: number[] = [];
+  private readonly interrupted: number[] = [];
+
+  /** Attaches (timed, into `row`) and detaches once. */
+  async attachOnce(client: TlsdClient, pid: number, row: Row): Promise<void> {
+    const t0 = performance.now();
+    const p = await client.attach(pid);
+    row.ms.push(performance.now() - t0);
+    this.longest.push(p.attach?.longestStopMicros ?? NaN);
+    this.interrupted.push(p.attach?.interrupted ?? NaN);
+    await client.detach(pid);
+  }
+
+  text(): string {
+    return `threads stopped per attach: at most ${Math.max(...this.interrupted)}; `
+      + `longest stop of any thread: median ${median(this.longest).toFixed(0)} µs, max ${Math.max(...this.longest).toFixed(0)} µs`;
+  }
 }
 
 /** Attach to an n-thread process of each binary kind tlsd reads: how many
@@ -258,22 +290,57 @@ async function attachesByKind(client: TlsdClient, n: number): Promise<Row[]> {
   for (const kind of ['glibc-dynamic', 'glibc-static', 'glibc-static-pie', 'musl-dynamic', 'musl-static']) {
     const target = await readyProcess(`${kind}/tls`, [String(n - 1)]);
     const row: Row = { workload: `attach to ${n} threads, by binary kind`, variant: `tlsd, ${kind}`, ms: [] };
-    const stops: number[] = [];
-    const interrupted: number[] = [];
-    for (let i = 0; i < rounds; i++) {
-      const t0 = performance.now();
-      const p = await client.attach(target.pid!);
-      row.ms.push(performance.now() - t0);
-      stops.push(p.attach?.longestStopMicros ?? NaN);
-      interrupted.push(p.attach?.interrupted ?? NaN);
-      await client.detach(target.pid!);
-    }
-    row.extra = stopsText(stops, interrupted);
+    const stops = new AttachStops();
+    for (let i = 0; i < rounds; i++) await stops.attachOnce(client, target.pid!, row);
+    row.extra = stops.text();
     rows.push(row);
     target.kill('SIGKILL');
     process.stderr.write(`attach to ${kind} done\n`);
   }
   return rows;
+}
+
+/** Calls that a stop makes fail with EINTR (test/fixtures/eintr.c: three
+ * threads in epoll_wait, sigwaitinfo and semop): how many fail per attach
+ * and detach, for tlsd, gdb and strace. */
+async function interruptedCalls(client: TlsdClient): Promise<string> {
+  const target = await readyProcess('glibc-dynamic/eintr', []);
+  const lines = linesOf(target);
+  const eintrs = async () => {
+    const from = lines.length;
+    target.stdin!.write('count\n');
+    await until(() => lines.slice(from).some((l) => l.startsWith('eintr ')));
+    return lines.slice(from).find((l) => l.startsWith('eintr '))!.split(' ').slice(1).map(Number).reduce((a, b) => a + b, 0);
+  };
+  const tools: Array<[string, () => Promise<void>]> = [
+    ['tlsd (POST, then DELETE /v1/processes/PID)', async () => {
+      await client.attach(target.pid!);
+      await client.detach(target.pid!);
+    }],
+    ["gdb -batch -p PID", async () => { await run('gdb', ['-batch', '-nx', '-p', String(target.pid)]); }],
+    ['strace -p PID, then SIGINT', async () => {
+      const strace = spawn('strace', ['-o', '/dev/null', '-p', String(target.pid)], { stdio: 'ignore' });
+      await until(() => tracerOf(target.pid!) === strace.pid);
+      strace.kill('SIGINT');
+      await new Promise((r) => strace.once('exit', r));
+    }],
+  ];
+  const rowsOut = ['| attach and detach, then count | EINTRs per round (3 blocked threads) |', '| --- | ---: |'];
+  try {
+    for (const [name, attachAndDetach] of tools) {
+      const per: number[] = [];
+      for (let i = 0; i < rounds; i++) {
+        const before = await eintrs();
+        await attachAndDetach();
+        await until(() => tracerOf(target.pid!) === 0);
+        per.push((await eintrs()) - before);
+      }
+      rowsOut.push(`| ${name} | ${median(per)} (${Math.min(...per)}–${Math.max(...per)}) |`);
+    }
+  } finally {
+    target.stdin!.write('quit\n');
+  }
+  return rowsOut.join('\n');
 }
 
 await main();

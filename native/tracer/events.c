@@ -308,7 +308,7 @@ static void on_stop(pid_t tid, int status)
 	case PTRACE_EVENT_STOP:
 		/* An interrupt of ours (not a group-stop, nor a new child's
 		 * first stop) made any wait it was in fail with EINTR: undone. */
-		if (!is_group_stop_signal(sig) && (t->flags & (T_FIRST_STOP | T_ATTACHING)))
+		if (!is_group_stop_signal(sig) && (t->flags & (T_FIRST_STOP | T_ATTACHING | T_DETACH)))
 			arch_restart_interrupted_wait(t->tid, 0, restart_hides_nothing);
 		on_plain_stop(t);
 		resume(t, 0, is_group_stop_signal(sig));
