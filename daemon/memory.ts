@@ -5,11 +5,10 @@ import koffi from 'koffi';
 import type { Address, Pid } from './types.js';
 
 const libc = koffi.load('libc.so.6');
-const iovec = koffi.struct('tlsd_iovec', { base: 'void *', len: 'size_t' });
-// The remote side is passed as raw `struct iovec` bytes: one Buffer for a
-// whole batch costs far less than marshalling an object per element.
+// Both sides are passed as raw `struct iovec` bytes: a Buffer costs far
+// less to pass than an object koffi would marshal.
 const processVmReadv = libc.func('process_vm_readv', 'long', [
-  'int', koffi.pointer(iovec), 'unsigned long', 'void *', 'unsigned long', 'unsigned long',
+  'int', 'void *', 'unsigned long', 'void *', 'unsigned long', 'unsigned long',
 ]);
 
 const IOVEC_BYTES = 16; // struct iovec { void *iov_base; size_t iov_len; } on LP64
@@ -58,7 +57,10 @@ export function readMany(pid: Pid, requests: ReadRequest[]): Array<Buffer | Read
       remote.writeBigUInt64LE(r.address, i * IOVEC_BYTES);
       remote.writeBigUInt64LE(BigInt(r.length), i * IOVEC_BYTES + 8);
     });
-    const n = Number(processVmReadv(pid, [{ base: local, len: total }], 1, remote, batch.length, 0));
+    const localIovec = Buffer.alloc(IOVEC_BYTES);
+    localIovec.writeBigUInt64LE(koffi.address(local), 0);
+    localIovec.writeBigUInt64LE(BigInt(total), 8);
+    const n = Number(processVmReadv(pid, localIovec, 1, remote, batch.length, 0));
     const errno = n < 0 ? koffi.errno() : 0;
     if (errno === ESRCH) {
       for (let i = next; i < requests.length; i++) results[i] = new ReadFailure(errno);

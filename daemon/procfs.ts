@@ -108,13 +108,15 @@ export function blockedStackPointer(pid: Pid, tid: Tid): bigint | undefined {
 export interface Mapping {
   start: bigint;
   end: bigint;
+  /** e.g. rw-p */
+  perms: string;
 }
 
 /** /proc/PID/maps, in address order. */
 export function readMappings(pid: Pid): Mapping[] {
   return readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').flatMap((line) => {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
-    return m ? [{ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`) }] : [];
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+)/.exec(line);
+    return m ? [{ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3]! }] : [];
   });
 }
 

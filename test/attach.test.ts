@@ -145,3 +145,21 @@ for (const [what, burst] of [['one at a time', '1'], ['in bursts of 100', '100']
     t.is(code, 0, 'it ran on to its normal end');
   });
 }
+
+/* A program with a single thread, blocked in a read: on glibc its TCB is
+ * on glibc's list; on musl there is no other thread's stack to start from,
+ * and its TCB is found in its writable memory. */
+for (const kind of ['glibc-dynamic', 'glibc-static', 'glibc-static-pie', 'musl-dynamic', 'musl-static']) {
+  test(`${kind}: a one-thread program is attached without a stop, and its thread pointer is right`, async (t) => {
+    const fixture = await Fixture.start(t, `${kind}/tls`, ['0']);
+    const byGdb = await gdbPerThread(fixture.pid, 'p/x $fs_base', /^0x[0-9a-f]+$/);
+    await waitUntil('gdb to detach', () => tracerPidOf(fixture.pid) === 0);
+    const { client } = await startDaemon(t);
+    const p = await client.attach(fixture.pid);
+    t.is(p.attach?.interrupted, 0);
+    t.is((await client.threads(fixture.pid))[0]?.fsBase, byGdb.get(fixture.pid), 'the FS base gdb reads');
+    const { values } = await client.readTls(fixture.pid, 'tls_exe');
+    t.like(values, [{ tid: fixture.pid, state: 'ok', value: 1 }]);
+    await client.detach(fixture.pid);
+  });
+}

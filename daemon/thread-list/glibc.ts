@@ -24,6 +24,9 @@ export function glibcThreadPointers(pid: Pid, objects: LoadedObject[], tids: Rea
   const tidField = descriptor(objects, 'pthread_tid')?.offset;
   const next = descriptor(objects, 'list_t_next')?.offset ?? DEFAULT_LIST_NEXT;
   if (listField === undefined || tidField === undefined) return found;
+  // The fields read, all in one range from the start of struct pthread.
+  const linkField = listField + next;
+  const span = Math.max(TCB_SELF + 8, tidField + 4, linkField + 8);
   // Dead threads not yet joined stay listed: allow for some.
   const limit = tids.size * 4 + 1024;
   for (const name of LISTS) {
@@ -32,15 +35,11 @@ export function glibcThreadPointers(pid: Pid, objects: LoadedObject[], tids: Rea
     let node = asAddress(readMemory(pid, asAddress(head + BigInt(next)), 8).readBigUInt64LE(0));
     for (let i = 0; node !== head && node !== 0n && i < limit; i++) {
       const pd = asAddress(node - BigInt(listField));
-      const [self, tid, link] = readMany(pid, [
-        { address: asAddress(pd + BigInt(TCB_SELF)), length: 8 },
-        { address: asAddress(pd + BigInt(tidField)), length: 4 },
-        { address: asAddress(node + BigInt(next)), length: 8 },
-      ]);
-      if (self instanceof ReadFailure || tid instanceof ReadFailure || link instanceof ReadFailure) break;
-      const t = asTid(tid!.readInt32LE(0));
-      if (self!.readBigUInt64LE(0) === pd && tids.has(t)) found.set(t, pd);
-      node = asAddress(link!.readBigUInt64LE(0));
+      const bytes = readMany(pid, [{ address: pd, length: span }])[0]!;
+      if (bytes instanceof ReadFailure) break;
+      const tid = asTid(bytes.readInt32LE(tidField));
+      if (bytes.readBigUInt64LE(TCB_SELF) === pd && tids.has(tid)) found.set(tid, pd);
+      node = asAddress(bytes.readBigUInt64LE(linkField));
     }
   }
   return found;

@@ -1,29 +1,25 @@
 /* musl's own list of its threads, read from outside without stopping
  * anyone. musl links every `struct pthread` into a ring (`prev`, `next`)
  * and keeps no pointer to it anywhere we can name, so the walk starts
- * from one TCB found by its signature:
+ * from one TCB found by its signature. A TCB is recognised by three facts
+ * no other memory has together: its first word points at itself, its
+ * `canary` is the stack guard musl made from the kernel's AT_RANDOM bytes,
+ * and its `tid` is one of the process's threads. The canary also tells
+ * the live TCB from the one musl's dynamic linker used before it moved the
+ * main thread's to a larger block: that one never got a canary.
  *
- * - a thread created by pthread_create has its TCB at the top of the
- *   mapping of its stack (below the thread-specific data): a thread
- *   blocked in the kernel shows its stack pointer in /proc, so that
- *   mapping is known;
- * - the main thread's TCB is in the data of libc or of a static program
- *   (musl's `builtin_tls`) when the program's TLS is small.
- *
- * A TCB is recognised by three facts no other memory has together: its
- * first word points at itself, its `canary` is the stack guard musl made
- * from the kernel's AT_RANDOM bytes, and its `tid` is one of the
- * process's threads. The canary also tells the live TCB from the one
- * musl's dynamic linker used before it moved the main thread's TCB to a
- * larger block: that one never got a canary.
+ * Where to look: a thread made by pthread_create has its TCB at the top of
+ * its stack's mapping, below the thread-specific data, and a thread blocked
+ * in the kernel shows its stack pointer in /proc. Failing that (a single
+ * thread, or none blocked), the process's writable memory is searched, up
+ * to a budget: the main thread's TCB is in libc's data (`builtin_tls`) or
+ * where the dynamic linker's malloc put it.
  *
  * Field offsets are x86-64 musl's (1.1.20 to 1.2.5); they are checked
  * against the offset of errno that the target's own `__errno_location`
  * gives (tls/musl.ts), and not used if it disagrees. */
 import { blockedStackPointer, readAuxv, readMappings, type Mapping } from '../procfs.js';
 import { ReadFailure, readMany, readMemory } from '../memory.js';
-import { PF_W, PT_LOAD } from '../tls/elf.js';
-import type { LoadedObject } from '../tls/objects.js';
 import { asAddress, asTid, leaderTid, type Address, type Pid, type Tid } from '../types.js';
 
 // struct pthread (musl src/internal/pthread_impl.h), x86-64.
@@ -38,9 +34,11 @@ const AT_RANDOM = 25n;
  * (PTHREAD_KEYS_MAX pointers) at the top of the thread's mapping, and
  * below it at most the TLS alignment. */
 const STACK_TOP_BYTES = 8192;
-const MAX_DATA_SCAN_BYTES = 1 << 20;
 /* Blocked threads whose stack is searched before giving up on that way. */
 const MAX_STACKS_SEARCHED = 64;
+/* Writable memory searched at most, and read at a time: about 20 ms. */
+const MEMORY_SCAN_BUDGET = 32 << 20;
+const SCAN_CHUNK = 1 << 20;
 
 interface TcbHead {
   self: bigint;
@@ -68,16 +66,16 @@ function stackGuard(pid: Pid): bigint | undefined {
   return bytes.readBigUInt64LE(0);
 }
 
-export function muslThreadPointers(
-  pid: Pid, objects: LoadedObject[], tids: ReadonlySet<Tid>, errnoOffset: number | undefined,
-): Map<Tid, Address> {
+export function muslThreadPointers(pid: Pid, tids: ReadonlySet<Tid>, errnoOffset: number | undefined): Map<Tid, Address> {
   const found = new Map<Tid, Address>();
   if (errnoOffset !== ERRNO) return found;
   const guard = stackGuard(pid);
   if (guard === undefined) return found;
   const isTcb = (at: bigint, h: TcbHead) => h.self === at && h.canary === guard && tids.has(h.tid);
+  const search = (start: bigint, length: number) => searchTcb(pid, start, length, guard, isTcb);
 
-  const entry = fromBlockedStack(pid, tids, isTcb) ?? fromStaticData(pid, objects, isTcb);
+  const mappings = readMappings(pid);
+  const entry = fromBlockedStack(pid, tids, mappings, search) ?? fromWritableMemory(mappings, search);
   if (!entry) return found;
   // Around the ring from the entry; a ring changed while it is read (a
   // thread linked or unlinked meanwhile) ends the walk early.
@@ -94,46 +92,50 @@ export function muslThreadPointers(
   return found;
 }
 
-/** A TCB within the bytes read at `start`, 8-byte aligned. */
-function searchTcb(start: bigint, bytes: Buffer, isTcb: (at: bigint, h: TcbHead) => boolean): Address | undefined {
-  const misalign = Number(start % 8n);
-  for (let off = misalign ? 8 - misalign : 0; off + HEAD_BYTES <= bytes.length; off += 8) {
+type Search = (start: bigint, length: number) => Address | undefined;
+
+/** A TCB in `length` bytes of the process at `start` (8-byte aligned).
+ * The canary is the rarest of its three facts: its low half is looked for
+ * first, 32 bits at a time. */
+function searchTcb(pid: Pid, start: bigint, length: number, guard: bigint, isTcb: (at: bigint, h: TcbHead) => boolean): Address | undefined {
+  const read = readMany(pid, [{ address: asAddress(start), length }])[0]!;
+  if (read instanceof ReadFailure) return undefined;
+  const bytes = read.byteOffset % 4 ? Buffer.from(read) : read;
+  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2);
+  const low = Number(guard & 0xffffffffn);
+  for (let i = CANARY / 4; i < words.length; i++) {
+    if (words[i] !== low || i % 2) continue; // TCBs are 8-byte aligned
+    const off = i * 4 - CANARY;
     const at = start + BigInt(off);
-    if (bytes.readBigUInt64LE(off + SELF) === at && isTcb(at, parseHead(bytes, off))) return asAddress(at);
+    if (off + HEAD_BYTES <= bytes.length && isTcb(at, parseHead(bytes, off))) return asAddress(at);
   }
   return undefined;
 }
 
-function containing(mappings: Mapping[], address: bigint): Mapping | undefined {
-  return mappings.find((m) => m.start <= address && address < m.end);
-}
-
-function fromBlockedStack(pid: Pid, tids: ReadonlySet<Tid>, isTcb: (at: bigint, h: TcbHead) => boolean): Address | undefined {
-  let mappings: Mapping[] | undefined;
+function fromBlockedStack(pid: Pid, tids: ReadonlySet<Tid>, mappings: Mapping[], search: Search): Address | undefined {
   let searched = 0;
   for (const tid of tids) {
     if (tid === leaderTid(pid)) continue; // the main stack holds no TCB
     const sp = blockedStackPointer(pid, tid);
-    if (sp === undefined) continue;
-    mappings ??= readMappings(pid);
-    const m = containing(mappings, sp);
+    const m = sp === undefined ? undefined : mappings.find((m) => m.start <= sp && sp < m.end);
     if (!m) continue;
-    const start = m.end - BigInt(Math.min(STACK_TOP_BYTES, Number(m.end - m.start)));
-    const bytes = readMany(pid, [{ address: asAddress(start), length: Number(m.end - start) }])[0]!;
-    const tcb = bytes instanceof ReadFailure ? undefined : searchTcb(start, bytes, isTcb);
+    const length = Math.min(STACK_TOP_BYTES, Number(m.end - m.start));
+    const tcb = search(m.end - BigInt(length), length);
     if (tcb) return tcb;
     if (++searched >= MAX_STACKS_SEARCHED) break;
   }
   return undefined;
 }
 
-function fromStaticData(pid: Pid, objects: LoadedObject[], isTcb: (at: bigint, h: TcbHead) => boolean): Address | undefined {
-  for (const o of objects) {
-    for (const s of o.elf.segments) {
-      if (s.type !== PT_LOAD || !(s.flags & PF_W)) continue;
-      const start = o.base + s.vaddr;
-      const bytes = readMany(pid, [{ address: asAddress(start), length: Math.min(Number(s.memsz), MAX_DATA_SCAN_BYTES) }])[0]!;
-      const tcb = bytes instanceof ReadFailure ? undefined : searchTcb(start, bytes, isTcb);
+function fromWritableMemory(mappings: Mapping[], search: Search): Address | undefined {
+  let budget = MEMORY_SCAN_BUDGET;
+  for (const m of mappings) {
+    if (m.perms !== 'rw-p') continue;
+    for (let at = m.start; at < m.end && budget > 0; at += BigInt(SCAN_CHUNK)) {
+      const length = Math.min(SCAN_CHUNK, Number(m.end - at), budget);
+      budget -= length;
+      // A TCB across two chunks is found from the next: chunks overlap.
+      const tcb = search(at, Math.min(length + HEAD_BYTES, Number(m.end - at)));
       if (tcb) return tcb;
     }
   }

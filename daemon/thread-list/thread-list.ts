@@ -17,5 +17,5 @@ export function readThreadList(pid: Pid, exePath: string, kind: BinaryKind, tids
   const objects: LoadedObject[] = kind.linkage === 'dynamic' ? dynamicObjects(pid, exe).objects : [exe];
   return kind.libc === 'glibc'
     ? glibcThreadPointers(pid, objects, tids)
-    : muslThreadPointers(pid, objects, tids, muslErrno(objects)?.offset);
+    : muslThreadPointers(pid, tids, muslErrno(objects)?.offset);
 }

@@ -12,7 +12,9 @@ export async function gdbPerThread(pid: number, print: string, value: RegExp): P
   const values = new Map<number, string>();
   let lwp: number | undefined;
   for (const line of stdout.split('\n')) {
-    const thread = line.match(/\(LWP (\d+)\)/);
+    // "(LWP N)"; "(process N \"name\")" where gdb has no thread library to
+    // ask (musl).
+    const thread = line.match(/\((?:LWP|process) (\d+)[ )]/);
     if (thread) lwp = Number(thread[1]);
     const printed = line.match(/^\$\d+ = (.*)$/)?.[1]?.match(value);
     if (printed && lwp !== undefined) values.set(lwp, printed[0]);
