@@ -1,8 +1,9 @@
 /* Where the API listens (DESIGN.md "HTTP API v1").
  *
  * The Unix socket, always: socket 0600 in a directory 0700, or 0660 in a
- * directory 0710 for one group (TLSD_SOCKET_GROUP). A stale socket file
- * from a dead daemon is removed, a live one left alone (socket-file.ts).
+ * directory 0710 for one group (TLSD_SOCKET_GROUP). Its path is claimed
+ * first (daemon/socket-file.ts: a stale socket file from a dead daemon is
+ * removed, a live one left alone), before the daemon starts tracing.
  *
  * TCP, only when asked: a second HTTP server on the same routes, every
  * request of which needs the bearer token (auth.ts). A non-loopback
@@ -12,7 +13,6 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { claimSocketPath } from '../daemon/socket-file.js';
 import type { TokenGuard } from './auth.js';
 
 /** A group name or number, from /etc/group (Node has no getgrnam). */
@@ -44,9 +44,9 @@ export function shimSocketPath(socketPath: string): string {
   return path.join(dir, `${name}-shim.sock`);
 }
 
-/** In a directory prepareSocketDirectory made ready. */
+/** In a directory prepareSocketDirectory made ready, on a path claimed
+ * with claimSocketPath (a path that exists now is refused, EADDRINUSE). */
 export async function listenOnSocket(app: FastifyInstance, socketPath: string, gid?: number): Promise<void> {
-  await claimSocketPath(socketPath, 'API socket');
   await app.listen({ path: socketPath });
   if (gid !== undefined) chownSync(socketPath, -1, gid);
   chmodSync(socketPath, gid === undefined ? 0o600 : 0o660);

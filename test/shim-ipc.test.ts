@@ -108,7 +108,7 @@ test('a static program cannot take the shim; a process without one says so', asy
   await client.detach(p.pid, { kill: true });
 });
 
-test('two daemons whose sockets share a directory each hear their own shims; a third on a socket in use is refused', async (t) => {
+test('two daemons whose sockets share a directory each hear their own shims; a third on a socket in use is refused, a dead one\'s is taken', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-two-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const daemons = [await startDaemon(t, [], { socket: path.join(dir, 'tlsd.sock') }), await startDaemon(t, [], { socket: path.join(dir, 'tlsd2.sock') })];
@@ -127,4 +127,11 @@ test('two daemons whose sockets share a directory each hear their own shims; a t
   t.regex(third.stdout + third.stderr, /another daemon is listening on .*tlsd\.sock/);
   // The first daemon still has both its sockets.
   t.like(await helloTo(daemons[0]!.client), { loaded: true, connected: true });
+
+  // A daemon killed leaves its socket files behind; its successor takes them.
+  const killed = daemons[1]!.child;
+  killed.kill('SIGKILL');
+  await new Promise((r) => killed.once('exit', r));
+  const successor = await startDaemon(t, [], { socket: path.join(dir, 'tlsd2.sock') });
+  t.like(await helloTo(successor.client), { loaded: true, connected: true });
 });
