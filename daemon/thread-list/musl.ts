@@ -15,7 +15,7 @@
  * to a budget: the main thread's TCB is in libc's data (`builtin_tls`) or
  * where the dynamic linker's malloc put it.
  *
- * Field offsets are x86-64 musl's (1.1.20 to 1.2.5); they are checked
+ * Field offsets are x86-64 musl's (those of musl 1.2.3 here); they are checked
  * against the offset of errno that the target's own `__errno_location`
  * gives (tls/musl.ts), and not used if it disagrees. */
 import { blockedStackPointer, readAuxv, readMappings, type Mapping } from '../procfs.js';
