@@ -35,9 +35,14 @@ export interface ReadRequest {
   length: number;
 }
 
+/** Reads `length` bytes at `address` of process `pid`, or says why not. */
+export function tryRead(pid: Pid, address: Address, length: number): Buffer | ReadFailure {
+  return readMany(pid, [{ address, length }])[0]!;
+}
+
 /** Reads `length` bytes at `address` of process `pid`. */
 export function readMemory(pid: Pid, address: Address, length: number): Buffer {
-  const result = readMany(pid, [{ address, length }])[0]!;
+  const result = tryRead(pid, address, length);
   if (result instanceof ReadFailure) throw new MemoryReadError(result.errno, address);
   return result;
 }

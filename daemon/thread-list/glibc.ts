@@ -5,7 +5,7 @@
  * through its `list` field. On x86-64 a `struct pthread` starts with its
  * TCB, so its address is the thread's pointer. Offsets come from glibc's
  * `_thread_db_*` descriptors (TLS-LAYOUT.md "glibc's own descriptors"). */
-import { ReadFailure, readMany, readMemory } from '../memory.js';
+import { ReadFailure, readMemory, tryRead } from '../memory.js';
 import { TCB_SELF } from '../tcb.js';
 import { descriptor, rtldVariable } from '../tls/glibc.js';
 import type { LoadedObject } from '../tls/objects.js';
@@ -35,7 +35,7 @@ export function glibcThreadPointers(pid: Pid, objects: LoadedObject[], tids: Rea
     let node = asAddress(readMemory(pid, asAddress(head + BigInt(next)), 8).readBigUInt64LE(0));
     for (let i = 0; node !== head && node !== 0n && i < limit; i++) {
       const pd = asAddress(node - BigInt(listField));
-      const bytes = readMany(pid, [{ address: pd, length: span }])[0]!;
+      const bytes = tryRead(pid, pd, span);
       if (bytes instanceof ReadFailure) break;
       const tid = asTid(bytes.readInt32LE(tidField));
       if (bytes.readBigUInt64LE(TCB_SELF) === pd && tids.has(tid)) found.set(tid, pd);

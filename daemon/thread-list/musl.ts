@@ -19,7 +19,7 @@
  * against the offset of errno that the target's own `__errno_location`
  * gives (tls/musl.ts), and not used if it disagrees. */
 import { blockedStackPointer, readAuxv, readMappings, type Mapping } from '../procfs.js';
-import { ReadFailure, readMany, readMemory } from '../memory.js';
+import { ReadFailure, readMemory, tryRead } from '../memory.js';
 import { asAddress, asTid, leaderTid, type Address, type Pid, type Tid } from '../types.js';
 
 // struct pthread (musl src/internal/pthread_impl.h), x86-64.
@@ -81,7 +81,7 @@ export function muslThreadPointers(pid: Pid, tids: ReadonlySet<Tid>, errnoOffset
   // thread linked or unlinked meanwhile) ends the walk early.
   let at = entry;
   for (let i = 0; i <= tids.size; i++) {
-    const bytes = readMany(pid, [{ address: at, length: HEAD_BYTES }])[0]!;
+    const bytes = tryRead(pid, at, HEAD_BYTES);
     if (bytes instanceof ReadFailure) break;
     const h = parseHead(bytes);
     if (!isTcb(at, h)) break;
@@ -98,7 +98,7 @@ type Search = (start: bigint, length: number) => Address | undefined;
  * The canary is the rarest of its three facts: its low half is looked for
  * first, 32 bits at a time. */
 function searchTcb(pid: Pid, start: bigint, length: number, guard: bigint, isTcb: (at: bigint, h: TcbHead) => boolean): Address | undefined {
-  const read = readMany(pid, [{ address: asAddress(start), length }])[0]!;
+  const read = tryRead(pid, asAddress(start), length);
   if (read instanceof ReadFailure) return undefined;
   const bytes = read.byteOffset % 4 ? Buffer.from(read) : read;
   const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2);

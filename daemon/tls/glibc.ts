@@ -3,7 +3,7 @@
  * list that holds each module's generation. Offsets come from the target's
  * own `_thread_db_*` descriptors; the fallbacks are the layouts documented
  * there, checked against the process before they are trusted. */
-import { ReadFailure, readMany, readMemory } from '../memory.js';
+import { ReadFailure, readMemory, tryRead } from '../memory.js';
 import { asAddress, type Address, type Pid } from '../types.js';
 import type { Descriptor } from './elf.js';
 import type { LoadedObject } from './objects.js';
@@ -54,7 +54,7 @@ export function linkMapFieldsByScan(pid: Pid, object: LoadedObject): LinkMapTlsF
   if (!tls || object.linkMap === undefined) return undefined;
   let bytes: Buffer | undefined;
   for (let length = LINK_MAP_SCAN_BYTES; length >= 256 && !bytes; length /= 2) {
-    const r = readMany(pid, [{ address: object.linkMap, length }])[0];
+    const r = tryRead(pid, object.linkMap, length);
     if (!(r instanceof ReadFailure)) bytes = r;
   }
   if (!bytes) return undefined;

@@ -138,15 +138,11 @@ static void let_go_of_stranger(pid_t tid)
 	tlog(TLSD_LOG_WARN, "thread %d was seized after its tid was reused by another process; let go", tid);
 }
 
-/* Why the leader could not be seized: EPERM also means it is exiting or a
- * zombie, which only matters if no thread at all could be seized. */
-struct seize_errors {
-	int leader;
-};
-
 /* Seizes the threads of one pass over /proc/PID/task that are not traced
- * yet. Returns how many it seized, or -1 if the process is gone. */
-static int seize_pass(pid_t pid, struct seize_errors *errors)
+ * yet. Returns how many it seized, or -1 if the process is gone. Why the
+ * leader could not be seized goes to *leader_errno: EPERM also means it is
+ * exiting or a zombie, which only matters if no thread at all was seized. */
+static int seize_pass(pid_t pid, int *leader_errno)
 {
 	size_t n;
 	pid_t *tids = list_tasks(pid, &n);
@@ -172,7 +168,7 @@ static int seize_pass(pid_t pid, struct seize_errors *errors)
 			 * event we have not read yet, exiting, a zombie leader, or
 			 * another tracer's. */
 			if (tid == pid)
-				errors->leader = errno;
+				*leader_errno = errno;
 			continue;
 		}
 		if (!belongs_to(tid, pid)) {
@@ -202,12 +198,11 @@ void attach_process(uint32_t req, pid_t pid)
 	struct process *p = process_add(pid);
 	p->flags = P_ATTACHING | P_SCANNING;
 	p->req = req;
-	struct seize_errors errors = { 0 };
-	int seized;
+	int leader_errno = 0, seized;
 	/* gdb's rule: repeat until a full pass finds no new thread. */
 	do {
 		p->passes++;
-		seized = seize_pass(pid, &errors);
+		seized = seize_pass(pid, &leader_errno);
 		p = process_find(pid); /* it may have died during the pass */
 		if (!p)
 			return;
@@ -218,7 +213,7 @@ void attach_process(uint32_t req, pid_t pid)
 	p->flags &= ~P_SCANNING;
 
 	if (!p->seized) {
-		send_reply((struct reply){ .req = req, .err = errors.leader ? errors.leader : ESRCH, .pid = pid, .passes = p->passes });
+		send_reply((struct reply){ .req = req, .err = leader_errno ? leader_errno : ESRCH, .pid = pid, .passes = p->passes });
 		process_remove(pid);
 		return;
 	}
