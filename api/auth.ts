@@ -1,4 +1,4 @@
-/* Bearer-token authentication for the TCP listener (DESIGN.md "HTTP API
+/* Bearer-token authentication for the TCP listener (docs/api.md
  * v1"). The Unix socket is guarded by its file mode instead; only
  * connections accepted by the TCP server are asked for the token, and
  * every request on them is, before its body is read. */

@@ -1,5 +1,5 @@
 /* One place maps every failure to `{ error: { code, message } }`
- * (DESIGN.md invariant 5). Handlers throw; they never format errors. */
+ * (docs/architecture.md invariant 5). Handlers throw; they never format errors. */
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { errorStatus, TlsdError, type ErrorCode } from '../daemon/errors.js';
 

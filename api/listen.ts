@@ -1,4 +1,4 @@
-/* Where the API listens (DESIGN.md "HTTP API v1").
+/* Where the API listens (docs/api.md).
  *
  * The Unix socket, always: socket 0600 in a directory 0700, or 0660 in a
  * directory 0710 for one group (TLSD_SOCKET_GROUP). Its path is claimed

@@ -1,4 +1,4 @@
-/* The v1 contract (DESIGN.md "HTTP API v1") as TypeBox schemas: each is the
+/* The v1 contract (docs/api.md) as TypeBox schemas: each is the
  * validation, the serialization and the TypeScript type at once. */
 import { Type, type Static } from 'typebox';
 import { MAX_READ_LENGTH } from '../daemon/tls/tls-reader.js';

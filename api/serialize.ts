@@ -1,4 +1,4 @@
-/* Registry records -> the JSON forms of DESIGN.md (addresses hex, times
+/* Registry records -> the JSON forms of docs/api.md (addresses hex, times
  * ISO-8601, 64-bit values decimal strings). */
 import type { ExitRecord, ProcessRecord, ThreadRecord } from '../daemon/registry.js';
 import { readCmdline, readThreadStat } from '../daemon/procfs.js';

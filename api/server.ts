@@ -1,4 +1,4 @@
-/* The app factory (STYLE.md, "From fastify"): returns an un-started
+/* The app factory: returns an un-started
  * server; tests use app.inject(), the daemon listens on a socket. */
 import { randomUUID } from 'node:crypto';
 import rateLimit from '@fastify/rate-limit';
@@ -44,7 +44,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     bodyLimit: BODY_LIMIT,
     // Event streams never go idle; closing must not wait for them.
     forceCloseConnections: true,
-    // Unknown fields are an error, not silently dropped (DESIGN.md invariant 5).
+    // Unknown fields are an error, not silently dropped (docs/architecture.md invariant 5).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true } },
     // A caller's own request id is kept, so that its logs and ours join up.
     requestIdHeader: REQUEST_ID_HEADER,

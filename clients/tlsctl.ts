@@ -9,7 +9,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { valueTypes } from '../daemon/tls/values.js';
 import { version } from '../daemon/paths.js';
 import { TlsdClient, type Process, type TlsdEvent } from './client.js';
-import { printFields, printTable, shortTime } from './table.js';
+import { printFields, printTable, shortTime } from './text-output.js';
 
 const stdout = process.stdout;
 const stderr = process.stderr;

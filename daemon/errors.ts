@@ -1,5 +1,5 @@
 /* The one error type of tlsd. Handlers throw it; api/errors.ts maps it to
- * HTTP in one place (DESIGN.md "Error codes"). */
+ * HTTP in one place (docs/api.md "Errors"). */
 export const errorStatus = {
   INVALID_ARGUMENT: 400,
   UNAUTHORIZED: 401,

@@ -1,4 +1,4 @@
-/* Lifecycle events (DESIGN.md `GET /v1/events`) from the registry to
+/* Lifecycle events (docs/api.md "Events") from the registry to
  * whoever listens: the SSE route, metrics, tests. The last RETAINED
  * events are kept, so that a client can see what just happened
  * (`tlsctl events`) and an event stream can resume where it broke off

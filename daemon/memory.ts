@@ -1,6 +1,6 @@
 /* Reading a tracee's memory from the daemon, without stopping it:
  * process_vm_readv(2) needs only ptrace permission, not the tracer thread
- * (PTRACE.md "The tracer is a thread"). */
+ * (docs/ptrace.md "The tracer is a thread"). */
 import koffi from 'koffi';
 import type { Address, Pid } from './types.js';
 

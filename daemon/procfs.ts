@@ -20,7 +20,7 @@ export function readStatus(pid: Pid): ProcStatus {
     tgid: Number(field('Tgid')),
     tracerPid: Number(field('TracerPid') ?? 0),
     uid: Number(field('Uid')),
-    // Kernel threads have no executable (PTRACE.md "Attach", step 1).
+    // Kernel threads have no executable (docs/ptrace.md "Attach", step 1).
     kernelThread: kthread !== undefined ? kthread === '1' : readExe(pid) === undefined,
     exiting: /^State:\s*[ZX]/m.test(text),
   };

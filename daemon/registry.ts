@@ -1,5 +1,5 @@
 /* The live record of every supervised process and thread, and the exit
- * ledger (DESIGN.md invariant 4), built from the tracer's messages. */
+ * ledger (docs/architecture.md invariant 4), built from the tracer's messages. */
 import type { Logger } from 'pino';
 import type { EventBus } from './event-bus.js';
 import type { TracerEvent } from './tracer/client.js';
@@ -262,7 +262,7 @@ export class Registry {
     this.bus.publish('thread.exited', { ...x, exitedAt: x.exitedAt.toISOString() }, x.exitedAt);
   }
 
-  /* Tracer restarts (DESIGN.md "Why a helper process"): the kernel detached
+  /* Tracer restarts (docs/architecture.md "Why a helper process"): the kernel detached
    * everything; the daemon re-attaches and records the gap. */
 
   tracerLost(at: Date): void {

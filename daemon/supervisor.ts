@@ -12,7 +12,7 @@ import { mayTraceAnything, readExe, readStatus, readTaskIds } from './procfs.js'
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
 import { readTcb, tcbIsCurrent, type Tcb } from './tcb.js';
 import { ShimServer } from './shim/server.js';
-import { readShimHeader, type ShimMode } from './shim/table.js';
+import { readShimHeader, type ShimMode } from './shim/table-reader.js';
 import { loadElf } from './tls/elf-cache.js';
 import { TlsReader } from './tls/tls-reader.js';
 import { shimLibrary } from './paths.js';
@@ -155,7 +155,7 @@ export class Supervisor {
     return p;
   }
 
-  /** PTRACE.md "Attach", step 1: refuse what must not be traced. */
+  /** docs/ptrace.md "Attach", step 1: refuse what must not be traced. */
   private preflight(pid: Pid): void {
     if (pid === 1) throw new TlsdError('FORBIDDEN', 'pid 1 (init) is never traced');
     if (pid === process.pid) throw new TlsdError('FORBIDDEN', `pid ${pid} is the tlsd daemon itself`);
@@ -342,7 +342,7 @@ export class Supervisor {
     if (reply.errno === 0) Object.assign(t, { fsBase: asAddress(reply.value), fsBaseSource: 'refresh' });
   }
 
-  /** DESIGN.md invariant 3: the TCB self pointer must name the cached
+  /** docs/architecture.md invariant 3: the TCB self pointer must name the cached
    * thread pointer; if not, interrupt the thread briefly and read again. */
   async threadTcb(p: ProcessRecord, t: ThreadRecord): Promise<Tcb | undefined> {
     const attempt = (): Tcb | undefined => {

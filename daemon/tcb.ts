@@ -1,4 +1,4 @@
-/* The thread control block at the thread pointer (TLS-LAYOUT.md "TCB"):
+/* The thread control block at the thread pointer (docs/tls-layout.md "TCB"):
  * x86-64 offsets, the same for glibc and musl. An aarch64 port replaces
  * this file (Variant I keeps the DTV elsewhere). */
 import { readMemory } from './memory.js';
@@ -25,5 +25,5 @@ export function readTcb(pid: Pid, threadPointer: Address): Tcb {
 }
 
 /** A cached thread pointer still belongs to a live TCB when the TCB's self
- * pointer names it (TLS-LAYOUT.md: cheap check for both libcs on x86-64). */
+ * pointer names it (docs/tls-layout.md: cheap check for both libcs on x86-64). */
 export const tcbIsCurrent = (tcb: Tcb, threadPointer: Address): boolean => tcb.self === threadPointer;

@@ -1,5 +1,5 @@
-/* Distinct ideas get distinct types even when they are all numbers
- * (STYLE.md): a tid can never be passed where an address is expected. */
+/* Distinct ideas get distinct types even when they are all numbers, so
+ * that a tid can never be passed where an address is expected. */
 
 export type Pid = number & { readonly __brand: 'Pid' };
 export type Tid = number & { readonly __brand: 'Tid' };
@@ -10,7 +10,7 @@ export const asPid = (n: number): Pid => n as Pid;
 export const asTid = (n: number): Tid => n as Tid;
 export const asAddress = (n: bigint): Address => n as Address;
 
-/** DESIGN.md: addresses are lowercase hex strings. */
+/** docs/api.md: addresses are lowercase hex strings. */
 export function formatAddress(a: Address): string {
   return '0x' + a.toString(16);
 }

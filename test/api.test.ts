@@ -1,4 +1,4 @@
-/* Bad input gets a clear error and changes nothing (DESIGN.md invariant 5). */
+/* Bad input gets a clear error and changes nothing (docs/architecture.md invariant 5). */
 import http from 'node:http';
 import test from 'ava';
 import { startDaemon } from './helpers/daemon.js';

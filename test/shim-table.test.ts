@@ -3,7 +3,7 @@
  * variables to known values (7*i+1, "thread-I"). */
 import path from 'node:path';
 import test from 'ava';
-import { readShimTable, readSlotVariables } from '../daemon/shim/table.js';
+import { readShimTable, readSlotVariables } from '../daemon/shim/table-reader.js';
 import { asAddress, asPid } from '../daemon/types.js';
 import { Fixture } from './helpers/fixture.js';
 

@@ -68,5 +68,12 @@ for (const libc of libcs) {
         t.is(refused.code, 0, `${JSON.stringify(bad)}: ${refused.out}`);
       }
     });
+    test(`shim table, ${libc}, ${mode}: started from a 1.5 MiB environment, its settings last`, async (t) => {
+      // A spawn appends the TLSSHIM_* variables, so a large environment
+      // must not cut them off (execve allows up to 6 MiB of it).
+      const padding = Object.fromEntries(Array.from({ length: 24 }, (_, i) => [`PADDING_${i}`, 'x'.repeat(64 * 1024)]));
+      const started = await run(libc, [mode, 'environment'], { ...padding, TLSSHIM_MODE: mode, TLSSHIM_SLOTS: '64', TLSSHIM_SLOT_BYTES: '256', EXPECT: 'started' });
+      t.is(started.code, 0, started.out);
+    });
   }
 }

@@ -2,7 +2,7 @@
  * it is now, read from outside; and one thread's slot and variables. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { ShimConnection } from '../../daemon/shim/server.js';
-import { readShimTable, readSlotVariables, type ShimTable } from '../../daemon/shim/table.js';
+import { readShimTable, readSlotVariables, type ShimTable } from '../../daemon/shim/table-reader.js';
 import { TlsdError } from '../../daemon/errors.js';
 import { asPid, asTid, formatAddress, type Pid } from '../../daemon/types.js';
 import { ErrorBody, ProcessParams, ShimStatus, ThreadParams, ThreadShim } from '../schemas.js';

@@ -14,7 +14,7 @@ import { claimSocketPath } from '../socket-file.js';
 import type { EventBus } from '../event-bus.js';
 import type { Registry } from '../registry.js';
 import { asAddress, asPid, formatAddress, type Address, type Pid } from '../types.js';
-import type { ShimMode } from './table.js';
+import type { ShimMode } from './table-reader.js';
 
 const REQUEST_TIMEOUT_MS = 2000;
 const MAX_LINE = 64 * 1024;

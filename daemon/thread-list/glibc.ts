@@ -4,7 +4,7 @@
  * `_dl_stack_user` (the main thread, and stacks the program gave), linked
  * through its `list` field. On x86-64 a `struct pthread` starts with its
  * TCB, so its address is the thread's pointer. Offsets come from glibc's
- * `_thread_db_*` descriptors (TLS-LAYOUT.md "glibc's own descriptors"). */
+ * `_thread_db_*` descriptors (docs/tls-layout.md "glibc's own descriptors"). */
 import { ReadFailure, readMemory, tryRead } from '../memory.js';
 import { TCB_SELF } from '../tcb.js';
 import { descriptor, rtldVariable } from '../tls/glibc.js';

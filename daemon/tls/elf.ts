@@ -1,7 +1,7 @@
 /* An ELF reader for what TLS resolution needs (ELF-64, little-endian, the
  * System V gABI): program headers, the dynamic section, .dynsym and .symtab
  * with their string tables, the TLS segment and its initial image, and
- * glibc's `_thread_db_*` descriptors (TLS-LAYOUT.md "glibc's own
+ * glibc's `_thread_db_*` descriptors (docs/tls-layout.md "glibc's own
  * descriptors").
  *
  * It reads untrusted files: every offset is bounds-checked, and anything

@@ -1,4 +1,4 @@
-/* glibc's private layouts (TLS-LAYOUT.md "glibc's own descriptors"): where
+/* glibc's private layouts (docs/tls-layout.md "glibc's own descriptors"): where
  * a link_map keeps its module id and static TLS offset, and the slotinfo
  * list that holds each module's generation. Offsets come from the target's
  * own `_thread_db_*` descriptors; the fallbacks are the layouts documented

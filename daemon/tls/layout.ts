@@ -1,6 +1,6 @@
 /* What a process's TLS looks like from outside: its TLS modules with their
  * ids and static offsets, glibc's slotinfo list, musl's errno field
- * (TLS-LAYOUT.md "Modules and module ids"). Built once per program image
+ * (docs/tls-layout.md "Modules and module ids"). Built once per program image
  * and rebuilt only when its fingerprint — slotinfo generations on glibc,
  * the link_map chain on musl — says a module came or went. */
 import type { BinaryKind } from '../binary-kind.js';

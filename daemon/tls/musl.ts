@@ -1,4 +1,4 @@
-/* musl keeps errno in `struct pthread`, not in TLS (TLS-LAYOUT.md
+/* musl keeps errno in `struct pthread`, not in TLS (docs/tls-layout.md
  * "Pitfalls"). Its offset is read from the target's own `__errno_location`,
  * `return &__pthread_self()->errno_val;`, which compiles on x86-64 to
  *     [endbr64]  mov %fs:0,%rax  add $OFFSET,%rax  ret

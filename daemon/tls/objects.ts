@@ -1,5 +1,5 @@
 /* The ELF objects a process has loaded, found from outside
- * (TLS-LAYOUT.md "Modules and module ids"): the executable from the auxiliary
+ * (docs/tls-layout.md "Modules and module ids"): the executable from the auxiliary
  * vector, the rest from the dynamic linker's `r_debug`/`link_map` chain,
  * which glibc and musl lay out alike. Files are opened through
  * /proc/PID/root so that a containerised target's own files are read. */

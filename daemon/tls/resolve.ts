@@ -1,4 +1,4 @@
-/* A TLS variable's bytes in many threads at once (TLS-LAYOUT.md "Address
+/* A TLS variable's bytes in many threads at once (docs/tls-layout.md "Address
  * of a TLS variable for one thread"), in as few batched reads as the
  * layout allows. x86-64 (Variant II) throughout. */
 import { ReadFailure, readMany, type ReadRequest } from '../memory.js';

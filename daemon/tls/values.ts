@@ -1,4 +1,4 @@
-/* A TLS variable's bytes in the JSON forms of DESIGN.md: 64-bit integers
+/* A TLS variable's bytes in the JSON forms of docs/api.md: 64-bit integers
  * as decimal strings, addresses as lowercase hex strings. */
 
 export const valueTypes = ['i8', 'u8', 'i16', 'u16', 'i32', 'u32', 'i64', 'u64', 'f64', 'ptr', 'bytes', 'cstring'] as const;

@@ -18,7 +18,8 @@
 #define SOCK_CLOEXEC 02000000
 #define POLLIN 1
 #define EINTR 4
-#define POLL_MS 50
+#define EFD_NONBLOCK 04000
+#define EFD_CLOEXEC 02000000
 
 #define CLONE_VM 0x100
 #define CLONE_FS 0x200
@@ -45,6 +46,16 @@ static struct event ring[RING];
 static uint64_t ring_head; /* next sequence number to reserve */
 static uint64_t ring_tail; /* next to send; the agent's alone */
 static uint64_t dropped;
+/* The agent sleeps in poll() until tlsd writes or an event is published;
+ * a publisher that finds it asleep wakes it through this eventfd, so an
+ * event reaches tlsd at once and an idle agent costs no wake-ups. */
+static int wake_fd = -1;
+static int agent_asleep;
+
+static int event_published(uint64_t seq)
+{
+	return __atomic_load_n(&ring[seq & (RING - 1)].published, __ATOMIC_ACQUIRE) == seq + 1;
+}
 
 void ipc_event(enum shim_event_kind kind, uint32_t slot, uint64_t key, uint64_t tid)
 {
@@ -62,6 +73,13 @@ void ipc_event(enum shim_event_kind kind, uint32_t slot, uint64_t key, uint64_t 
 	e->key = key;
 	e->tid = tid;
 	__atomic_store_n(&e->published, seq + 1, __ATOMIC_RELEASE);
+	/* Paired with the agent's fence before it sleeps: either it sees
+	 * this event, or this thread sees it asleep. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&agent_asleep, __ATOMIC_RELAXED)) {
+		uint64_t one = 1;
+		sys3(SYS_write, wake_fd, &one, sizeof one);
+	}
 }
 
 /* --- a line of JSON, built without printf --- */
@@ -142,7 +160,7 @@ static int send_events(int fd)
 {
 	for (;;) {
 		struct event *e = &ring[ring_tail & (RING - 1)];
-		if (__atomic_load_n(&e->published, __ATOMIC_ACQUIRE) != ring_tail + 1) return 0;
+		if (!event_published(ring_tail)) return 0;
 		struct line l = { .length = 0 };
 		put(&l, e->kind == EVENT_CLAIMED ? "{\"type\":\"slot\",\"event\":\"claimed\",\"slot\":" : "{\"type\":\"slot\",\"event\":\"released\",\"slot\":");
 		put_decimal(&l, e->slot);
@@ -156,40 +174,101 @@ static int send_events(int fd)
 	}
 }
 
-/* Where `what` ends in the n bytes at s, or -1 when it is not there. */
-static int64_t end_of(const char *s, uint32_t n, const char *what)
+/* A request from tlsd: one flat JSON object per line whose members are
+ * strings or unsigned integers; "type" names it and "id" comes back in
+ * the answer. Other members are skipped, so tlsd may add some. */
+struct request {
+	char type[16];
+	uint64_t id;
+};
+
+struct cursor {
+	const char *p, *end;
+};
+
+static void skip_space(struct cursor *c)
 {
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t k = 0;
-		while (what[k] && i + k < n && s[i + k] == what[k]) k++;
-		if (!what[k]) return i + k;
+	while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\r')) c->p++;
+}
+
+static int take(struct cursor *c, char ch)
+{
+	skip_space(c);
+	if (c->p == c->end || *c->p != ch) return 0;
+	c->p++;
+	return 1;
+}
+
+/* A string without escapes (tlsd sends none); its bytes are copied into
+ * out (cut to size - 1, NUL-terminated) when out is not NULL. */
+static int take_string(struct cursor *c, char *out, uint32_t size)
+{
+	if (!take(c, '"')) return 0;
+	uint32_t n = 0;
+	for (; c->p < c->end && *c->p != '"'; c->p++) {
+		if (*c->p == '\\') return 0;
+		if (out && n + 1 < size) out[n++] = *c->p;
 	}
-	return -1;
+	if (out) out[n] = 0;
+	return take(c, '"');
 }
 
-static int contains(const char *s, uint32_t n, const char *what)
+static int take_number(struct cursor *c, uint64_t *out)
 {
-	return end_of(s, n, what) >= 0;
-}
-
-/* The value of "id" in a request, or 0. */
-static uint64_t request_id(const char *s, uint32_t n)
-{
-	int64_t i = end_of(s, n, "\"id\":");
+	skip_space(c);
+	const char *start = c->p;
 	uint64_t v = 0;
-	for (; i >= 0 && i < n && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (uint64_t)(s[i] - '0');
-	return v;
+	for (; c->p < c->end && *c->p >= '0' && *c->p <= '9'; c->p++) {
+		if (v > (UINT64_MAX - 9) / 10) return 0;
+		v = v * 10 + (uint64_t)(*c->p - '0');
+	}
+	*out = v;
+	return c->p > start;
 }
 
-static int answer(int fd, const char *request, uint32_t n)
+static int same_text(const char *a, const char *b)
+{
+	while (*a && *a == *b) a++, b++;
+	return *a == *b;
+}
+
+/* 0 when the line is such a request. */
+static int parse_request(const char *s, uint32_t n, struct request *r)
+{
+	struct cursor c = { s, s + n };
+	*r = (struct request){ .type = "" };
+	if (!take(&c, '{')) return -1;
+	if (take(&c, '}')) return -1; /* no type */
+	do {
+		char name[8];
+		if (!take_string(&c, name, sizeof name) || !take(&c, ':')) return -1;
+		skip_space(&c);
+		int is_type = same_text(name, "type"), is_id = same_text(name, "id");
+		uint64_t number;
+		if (c.p < c.end && *c.p == '"') {
+			if (!take_string(&c, is_type ? r->type : 0, sizeof r->type)) return -1;
+		} else if (take_number(&c, &number)) {
+			if (is_id) r->id = number;
+		} else {
+			return -1;
+		}
+	} while (take(&c, ','));
+	if (!take(&c, '}')) return -1;
+	skip_space(&c);
+	return c.p == c.end && r->type[0] ? 0 : -1;
+}
+
+static int answer(int fd, const char *text, uint32_t n)
 {
 	struct line l = { .length = 0 };
-	if (contains(request, n, "\"type\":\"ping\"")) {
+	struct request r;
+	int parsed = parse_request(text, n, &r) == 0;
+	if (parsed && same_text(r.type, "ping")) {
 		put(&l, "{\"type\":\"pong\",\"id\":");
-		put_decimal(&l, request_id(request, n));
-	} else if (contains(request, n, "\"type\":\"stats\"")) {
+		put_decimal(&l, r.id);
+	} else if (parsed && same_text(r.type, "stats")) {
 		put(&l, "{\"type\":\"stats\",\"id\":");
-		put_decimal(&l, request_id(request, n));
+		put_decimal(&l, r.id);
 		put(&l, ",\"slotsInUse\":");
 		put_decimal(&l, slots_in_use());
 		put(&l, ",\"variables\":");
@@ -198,8 +277,8 @@ static int answer(int fd, const char *request, uint32_t n)
 		put_decimal(&l, __atomic_load_n(&dropped, __ATOMIC_RELAXED));
 	} else {
 		put(&l, "{\"type\":\"error\",\"id\":");
-		put_decimal(&l, request_id(request, n));
-		put(&l, ",\"message\":\"unknown request\"");
+		put_decimal(&l, parsed ? r.id : 0);
+		put(&l, parsed ? ",\"message\":\"unknown request\"" : ",\"message\":\"malformed request\"");
 	}
 	put(&l, "}");
 	return send_line(fd, &l);
@@ -216,10 +295,17 @@ static int agent_main(void)
 		static char input[4096];
 		uint32_t held = 0;
 		for (;;) {
-			struct pollfd_raw p = { .fd = (int)fd, .events = POLLIN };
-			long ready = sys3(SYS_poll, &p, 1, POLL_MS);
 			if (send_events((int)fd)) break;
-			if (ready <= 0 || !(p.revents)) continue;
+			struct pollfd_raw p[2] = { { .fd = (int)fd, .events = POLLIN }, { .fd = wake_fd, .events = POLLIN } };
+			__atomic_store_n(&agent_asleep, 1, __ATOMIC_RELAXED);
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			long ready = event_published(ring_tail) ? 0 : sys3(SYS_poll, p, 2, -1);
+			__atomic_store_n(&agent_asleep, 0, __ATOMIC_RELAXED);
+			if (ready > 0 && p[1].revents) {
+				uint64_t count;
+				sys3(SYS_read, wake_fd, &count, sizeof count);
+			}
+			if (ready <= 0 || !p[0].revents) continue;
 			long n = sys3(SYS_read, fd, input + held, sizeof input - held);
 			if (n == -EINTR) continue;
 			if (n <= 0) break; /* tlsd is gone */
@@ -247,8 +333,13 @@ int ipc_start(struct tlsshim_table *t, const char *path)
 	while (path[n] && n < sizeof socket_path - 1) socket_path[n] = path[n], n++;
 	if (path[n]) return -1; /* too long for a Unix socket address */
 	table = t;
+	wake_fd = (int)sys2(SYS_eventfd2, 0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (sys_failed(wake_fd)) return -1;
 	long stack = sys6(SYS_mmap, 0, AGENT_STACK + AGENT_TLS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (sys_failed(stack)) return -1;
+	if (sys_failed(stack)) {
+		sys1(SYS_close, wake_fd);
+		return -1;
+	}
 	/* The agent's thread pointer: a page of its own whose first word
 	 * points at itself, as a TCB's does. */
 	uint64_t *tcb = (uint64_t *)(stack + AGENT_STACK);

@@ -10,7 +10,12 @@
 #include "sys.h"
 #include "tlsshim.h"
 
-#define PROC_BUFFER (256 * 1024) /* environments are at most ARG_MAX-ish */
+/* execve takes at most 3/4 of _STK_LIM (8 MiB) for argv and the
+ * environment together, however large the stack limit (fs/exec.c,
+ * bprm_stack_limits, since Linux 4.13); the TLSSHIM_* variables a spawn
+ * appends come last, so the whole of it must fit. The mapping is backed
+ * only as far as it is written. */
+#define PROC_BUFFER (6 * 1024 * 1024 + 4096)
 
 struct proc_file {
 	char *data;
@@ -21,7 +26,7 @@ struct proc_file {
  * heap and its callers' stacks may be small). */
 static int read_proc(const char *path, struct proc_file *f)
 {
-	long m = sys6(SYS_mmap, 0, PROC_BUFFER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long m = sys6(SYS_mmap, 0, PROC_BUFFER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (sys_failed(m)) return -1;
 	long fd = sys4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
 	if (sys_failed(fd)) {

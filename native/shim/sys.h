@@ -25,6 +25,7 @@
 #define SYS_arch_prctl 158
 #define SYS_gettid 186
 #define SYS_openat 257
+#define SYS_eventfd2 290
 
 #define AT_FDCWD -100
 #define O_RDONLY 0
@@ -33,6 +34,7 @@
 #define PROT_WRITE 2
 #define MAP_PRIVATE 0x02
 #define MAP_ANONYMOUS 0x20
+#define MAP_NORESERVE 0x4000
 #define SIG_SETMASK 2
 #define ARCH_GET_FS 0x1003
 #define AT_HWCAP2 26

@@ -61,6 +61,7 @@ struct tlsshim_slot {
 
 _Static_assert(sizeof(struct tlsshim_var) == 64, "tlsshim_var is 64 bytes");
 _Static_assert(sizeof(struct tlsshim_slot) == SLOT_HEADER, "tlsshim_slot is 64 bytes");
+_Static_assert(SLOT_HEADER % TLSSHIM_MAX_ALIGN == 0, "variables after a slot header are aligned");
 _Static_assert(sizeof(struct tlsshim_table) <= TABLE_HEADER, "the table header fits its page");
 _Static_assert(__builtin_offsetof(struct tlsshim_table, vars) == 72, "vars at 72");
 

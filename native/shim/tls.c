@@ -177,10 +177,11 @@ EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
 	uint32_t count = ctx->slot_count ? ctx->slot_count : TLSSHIM_DEFAULT_SLOTS;
 	uint32_t bytes = ctx->slot_bytes ? ctx->slot_bytes : TLSSHIM_DEFAULT_SLOT_BYTES;
 	if (!is_power_of_two(count) || count > TLSSHIM_MAX_SLOTS || bytes > TLSSHIM_MAX_SLOT_BYTES) return TLSSHIM_EINVAL;
-	/* A power of two, so that finding a slot is a shift: every slot's
-	 * variables stay 64-aligned, and pages past a slot's used bytes are
-	 * never touched, so never backed. */
-	uint32_t stride = 64;
+	/* A power of two, so that finding a slot is a shift, and at least a
+	 * slot header: every slot's variables then start as aligned as any
+	 * may ask (the header is TLSSHIM_MAX_ALIGN bytes). Pages past a
+	 * slot's used bytes are never touched, so never backed. */
+	uint32_t stride = SLOT_HEADER;
 	while (stride < SLOT_HEADER + bytes) stride <<= 1;
 	uint64_t size = TABLE_HEADER + (uint64_t)count * stride;
 	/* Anonymous private memory: zero (every key SLOT_EMPTY), touched only

@@ -1,5 +1,5 @@
 /* Register facts of the one architecture tlsd-tracer supports. An aarch64
- * port replaces arch_x86_64.c (TLS-LAYOUT.md: tpidr_el0 via NT_ARM_TLS). */
+ * port replaces arch_x86_64.c (docs/tls-layout.md: tpidr_el0 via NT_ARM_TLS). */
 #ifndef TLSD_ARCH_H
 #define TLSD_ARCH_H
 

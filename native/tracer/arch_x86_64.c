@@ -37,7 +37,7 @@ int arch_read_regs(pid_t tid, struct stop_regs *r)
 	r->syscall = (int64_t)regs.orig_rax;
 	r->arg0 = regs.rdi;
 	r->clone_flags = r->clone_tls = 0;
-	/* PTRACE.md: at a clone event stop the parent's registers still hold
+	/* docs/ptrace.md: at a clone event stop the parent's registers still hold
 	 * the arguments: clone(flags = rdi, ..., tls = r8), clone3(&args = rdi). */
 	if (regs.orig_rax == SYS_clone) {
 		r->clone_flags = regs.rdi;

@@ -1,5 +1,5 @@
 /* Attach to every thread of a running process, race-free against threads
- * born meanwhile (PTRACE.md "Attach to a running process"), without
+ * born meanwhile (docs/ptrace.md "Attach to a running process"), without
  * stopping a thread that need not be stopped.
  *
  * It takes two commands. ATTACH seizes every thread, pass after pass over
@@ -32,7 +32,7 @@ static size_t ndue, due_cap;
 #define DUE_WINDOW 32
 /* Collect every stop this often while seizing: a seized thread that stops
  * at an event (a clone, an exit) waits for us, and a concurrent
- * multi-threaded execve waits for us to reap its zombies (PTRACE.md
+ * multi-threaded execve waits for us to reap its zombies (docs/ptrace.md
  * "Attach", step 5). Not more often: with 9,000 tracees one waitpid(-1)
  * walk took about 1 ms here. */
 #define DRAIN_INTERVAL_NS 1000000u

@@ -1,4 +1,4 @@
-/* Detach from a process cleanly (PTRACE.md "Detach"): interrupt every
+/* Detach from a process cleanly (docs/ptrace.md "Detach"): interrupt every
  * thread, detach each at its stop with the signal it is owed, the leader
  * last, never twice. A process is detached with the children it forked
  * while supervised (a worker of a server, a test's helper), unless the
@@ -40,11 +40,11 @@ static void finish_if_done(struct process *p)
 {
 	uint32_t left = thread_count_of(p->pid);
 	struct thread *leader = thread_find(p->pid);
-	if (left == 1 && leader && (leader->flags & (T_HELD | T_EXITING))) {
-		/* A held leader detaches now; an exited (zombie) leader cannot be
+	if (left == 1 && leader && (leader->flags & (T_DETACH_LAST | T_EXITING))) {
+		/* The leader, stopped last, detaches now; an exited (zombie) leader cannot be
 		 * detached and stays ours until its group dies. */
-		if (leader->flags & T_HELD)
-			ptrace(PTRACE_DETACH, leader->tid, 0, (void *)(long)leader->held_signal);
+		if (leader->flags & T_DETACH_LAST)
+			ptrace(PTRACE_DETACH, leader->tid, 0, (void *)(long)leader->detach_signal);
 		thread_forget(leader);
 		left = 0;
 	}
@@ -134,8 +134,8 @@ void detach_at_stop(struct thread *t, int signal)
 {
 	pid_t pid = t->pid;
 	if (t->tid == pid && thread_count_of(pid) > 1) {
-		t->flags |= T_HELD;
-		t->held_signal = signal;
+		t->flags |= T_DETACH_LAST;
+		t->detach_signal = signal;
 		return;
 	}
 	/* From a group-stop the thread stays stopped after this, as it

@@ -1,4 +1,4 @@
-/* The tracer's reaction to every wait status (PTRACE.md "The event loop").
+/* The tracer's reaction to every wait status (docs/ptrace.md "The event loop").
  * Each stop is handled and the thread restarted before the next one is
  * looked at: clone and exit events never wait for the daemon. */
 #include <errno.h>
@@ -42,7 +42,7 @@ void note_fs_base(struct thread *t, uint64_t fs_base)
 /* THREAD_NEW goes once both halves are known: the thread's FS base (its
  * first stop, or the C library's thread list at an attach) and its owner
  * (seize, or the parent's clone event). A new child's first stop may come
- * before its parent's event (PTRACE.md); a SIGKILL can even end it before
+ * before its parent's event (docs/ptrace.md); a SIGKILL can even end it before
  * any stop, and then its clone's FS base is all there is. */
 void announce(struct thread *t)
 {
@@ -80,7 +80,7 @@ static void resume(struct thread *t, int signal, int group_stop)
 	/* ESRCH here means it was killed meanwhile: its death report follows. */
 }
 
-/* New children held at their first stop (on_first_stop), and how long at
+/* New children kept at their first stop (on_first_stop), and how long at
  * most: their parent's event is normally in the same batch of waits, but
  * it never comes if the parent is killed before reporting it. */
 static uint32_t awaiting_owner;
@@ -133,6 +133,43 @@ static void on_plain_stop(struct thread *t)
 		note_fs_base(t, fs_base);
 }
 
+/* The child of a clone, fork or vfork event, its process known: a
+ * process of its own is announced, with a copy of its parent's shim table
+ * when it has a copy of its parent's memory. */
+static void claim_new_process(struct thread *parent, struct thread *child, int event)
+{
+	struct process *owner = process_find(parent->pid);
+	int origin = event == PTRACE_EVENT_FORK  ? TLSD_ORIGIN_FORK
+		     : event == PTRACE_EVENT_VFORK ? TLSD_ORIGIN_VFORK
+						   : TLSD_ORIGIN_CLONE;
+	struct process *forked = process_add(child->tid);
+	forked->parent = parent->pid;
+	/* A copy of the parent's memory has a copy of its shim table (fixed
+	 * at the child's first stop, shim.c), whatever the event: a raw
+	 * clone without CLONE_VM copies it too. */
+	int inherits = owner && owner->shim.table && !shares_memory(parent->pid, child->tid);
+	if (inherits)
+		forked->shim = owner->shim;
+	send_process_new(child->tid, origin, parent->pid, parent->tid, inherits);
+}
+
+/* A new child of a thread or process being detached goes too (docs/ptrace.md
+ * "Detach"). One already reaped has nothing left to detach: it is
+ * forgotten here, or the leader stopped last (T_DETACH_LAST) would stay
+ * ours for ever (seen under churn). */
+static void detach_new_child(struct thread *parent, struct thread *child, int was_waiting)
+{
+	child->flags |= T_DETACH;
+	if (child->dead) {
+		thread_forget(child);
+		detach_thread_lost(parent->pid);
+	} else if (was_waiting) {
+		detach_at_stop(child, 0);
+	} else if (child->flags & T_FIRST_STOP) {
+		ptrace(PTRACE_INTERRUPT, child->tid, 0, 0);
+	}
+}
+
 static void on_new_child(struct thread *parent, int event)
 {
 	unsigned long msg = 0;
@@ -152,8 +189,8 @@ static void on_new_child(struct thread *parent, int event)
 	struct thread *child = thread_find(tid);
 	if (!child)
 		child = thread_add(tid);
-	int held = child->flags & T_AWAITING_OWNER;
-	if (held)
+	int was_waiting = child->flags & T_AWAITING_OWNER; /* its first stop came first */
+	if (was_waiting)
 		stop_awaiting_owner(child);
 	child->parent_tid = parent->tid;
 	child->source = TLSD_FS_CLONE;
@@ -168,43 +205,16 @@ static void on_new_child(struct thread *parent, int event)
 	struct process *owner = process_find(parent->pid);
 	int detaching = (parent->flags & T_DETACH) ||
 			(owner && (owner->flags & (P_DETACHING | P_SILENT)));
-	if (same_process) {
-		thread_claim(child, parent->pid);
-	} else {
-		thread_claim(child, tid);
-		if (!detaching) {
-			int origin = event == PTRACE_EVENT_FORK  ? TLSD_ORIGIN_FORK
-				     : event == PTRACE_EVENT_VFORK ? TLSD_ORIGIN_VFORK
-								   : TLSD_ORIGIN_CLONE;
-			struct process *forked = process_add(tid);
-			forked->parent = parent->pid;
-			/* A copy of the parent's memory has a copy of its shim table
-			 * (fixed at the child's first stop, shim.c), whatever the
-			 * event: a raw clone without CLONE_VM copies it too. */
-			int inherits = owner && owner->shim.table && !shares_memory(parent->pid, tid);
-			if (inherits)
-				forked->shim = owner->shim;
-			send_process_new(tid, origin, parent->pid, parent->tid, inherits);
-		}
-	}
+	thread_claim(child, same_process ? parent->pid : tid);
 	if (detaching) {
-		/* PTRACE.md "Detach": a pending clone event -> detach the child too.
-		 * One already reaped has nothing left to detach: forgotten here, or
-		 * it would keep the held leader ours for ever (seen under churn). */
-		child->flags |= T_DETACH;
-		if (child->dead) {
-			thread_forget(child);
-			detach_thread_lost(parent->pid);
-		} else if (held) {
-			detach_at_stop(child, 0);
-		} else if (child->flags & T_FIRST_STOP) {
-			ptrace(PTRACE_INTERRUPT, tid, 0, 0);
-		}
+		detach_new_child(parent, child, was_waiting);
 		return;
 	}
+	if (!same_process)
+		claim_new_process(parent, child, event);
 	int dead = child->dead;
 	announce(child); /* and forgets a dead one */
-	if (held && !dead) {
+	if (was_waiting && !dead) {
 		shim_first_stop(child);
 		resume(child, 0, 0);
 	}
@@ -301,7 +311,7 @@ static void on_stop(pid_t tid, int status)
 		resume(t, 0, 0);
 		return;
 	case PTRACE_EVENT_EXIT:
-		/* Must be restarted even after SIGKILL (PTRACE.md). */
+		/* Must be restarted even after SIGKILL (docs/ptrace.md). */
 		on_exit_event(t);
 		resume(t, 0, 0);
 		return;

@@ -1,4 +1,4 @@
-/* tlsd-tracer: the ptrace helper of tlsd (DESIGN.md "Why a helper process").
+/* tlsd-tracer: the ptrace helper of tlsd (docs/architecture.md "Why a helper process").
  *
  * Usage: tlsd-tracer [FD]   (FD: the daemon's socketpair end, default 3)
  *

@@ -98,7 +98,7 @@ enum tlsd_origin {
 	TLSD_ORIGIN_CLONE = 4, /* clone() without CLONE_THREAD */
 };
 
-/* where an FS base value came from (Thread.fsBaseSource in DESIGN.md) */
+/* where an FS base value came from (Thread.fsBaseSource in docs/api.md) */
 enum tlsd_fs_source {
 	TLSD_FS_ATTACH = 0,
 	TLSD_FS_CLONE = 1,

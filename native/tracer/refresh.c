@@ -1,5 +1,5 @@
 /* Read one thread's FS base on demand by briefly interrupting it alone
- * (DESIGN.md invariant 3). The answer comes from its next stop. */
+ * (docs/architecture.md invariant 3). The answer comes from its next stop. */
 #include <errno.h>
 #include <sys/ptrace.h>
 
@@ -18,7 +18,7 @@ void refresh_fs_base(uint32_t req, pid_t tid)
 		return;
 	}
 	t->refresh[t->nrefresh++] = req;
-	if (t->flags & T_HELD) { /* already in a ptrace-stop */
+	if (t->flags & T_DETACH_LAST) { /* already in a ptrace-stop */
 		uint64_t fs_base;
 		if (arch_read_fs_base(tid, &fs_base) == 0)
 			note_fs_base(t, fs_base);

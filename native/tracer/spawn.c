@@ -1,4 +1,4 @@
-/* Start a command under the tracer (PTRACE.md "Spawn"): the child waits on
+/* Start a command under the tracer (docs/ptrace.md "Spawn"): the child waits on
  * a pipe until it is seized, so it can never be leaked stopped; if the
  * tracer dies before saying go, the child reads EOF and exits. */
 #include <errno.h>

@@ -1,15 +1,15 @@
 /* Declarations shared by the tracer's parts. The tracer is one thread: the
- * kernel ties every tracee to the thread that attached it (PTRACE.md). */
+ * kernel ties every tracee to the thread that attached it (docs/ptrace.md). */
 #ifndef TLSD_TRACER_H
 #define TLSD_TRACER_H
 
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "table.h"
+#include "tracees.h"
 #include "wire.h"
 
-/* No EXITKILL: a tracee must outlive the tracer (DESIGN.md invariant 1). */
+/* No EXITKILL: a tracee must outlive the tracer (docs/architecture.md invariant 1). */
 #define TRACE_OPTIONS (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | \
 		       PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |    \
 		       PTRACE_O_TRACEEXEC | PTRACE_O_TRACEEXIT)

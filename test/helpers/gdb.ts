@@ -1,4 +1,4 @@
-/* gdb as the oracle (STYLE.md: an oracle someone else wrote): one
+/* gdb as the oracle (a tool someone else wrote sees the same thing): one
  * expression printed in every thread, by tid. gdb attaches for the time of
  * the command, so the process must not be supervised meanwhile. */
 import { execFile } from 'node:child_process';

@@ -1,7 +1,7 @@
-/* What the tracer knows about each tracee thread and each supervised
- * process, keyed by tid and pid. */
-#ifndef TLSD_TABLE_H
-#define TLSD_TABLE_H
+/* The tracees index: what the tracer knows about each tracee thread and
+ * each supervised process, keyed by tid and pid (tracees.c). */
+#ifndef TLSD_TRACEES_H
+#define TLSD_TRACEES_H
 
 #include <stdint.h>
 #include <sys/types.h>
@@ -13,7 +13,8 @@ enum thread_flag {
 	T_CLAIMED = 1 << 1,     /* pid is known (seized, or its clone event seen) */
 	T_ANNOUNCED = 1 << 2,   /* THREAD_NEW was sent */
 	T_DETACH = 1 << 4,      /* detach at its next stop */
-	T_HELD = 1 << 5,        /* a leader kept stopped until its threads detached */
+	T_DETACH_LAST = 1 << 5, /* a leader stopped for a detach, detached after
+	                           its other threads (detach.c) */
 	T_ATTACHING = 1 << 6,   /* seized by an attach, its FS base not known yet */
 	T_EXITING = 1 << 7,     /* past its PTRACE_EVENT_EXIT stop */
 	T_FS_KNOWN = 1 << 8,    /* fs_base came from its parent's clone event */
@@ -32,7 +33,7 @@ struct thread {
 	uint64_t seen_running_ns; /* attach: the last moment it was seen not yet
 	                             stopped, so its stop lasted at most until
 	                             its restart minus this */
-	int held_signal;         /* signal to deliver when a held leader detaches */
+	int detach_signal;       /* T_DETACH_LAST: the signal to detach it with */
 	uint64_t awaiting_since_ms; /* T_AWAITING_OWNER: since when (monotonic_ms) */
 	int dead;                /* reaped before it was claimed */
 	int dead_status;

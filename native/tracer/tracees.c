@@ -1,7 +1,7 @@
 /* Two open-addressing hash maps (linear probing, backward-shift deletion):
  * a process may have 10,000 threads and a tracer sees every one at every
  * stop, so lookups must not scan. */
-#include "table.h"
+#include "tracees.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -9,14 +9,21 @@
 struct map {
 	pid_t *keys; /* 0 = empty slot; tids and pids are never 0 */
 	void **vals;
-	size_t cap, len;
+	size_t cap, len; /* cap is 1 << bits */
+	unsigned bits;
 };
+
+/* 2^32 divided by the golden ratio (Knuth, TAOCP vol. 3, 6.4, "Fibonacci
+ * hashing"): the product's top bits spread keys that differ in their low
+ * bits only, as the tids of one process's threads do. */
+#define FIBONACCI_32 2654435761u
+#define FIRST_BITS 6 /* 64 entries: a process or two, no growth */
 
 static struct map threads, processes;
 
 static size_t slot_of(const struct map *m, pid_t key)
 {
-	return ((uint32_t)key * 2654435761u) & (m->cap - 1);
+	return (uint32_t)((uint32_t)key * FIBONACCI_32) >> (32 - m->bits);
 }
 
 static void *xcalloc(size_t n, size_t size)
@@ -32,7 +39,8 @@ static void map_put(struct map *m, pid_t key, void *val);
 static void map_grow(struct map *m)
 {
 	struct map old = *m;
-	m->cap = old.cap ? old.cap * 2 : 64;
+	m->bits = old.cap ? old.bits + 1 : FIRST_BITS;
+	m->cap = (size_t)1 << m->bits;
 	m->len = 0;
 	m->keys = xcalloc(m->cap, sizeof *m->keys);
 	m->vals = xcalloc(m->cap, sizeof *m->vals);
