@@ -3,7 +3,8 @@
 import { Type, type Static } from 'typebox';
 import { MAX_READ_LENGTH } from '../daemon/tls/tls-reader.js';
 import { valueTypes } from '../daemon/tls/values.js';
-import { lifecycleEventTypes } from '../daemon/event-bus.js';
+import { Ending, eventData, type LifecycleEventType } from '../daemon/events.js';
+import { exitHows, fsBaseSources, processOrigins, shimModes } from '../daemon/types.js';
 
 const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
 const Time = Type.String({ format: 'date-time' });
@@ -13,16 +14,10 @@ export const ErrorBody = Type.Object({
   error: Type.Object({ code: Type.String(), message: Type.String() }),
 });
 
-export const Ending = {
-  code: Type.Optional(Type.Integer()),
-  signal: Type.Optional(Type.Integer()),
-  coreDumped: Type.Optional(Type.Boolean()),
-};
-
 export const Process = Type.Object({
   pid: Type.Integer(),
   state: Type.Union([Type.Literal('running'), Type.Literal('exited'), Type.Literal('detached')]),
-  origin: Type.Union([Type.Literal('attached'), Type.Literal('spawned'), Type.Literal('forked')]),
+  origin: Type.Enum(processOrigins),
   exe: Type.String(),
   argv: Type.Array(Type.String(), { description: 'while it runs, its command line as /proc shows it now (a program may rename itself); after, as it was at its start or exec' }),
   libc: Type.Union([Type.Literal('glibc'), Type.Literal('musl'), Type.Literal('none'), Type.Literal('unknown')]),
@@ -52,7 +47,7 @@ export const Thread = Type.Object({
   name: Type.String(),
   state: Type.String({ description: 'scheduler state from /proc: running, sleeping, stopped, ...' }),
   fsBase: Hex,
-  fsBaseSource: Type.Union([Type.Literal('attach'), Type.Literal('clone'), Type.Literal('exec'), Type.Literal('stop'), Type.Literal('refresh')]),
+  fsBaseSource: Type.Enum(fsBaseSources),
   createdAt: Time,
   parentTid: Type.Optional(Type.Integer()),
 });
@@ -69,7 +64,7 @@ export const Exit = Type.Object({
   leader: Type.Boolean(),
   exitedAt: Time,
   ...Ending,
-  how: Type.Union([Type.Literal('exit'), Type.Literal('exit_group'), Type.Literal('signal'), Type.Literal('exec'), Type.Literal('unknown')]),
+  how: Type.Enum(exitHows),
   shim: Type.Optional(Type.Enum(['none', 'released', 'reclaimed'], {
     description: 'with a shim: none (no slot), released (gave its slot back), reclaimed (held one at its end; tlsd freed it)',
   })),
@@ -99,7 +94,7 @@ export const SpawnBody = Type.Object({
   cwd: Type.Optional(Type.String({ minLength: 1 })),
   stdout: Type.Optional(Type.String({ minLength: 1 })),
   stderr: Type.Optional(Type.String({ minLength: 1 })),
-  shim: Type.Optional(Type.Object({ mode: Type.Enum(['thread-pointer', 'tid']) }, {
+  shim: Type.Optional(Type.Object({ mode: Type.Enum(shimModes) }, {
     additionalProperties: false, description: 'load libtlsshim (LD_PRELOAD; dynamic programs only) in this mode',
   })),
 }, { additionalProperties: false });
@@ -121,12 +116,23 @@ export const EventsQuery = Type.Object({
   since: Type.Optional(Type.Integer({ minimum: 0, description: 'replay retained events with a greater id first (as the Last-Event-ID header does)' })),
 }, { additionalProperties: false });
 
-export const Event = Type.Object({
+/** One lifecycle event: its id, type and time, and what its type says
+ * (daemon/events.ts). */
+const eventOf = <K extends LifecycleEventType>(type: K) => Type.Object({
   id: Type.Integer({ description: '1, 2, 3, ... in order, for the daemon\'s life' }),
-  type: Type.Enum(lifecycleEventTypes),
+  type: Type.Literal(type),
   at: Time,
-  pid: Type.Integer(),
-}, { additionalProperties: true, description: 'and the fields of its kind: tid, fsBase, how, code, signal, exe, argv, ...' });
+  ...eventData[type].properties,
+}, { title: type, description: (eventData[type] as { description?: string }).description });
+
+export const Event = Type.Union([
+  eventOf('process.attached'), eventOf('process.spawned'), eventOf('thread.created'), eventOf('thread.exited'),
+  eventOf('process.exec'), eventOf('process.exited'), eventOf('process.detached'), eventOf('shim.handshake'), eventOf('shim.slot'),
+], { description: 'told apart by type' });
+/** A type error unless every event type is in the union. */
+type EveryEventType<T extends Static<typeof Event>['type']> = T;
+export type EventType = EveryEventType<LifecycleEventType>;
+export type EventJson = Static<typeof Event>;
 
 export const TlsModule = Type.Object({
   id: Type.Integer({ description: 'TLS module id (glibc: from the link_map; musl: load-order rank)' }),
@@ -178,7 +184,7 @@ export const ShimStatus = Type.Object({
   connected: Type.Optional(Type.Boolean({ description: 'its agent thread is still connected' })),
   forkedFrom: Type.Optional(Type.Integer({ description: 'a forked child: the parent whose shim (and table) it has a copy of; it has no agent thread' })),
   reclaiming: Type.Optional(Type.Boolean({ description: 'the tracer has the table and frees the slots of threads that end holding one' })),
-  mode: Type.Optional(Type.Enum(['thread-pointer', 'tid'])),
+  mode: Type.Optional(Type.Enum(shimModes)),
   version: Type.Optional(Type.Integer()),
   table: Type.Optional(Hex),
   handshakeAt: Type.Optional(Time),

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
-  DetachedJson, ExitJson, HealthJson, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  DetachedJson, EventJson, ExitJson, HealthJson, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 import { parseHostPort } from '../api/listen.js';
 import type { ErrorCode } from '../daemon/errors.js';
@@ -38,21 +38,8 @@ export class TlsdError extends Error {
   }
 }
 
-interface EventBase { id: number; at: string; pid: number }
-type Image = Pick<ProcessJson, 'origin' | 'exe' | 'argv' | 'parentPid'>;
-
-/** One lifecycle event (api/routes/events.ts), told apart by `type`. */
-export type TlsdEvent = EventBase & (
-  | { type: 'thread.created'; tid: number; fsBase: string; fsBaseSource: ThreadJson['fsBaseSource']; parentTid?: number }
-  | ({ type: 'thread.exited' } & Omit<ExitJson, 'pid'>)
-  | ({ type: 'process.attached'; threads: number } & Image)
-  | ({ type: 'process.spawned'; stdout?: string; stderr?: string } & Image)
-  | { type: 'process.exec'; formerTid: number; exe: string; argv: string[] }
-  | { type: 'process.exited'; code?: number; signal?: number; coreDumped?: boolean }
-  | { type: 'process.detached' }
-  | { type: 'shim.handshake'; mode: 'thread-pointer' | 'tid'; shimVersion: number; table: string; slotCount: number; slotBytes: number }
-  | { type: 'shim.slot'; event: 'claimed' | 'released'; slot: number; tid: number; key: string }
-);
+/** One lifecycle event, told apart by `type` (daemon/events.ts). */
+export type TlsdEvent = EventJson;
 
 export type Spawn = Static<typeof SpawnBody>;
 export type Thread = ThreadJson;

@@ -4,24 +4,18 @@
  * (`tlsctl events`) and an event stream can resume where it broke off
  * (SSE `Last-Event-ID`). */
 import { EventEmitter } from 'node:events';
+import type { EventData, LifecycleEventType } from './events.js';
 
-export type LifecycleEventType =
-  | 'process.attached' | 'process.spawned' | 'thread.created' | 'thread.exited'
-  | 'process.exec' | 'process.exited' | 'process.detached'
-  | 'shim.handshake' | 'shim.slot';
+export type { LifecycleEventType } from './events.js';
+export { lifecycleEventTypes } from './events.js';
 
-export const lifecycleEventTypes: readonly LifecycleEventType[] = [
-  'process.attached', 'process.spawned', 'thread.created', 'thread.exited', 'process.exec', 'process.exited', 'process.detached',
-  'shim.handshake', 'shim.slot',
-];
-
-export interface LifecycleEvent {
+export type LifecycleEvent = { [K in LifecycleEventType]: {
   /** 1, 2, 3, ... in the order of publication, for the daemon's life. */
   id: number;
-  type: LifecycleEventType;
+  type: K;
   at: string;
-  data: Record<string, unknown> & { pid: number };
-}
+  data: EventData<K>;
+} }[LifecycleEventType];
 
 const RETAINED = 1000;
 
@@ -33,8 +27,8 @@ export class EventBus {
   readonly counts = new Map<LifecycleEventType, number>();
   constructor() { this.emitter.setMaxListeners(0); }
 
-  publish(type: LifecycleEventType, data: Record<string, unknown> & { pid: number }, at = new Date()): void {
-    const event: LifecycleEvent = { id: ++this.lastId, type, at: at.toISOString(), data };
+  publish<K extends LifecycleEventType>(type: K, data: EventData<K>, at = new Date()): void {
+    const event = { id: ++this.lastId, type, at: at.toISOString(), data } as LifecycleEvent;
     this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
     this.retained.push(event);
     // Trimmed in batches, so that keeping history is O(1) per event.

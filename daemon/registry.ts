@@ -2,6 +2,7 @@
  * ledger (docs/architecture.md invariant 4), built from the tracer's messages. */
 import type { Logger } from 'pino';
 import type { EventBus } from './event-bus.js';
+import type { EventData } from './events.js';
 import type { TracerEvent } from './tracer/client.js';
 import type { WireTime } from './tracer/protocol.js';
 import { binaryKind, type Libc, type Linkage } from './binary-kind.js';
@@ -12,11 +13,6 @@ import {
   formatAddress, isLeader, leaderTid, type Address, type ExitHow, type FsBaseSource, type Pid,
   type ProcessOrigin, type Tid,
 } from './types.js';
-
-/* x86-64 syscall numbers (asm/unistd_64.h), as orig_rax shows them at a
- * thread's exit event. */
-const SYS_exit = 60n;
-const SYS_exit_group = 231n;
 
 export interface ThreadRecord {
   tid: Tid;
@@ -168,7 +164,7 @@ export class Registry {
     Object.assign(p, binaryKind(p.pid, image.exe));
   }
 
-  summary(p: ProcessRecord): Record<string, unknown> & { pid: number } {
+  summary(p: ProcessRecord): EventData<'process.spawned'> {
     return { pid: p.pid, origin: p.origin, exe: p.exe, argv: p.argv, ...(p.parentPid ? { parentPid: p.parentPid } : {}) };
   }
 
@@ -192,9 +188,9 @@ export class Registry {
     if (!p.threads.has(e.tid)) return;
     if (e.shimReclaimed) (p.shimReclaimed ??= new Set()).add(e.tid);
     const at = toDate(e.at);
-    if (e.syscall === SYS_exit) {
+    if (e.exitCall === 'exit') {
       this.ledger(p, e.tid, 'exit', decodeWaitStatus(e.exitStatus), at);
-    } else if (e.syscall === SYS_exit_group) {
+    } else if (e.exitCall === 'exit_group') {
       p.groupExitSeen = true;
       this.ledger(p, e.tid, 'exit_group', decodeWaitStatus(e.exitStatus), at);
       this.resolve(p, 'exit_group');

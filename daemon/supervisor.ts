@@ -12,13 +12,12 @@ import { mayTraceAnything, readExe, readStatus, readTaskIds } from './procfs.js'
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
 import { readTcb, tcbIsCurrent, type Tcb } from './tcb.js';
 import { ShimServer } from './shim/server.js';
-import { readShimHeader, type ShimMode } from './shim/table-reader.js';
 import { loadElf } from './tls/elf-cache.js';
 import { TlsReader } from './tls/tls-reader.js';
 import { shimLibrary } from './paths.js';
 import { readThreadList } from './thread-list/thread-list.js';
 import { TracerClient, TracerGoneError, type TracerReply } from './tracer/client.js';
-import { asAddress, asPid, type Address, type Pid, type Tid } from './types.js';
+import { asAddress, asPid, type Address, type Pid, type ShimMode, type Tid } from './types.js';
 
 export interface SupervisorOptions {
   tracerPath: string;
@@ -258,11 +257,7 @@ export class Supervisor {
     const shim = this.shims.get(pid);
     if (!shim) return;
     try {
-      const h = readShimHeader(pid, shim.hello.table);
-      const reply = await this.request({
-        type: 'shim', pid, table: shim.hello.table, slotCount: h.slotCount, slotsOffset: h.slotsOffset, slotStride: h.slotStride,
-        mode: h.mode === 'tid' ? 2 : 1,
-      });
+      const reply = await this.request({ type: 'shim', pid, table: shim.hello.table });
       shim.reclaiming = reply.errno === 0;
       if (reply.errno !== 0) this.log.warn({ tracee: pid, errno: reply.errno }, 'the tracer did not take the shim table');
     } catch (e) {

@@ -15,9 +15,16 @@ export function formatAddress(a: Address): string {
   return '0x' + a.toString(16);
 }
 
-export type FsBaseSource = 'attach' | 'clone' | 'exec' | 'stop' | 'refresh';
-export type ProcessOrigin = 'attached' | 'spawned' | 'forked';
-export type ExitHow = 'exit' | 'exit_group' | 'signal' | 'exec' | 'unknown';
+/** Where a thread's FS base was read (Thread.fsBaseSource, docs/api.md). */
+export const fsBaseSources = ['attach', 'clone', 'exec', 'stop', 'refresh'] as const;
+export type FsBaseSource = (typeof fsBaseSources)[number];
+export const processOrigins = ['attached', 'spawned', 'forked'] as const;
+export type ProcessOrigin = (typeof processOrigins)[number];
+/** How a thread ended (Exit.how, docs/api.md). */
+export const exitHows = ['exit', 'exit_group', 'signal', 'exec', 'unknown'] as const;
+export type ExitHow = (typeof exitHows)[number];
+export const shimModes = ['thread-pointer', 'tid'] as const;
+export type ShimMode = (typeof shimModes)[number];
 
 /** The thread group leader's tid is the process id (clone(2)). */
 export const leaderTid = (pid: Pid): Tid => pid as number as Tid;

@@ -1,11 +1,22 @@
-/* The shim's table read from outside (daemon/shim/table.ts), in both modes
- * and against both C libraries: the fixture's threads each set their shim
- * variables to known values (7*i+1, "thread-I"). */
+/* The shim's table read from outside (daemon/shim/table-reader.ts): its
+ * layout is the C header's, and in both modes and against both C
+ * libraries the fixture's threads each set their shim variables to known
+ * values (7*i+1, "thread-I"). */
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import test from 'ava';
-import { readShimTable, readSlotVariables } from '../daemon/shim/table-reader.js';
+import { readShimTable, readSlotVariables, shimAbi } from '../daemon/shim/table-reader.js';
 import { asAddress, asPid } from '../daemon/types.js';
-import { Fixture } from './helpers/fixture.js';
+import { Fixture, fixturePath } from './helpers/fixture.js';
+
+test('the reader\'s layout is native/shim/table.h as the C compiler lays it out', (t) => {
+  const c = JSON.parse(execFileSync(fixturePath('shim-abi'), { encoding: 'utf8' })) as Record<string, unknown>;
+  const hex = (v: bigint) => v.toString(16);
+  t.deepEqual(c, {
+    ...shimAbi, magic: hex(shimAbi.magic), slotEmpty: hex(shimAbi.slotEmpty), slotFree: hex(shimAbi.slotFree),
+    allocationVarsMask: hex(shimAbi.allocationVarsMask),
+  });
+});
 
 const WORKERS = 5;
 

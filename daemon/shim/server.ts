@@ -1,7 +1,7 @@
-/* The daemon's side of the shims' IPC (native/shim/ipc.c): a Unix socket
- * that each shim's agent thread connects to. One JSON object per line,
- * each way. A shim says hello (its pid, mode, table address), then sends
- * slot events; the daemon asks it ping and stats.
+/* The daemon's side of the shims' IPC (native/shim/ipc.c; the messages
+ * are in messages.ts): a Unix socket that each shim's agent thread
+ * connects to. A shim says hello (its pid, mode, table address), then
+ * sends slot events; the daemon asks it ping and stats.
  *
  * A hello from a process tlsd does not supervise is refused (the
  * connection is closed): the socket is 0600, but a shim is code in
@@ -13,15 +13,15 @@ import { TlsdError } from '../errors.js';
 import { claimSocketPath } from '../socket-file.js';
 import type { EventBus } from '../event-bus.js';
 import type { Registry } from '../registry.js';
-import { asAddress, asPid, formatAddress, type Address, type Pid } from '../types.js';
-import type { ShimMode } from './table-reader.js';
+import { asAddress, asPid, asTid, formatAddress, type Address, type Pid, type ShimMode, type Tid } from '../types.js';
+import { parseShimMessage, type ShimAnswer, type ShimHelloMessage, type ShimMessage, type ShimRequestType } from './messages.js';
 
 const REQUEST_TIMEOUT_MS = 2000;
 const MAX_LINE = 64 * 1024;
 
+/** A shim's hello, as the daemon keeps it. */
 export interface ShimHello {
-  protocol: number;
-  pid: number;
+  pid: Pid;
   shimVersion: number;
   mode: ShimMode;
   table: Address;
@@ -32,7 +32,7 @@ export interface ShimHello {
 export interface ShimConnection {
   hello: ShimHello;
   /** Threads that claimed a slot, by the shim's events. */
-  claimedBy: Set<number>;
+  claimedBy: Set<Tid>;
   /** The tracer has the table: it frees the slots of threads that end holding one. */
   reclaiming: boolean;
   /** A forked child's: its copy of the parent's table, without an agent
@@ -41,18 +41,13 @@ export interface ShimConnection {
   connectedAt: Date;
   /** Undefined once the shim's agent has gone (the process ended). */
   socket?: net.Socket;
-  pending: Map<number, (answer: Record<string, unknown>) => void>;
+  pending: Map<number, (answer: ShimAnswer) => void>;
   nextId: number;
 }
 
-function parseHello(m: Record<string, unknown>): ShimHello | undefined {
-  const int = (v: unknown) => (Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : undefined);
-  const table = typeof m.table === 'string' && /^0x[0-9a-f]{1,16}$/.test(m.table) ? asAddress(BigInt(m.table)) : undefined;
-  const mode = m.mode === 'thread-pointer' || m.mode === 'tid' ? m.mode : undefined;
-  const [protocol, pid, shimVersion, slotCount, slotBytes] = [m.protocol, m.pid, m.shimVersion, m.slotCount, m.slotBytes].map(int);
-  if (m.type !== 'hello' || protocol !== 1 || !pid || shimVersion === undefined || !mode || !table || !slotCount || slotBytes === undefined) return undefined;
-  return { protocol, pid, shimVersion, mode, table, slotCount, slotBytes };
-}
+const helloOf = (m: ShimHelloMessage): ShimHello => ({
+  pid: asPid(m.pid), shimVersion: m.shimVersion, mode: m.mode, table: asAddress(BigInt(m.table)), slotCount: m.slotCount, slotBytes: m.slotBytes,
+});
 
 export class ShimServer {
   private readonly server = net.createServer((socket) => this.accept(socket));
@@ -113,7 +108,7 @@ export class ShimServer {
   }
 
   /** Asks a shim (ping, stats); its answer, or UNAVAILABLE. */
-  request(pid: Pid, type: 'ping' | 'stats'): Promise<Record<string, unknown>> {
+  request(pid: Pid, type: ShimRequestType): Promise<ShimAnswer> {
     const shim = this.shims.get(pid);
     if (!shim?.socket) return Promise.reject(new TlsdError('UNAVAILABLE', `the shim of process ${pid} is not connected`));
     const id = shim.nextId++;
@@ -135,7 +130,7 @@ export class ShimServer {
     socket.on('close', () => {
       if (!shim) return;
       shim.socket = undefined;
-      for (const resolve of shim.pending.values()) resolve({ type: 'error', message: 'the shim disconnected' });
+      for (const [id, resolve] of shim.pending) resolve({ type: 'error', id, message: 'the shim disconnected' });
       shim.pending.clear();
     });
     socket.on('data', (chunk: string) => {
@@ -145,11 +140,9 @@ export class ShimServer {
       while ((end = buffered.indexOf('\n')) >= 0) {
         const line = buffered.slice(0, end);
         buffered = buffered.slice(end + 1);
-        let message: Record<string, unknown>;
-        try {
-          message = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          this.log.warn({ line: line.slice(0, 200) }, 'a shim sent a line that is not JSON; disconnected');
+        const message = parseShimMessage(line);
+        if (!message) {
+          this.log.warn({ line: line.slice(0, 200) }, 'a shim sent a line that is not one of its messages; disconnected');
           return socket.destroy();
         }
         if (!shim) {
@@ -162,9 +155,9 @@ export class ShimServer {
     });
   }
 
-  private hello(message: Record<string, unknown>, socket: net.Socket): ShimConnection | undefined {
-    const hello = parseHello(message);
-    const p = hello && this.registry.get(asPid(hello.pid));
+  private hello(message: ShimMessage, socket: net.Socket): ShimConnection | undefined {
+    const hello = message.type === 'hello' ? helloOf(message) : undefined;
+    const p = hello && this.registry.get(hello.pid);
     if (!hello || !p || p.state !== 'running') {
       this.log.warn({ hello: message }, 'a shim hello from no supervised process; refused');
       return undefined;
@@ -180,14 +173,14 @@ export class ShimServer {
     return shim;
   }
 
-  private message(shim: ShimConnection, m: Record<string, unknown>): void {
-    if (m.type === 'slot' && (m.event === 'claimed' || m.event === 'released')) {
-      if (m.event === 'claimed' && Number.isSafeInteger(m.tid)) shim.claimedBy.add(m.tid as number);
+  private message(shim: ShimConnection, m: ShimMessage): void {
+    if (m.type === 'hello') return; // said once; a second is ignored
+    if (m.type === 'slot') {
+      if (m.event === 'claimed') shim.claimedBy.add(asTid(m.tid));
       this.bus.publish('shim.slot', { pid: shim.hello.pid, event: m.event, slot: m.slot, tid: m.tid, key: m.key });
       return;
     }
-    const id = Number(m.id);
-    shim.pending.get(id)?.(m);
-    shim.pending.delete(id);
+    shim.pending.get(m.id)?.(m);
+    shim.pending.delete(m.id);
   }
 }

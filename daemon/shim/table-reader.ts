@@ -1,21 +1,31 @@
 /* libtlsshim's table, read from outside the process (process_vm_readv,
- * nothing stopped). The layout is native/shim/table.h: the offsets below
- * are that file's, and `version` says which layout a table has. */
+ * nothing stopped). The layout is native/shim/table.h's: shimAbi below is
+ * what test/shim-table.test.ts compares with that header as the C compiler
+ * lays it out, and `version` says which layout a table has. */
 import { TlsdError } from '../errors.js';
 import { readMany, readMemory, ReadFailure } from '../memory.js';
-import { asAddress, type Address, type Pid } from '../types.js';
+import { asAddress, asPid, asTid, shimModes, type Address, type Pid, type ShimMode, type Tid } from '../types.js';
 
-const MAGIC = 0x314d494853534c54n; // "TLSSHIM1"
-const VERSION = 1;
-const HEADER = { magic: 0, version: 8, mode: 12, slotCount: 16, slotStride: 20, slotBytes: 24, slotsOffset: 28, pid: 32, allocation: 40, usesRdfsbase: 48, vars: 72 };
-const VAR = { size: 64, offset: 0, bytes: 4, align: 8, ready: 12, name: 16, nameLength: 48 };
-const SLOT = { header: 64, key: 0, fsBase: 8, tid: 16, claims: 24 };
-const MAX_VARS = 64;
-const SLOT_EMPTY = 0n;
-const SLOT_FREE = 0xffffffffffffffffn;
-const MAX_SLOTS = 1 << 20;
+export const shimAbi = {
+  magic: 0x314d494853534c54n, // "TLSSHIM1"
+  version: 1,
+  /** enum tlsshim_mode */
+  modes: { 'thread-pointer': 1, tid: 2 } satisfies Record<ShimMode, number>,
+  /** struct tlsshim_table: its size (TABLE_HEADER) and its fields' offsets */
+  header: { size: 8192, magic: 0, version: 8, mode: 12, slotCount: 16, slotStride: 20, slotBytes: 24, slotsOffset: 28, pid: 32, allocation: 40, usesRdfsbase: 48, vars: 72 },
+  /** struct tlsshim_var */
+  variable: { size: 64, offset: 0, bytes: 4, align: 8, ready: 12, name: 16, nameLength: 48 },
+  /** struct tlsshim_slot (SLOT_HEADER bytes, the variables follow) */
+  slot: { size: 64, key: 0, fsBase: 8, tid: 16, claims: 24 },
+  maxVars: 64,
+  maxSlots: 1 << 20,
+  slotEmpty: 0n,
+  slotFree: 0xffffffffffffffffn,
+  /** ALLOC_VARS: the variables registered, in the allocation word */
+  allocationVarsMask: 0xffffn,
+} as const;
 
-export type ShimMode = 'thread-pointer' | 'tid';
+const { header: HEADER, variable: VAR, slot: SLOT } = shimAbi;
 
 export interface ShimVariable {
   handle: number;
@@ -31,7 +41,7 @@ export interface ShimSlot {
   /** The owner's key: its FS base or its tid, by the mode. */
   key: bigint;
   fsBase: Address;
-  tid: number;
+  tid: Tid;
   /** Times the slot was claimed, by any thread. */
   claims: number;
 }
@@ -52,7 +62,7 @@ function invalid(address: Address, why: string): TlsdError {
 export interface ShimHeader {
   version: number;
   mode: ShimMode;
-  pid: number;
+  pid: Pid;
   usesRdfsbase: boolean;
   slotCount: number;
   slotStride: number;
@@ -61,16 +71,17 @@ export interface ShimHeader {
 }
 
 function parseHeader(h: Buffer, address: Address): ShimHeader {
-  if (h.readBigUInt64LE(HEADER.magic) !== MAGIC) throw invalid(address, 'bad magic');
+  if (h.readBigUInt64LE(HEADER.magic) !== shimAbi.magic) throw invalid(address, 'bad magic');
   const version = h.readUInt32LE(HEADER.version);
-  if (version !== VERSION) throw invalid(address, `layout version ${version}, this tlsd reads ${VERSION}`);
+  if (version !== shimAbi.version) throw invalid(address, `layout version ${version}, this tlsd reads ${shimAbi.version}`);
   const modeNumber = h.readUInt32LE(HEADER.mode);
   const slotCount = h.readUInt32LE(HEADER.slotCount);
   const slotStride = h.readUInt32LE(HEADER.slotStride);
-  if (modeNumber !== 1 && modeNumber !== 2) throw invalid(address, `mode ${modeNumber}`);
-  if (slotCount < 1 || slotCount > MAX_SLOTS || (slotCount & (slotCount - 1)) || slotStride < SLOT.header) throw invalid(address, 'bad geometry');
+  const mode = shimModes.find((m) => shimAbi.modes[m] === modeNumber);
+  if (!mode) throw invalid(address, `mode ${modeNumber}`);
+  if (slotCount < 1 || slotCount > shimAbi.maxSlots || (slotCount & (slotCount - 1)) || slotStride < SLOT.size) throw invalid(address, 'bad geometry');
   return {
-    version, mode: modeNumber === 1 ? 'thread-pointer' : 'tid', pid: Number(h.readBigUInt64LE(HEADER.pid)),
+    version, mode, pid: asPid(Number(h.readBigUInt64LE(HEADER.pid))),
     usesRdfsbase: h.readUInt32LE(HEADER.usesRdfsbase) === 1, slotCount, slotStride,
     slotBytes: h.readUInt32LE(HEADER.slotBytes), slotsOffset: h.readUInt32LE(HEADER.slotsOffset),
   };
@@ -83,10 +94,10 @@ export function readShimHeader(pid: Pid, address: Address): ShimHeader {
 
 /** The table's header, variables and claimed slots. */
 export function readShimTable(pid: Pid, address: Address): ShimTable {
-  const h = readMemory(pid, address, HEADER.vars + MAX_VARS * VAR.size);
+  const h = readMemory(pid, address, HEADER.vars + shimAbi.maxVars * VAR.size);
   const header = parseHeader(h, address);
   const { slotCount, slotStride } = header;
-  const registered = Math.min(Number(h.readBigUInt64LE(HEADER.allocation) & 0xffffn), MAX_VARS);
+  const registered = Math.min(Number(h.readBigUInt64LE(HEADER.allocation) & shimAbi.allocationVarsMask), shimAbi.maxVars);
   const variables: ShimVariable[] = [];
   for (let i = 0; i < registered; i++) {
     const at = HEADER.vars + i * VAR.size;
@@ -99,15 +110,15 @@ export function readShimTable(pid: Pid, address: Address): ShimTable {
   }
   const slotsAt = address + BigInt(header.slotsOffset);
   const slotAddress = (i: number) => asAddress(slotsAt + BigInt(i) * BigInt(slotStride));
-  const headers = readMany(pid, Array.from({ length: slotCount }, (_, i) => ({ address: slotAddress(i), length: SLOT.header })));
+  const headers = readMany(pid, Array.from({ length: slotCount }, (_, i) => ({ address: slotAddress(i), length: SLOT.size })));
   const claimed: ShimSlot[] = [];
   headers.forEach((s, index) => {
     if (s instanceof ReadFailure) throw new TlsdError(s.gone ? 'GONE' : 'UNAVAILABLE', `slot ${index}: ${s.describe()}`);
     const key = s.readBigUInt64LE(SLOT.key);
-    if (key === SLOT_EMPTY || key === SLOT_FREE) return;
+    if (key === shimAbi.slotEmpty || key === shimAbi.slotFree) return;
     claimed.push({
       index, address: slotAddress(index), key, fsBase: asAddress(s.readBigUInt64LE(SLOT.fsBase)),
-      tid: Number(s.readBigUInt64LE(SLOT.tid)), claims: Number(s.readBigUInt64LE(SLOT.claims)),
+      tid: asTid(Number(s.readBigUInt64LE(SLOT.tid))), claims: Number(s.readBigUInt64LE(SLOT.claims)),
     });
   });
   return { address, ...header, variables, claimed, free: slotCount - claimed.length };
@@ -115,6 +126,6 @@ export function readShimTable(pid: Pid, address: Address): ShimTable {
 
 /** The bytes of each variable in one slot. */
 export function readSlotVariables(pid: Pid, table: ShimTable, slot: ShimSlot): Map<string, Buffer> {
-  const data = readMemory(pid, asAddress(slot.address + BigInt(SLOT.header)), table.slotBytes);
+  const data = readMemory(pid, asAddress(slot.address + BigInt(SLOT.size)), table.slotBytes);
   return new Map(table.variables.map((v) => [v.name, data.subarray(v.offset, v.offset + v.size)]));
 }

@@ -1,22 +1,27 @@
-/* The tracer wire protocol, mirrored from native/tracer/protocol.h (the
- * description lives there, once). */
+/* The tracer wire protocol of native/tracer/protocol.h, which describes it
+ * once; test/protocol.test.ts checks this file against it: every number
+ * below, and the fields each message is read and each command written
+ * with. */
 import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
 import { asAddress, asPid, asTid } from '../types.js';
 
-export const PROTOCOL_VERSION = 4;
-const MAX_FRAME = 16 << 20;
+export const PROTOCOL_VERSION = 5;
+export const MAX_FRAME = 16 << 20;
 
-const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6 } as const;
+export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6 } as const;
 
-const Message = {
+export const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
   threadExiting: 6, threadGone: 7, exec: 8, detached: 9, log: 10,
 } as const;
 
-const origins = ['attach', 'spawn', 'fork', 'vfork', 'clone'] as const;
+/** Enumerations on the wire, each value at the index of its number. */
+export const origins = ['attach', 'spawn', 'fork', 'vfork', 'clone'] as const;
 export type TracerOrigin = (typeof origins)[number];
-const fsSources: FsBaseSource[] = ['attach', 'clone', 'exec', 'stop', 'refresh'];
-const logLevels = ['debug', 'info', 'warn', 'error'] as const;
+export const fsSources: readonly FsBaseSource[] = ['attach', 'clone', 'exec', 'stop', 'refresh'];
+export const exitCalls = ['none', 'exit', 'exit_group'] as const;
+export type ExitCall = (typeof exitCalls)[number];
+export const logLevels = ['debug', 'info', 'warn', 'error'] as const;
 
 /** What a process runs, as the tracer read it while the process stopped. */
 export interface ProcessImage {
@@ -33,7 +38,7 @@ export type TracerMessage =
   | { type: 'processNew'; pid: Pid; origin: TracerOrigin; parentPid: Pid; parentTid: Tid; inheritsShim: boolean; at: WireTime } & ProcessImage
   | { type: 'threadNew'; pid: Pid; tid: Tid; parentTid: Tid; fsBase: Address; source: FsBaseSource; at: WireTime }
   | { type: 'threadFsBase'; pid: Pid; tid: Tid; fsBase: Address; source: FsBaseSource }
-  | { type: 'threadExiting'; pid: Pid; tid: Tid; exitStatus: number; syscall: bigint; at: WireTime; shimReclaimed: boolean }
+  | { type: 'threadExiting'; pid: Pid; tid: Tid; exitStatus: number; exitCall: ExitCall; at: WireTime; shimReclaimed: boolean }
   | { type: 'threadGone'; pid: Pid; tid: Tid; waitStatus: number; at: WireTime }
   | { type: 'exec'; pid: Pid; formerTid: Tid; fsBase: Address; at: WireTime } & ProcessImage
   | { type: 'detached'; pid: Pid }
@@ -44,29 +49,35 @@ export type TracerCommand =
   | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string }
   | { type: 'detach'; req: number; pid: Pid; kill: boolean; keepChildren: boolean }
   | { type: 'refresh'; req: number; tid: Tid }
-  | { type: 'shim'; req: number; pid: Pid; table: Address; slotCount: number; slotsOffset: number; slotStride: number; mode: 1 | 2 }
+  | { type: 'shim'; req: number; pid: Pid; table: Address }
   | { type: 'settle'; req: number; pid: Pid; threadPointers: ReadonlyMap<Tid, Address> };
 
 export class ProtocolError extends Error {}
 
-/** Reads the fields of one frame in order; running past its end throws. */
+/** A field's kind on the wire, as protocol.h names it. */
+export type FieldKind = 'u8' | 'u32' | 'i32' | 'u64' | 'str';
+
+/** Reads the fields of one frame in order; running past its end throws.
+ * `kinds`, when given, records the kind of each field read. */
 class FrameReader {
   private at = 0;
-  constructor(private readonly body: Buffer) {}
-  private need(n: number): number {
+  constructor(private readonly body: Buffer, private readonly kinds?: FieldKind[]) {}
+  private need(n: number, kind: FieldKind): number {
     if (this.at + n > this.body.length) throw new ProtocolError('truncated tracer frame');
+    this.kinds?.push(kind);
     const at = this.at;
     this.at += n;
     return at;
   }
-  u8(): number { return this.body.readUInt8(this.need(1)); }
-  u32(): number { return this.body.readUInt32LE(this.need(4)); }
-  i32(): number { return this.body.readInt32LE(this.need(4)); }
-  u64(): bigint { return this.body.readBigUInt64LE(this.need(8)); }
-  i64(): bigint { return this.body.readBigInt64LE(this.need(8)); }
+  u8(): number { return this.body.readUInt8(this.need(1, 'u8')); }
+  u32(): number { return this.body.readUInt32LE(this.need(4, 'u32')); }
+  i32(): number { return this.body.readInt32LE(this.need(4, 'i32')); }
+  u64(): bigint { return this.body.readBigUInt64LE(this.need(8, 'u64')); }
   str(): string {
-    const n = this.u32();
-    return this.body.toString('utf8', this.need(n), this.at);
+    const n = this.body.readUInt32LE(this.need(4, 'str'));
+    if (this.at + n > this.body.length) throw new ProtocolError('truncated tracer frame');
+    this.at += n;
+    return this.body.toString('utf8', this.at - n, this.at);
   }
   image(): ProcessImage {
     const exe = this.str();
@@ -81,8 +92,10 @@ function pick<T>(table: readonly T[], index: number, what: string): T {
   return v;
 }
 
-export function decodeMessage(body: Buffer): TracerMessage {
-  const r = new FrameReader(body);
+/** `kinds`, when given, records the kind of each field read (for the
+ * test that compares them with protocol.h). */
+export function decodeMessage(body: Buffer, kinds?: FieldKind[]): TracerMessage {
+  const r = new FrameReader(body, kinds);
   const type = r.u8();
   switch (type) {
     case Message.hello:
@@ -96,7 +109,7 @@ export function decodeMessage(body: Buffer): TracerMessage {
     case Message.threadFsBase:
       return { type: 'threadFsBase', pid: asPid(r.u32()), tid: asTid(r.u32()), fsBase: asAddress(r.u64()), source: pick(fsSources, r.u8(), 'source') };
     case Message.threadExiting:
-      return { type: 'threadExiting', pid: asPid(r.u32()), tid: asTid(r.u32()), exitStatus: r.i32(), syscall: r.i64(), at: r.u64(), shimReclaimed: r.u8() === 1 };
+      return { type: 'threadExiting', pid: asPid(r.u32()), tid: asTid(r.u32()), exitStatus: r.i32(), exitCall: pick(exitCalls, r.u8(), 'exit call'), at: r.u64(), shimReclaimed: r.u8() === 1 };
     case Message.threadGone:
       return { type: 'threadGone', pid: asPid(r.u32()), tid: asTid(r.u32()), waitStatus: r.i32(), at: r.u64() };
     case Message.exec:
@@ -110,15 +123,24 @@ export function decodeMessage(body: Buffer): TracerMessage {
   }
 }
 
-/** Builds one frame: u32 length, then the body. */
+/** Builds one frame: u32 length, then the body. `kinds`, when given,
+ * records the kind of each field written. */
 class FrameWriter {
   private parts: Buffer[] = [];
-  u8(v: number): this { const b = Buffer.alloc(1); b.writeUInt8(v); this.parts.push(b); return this; }
-  u32(v: number): this { const b = Buffer.alloc(4); b.writeUInt32LE(v); this.parts.push(b); return this; }
-  u64(v: bigint): this { const b = Buffer.alloc(8); b.writeBigUInt64LE(v); this.parts.push(b); return this; }
+  constructor(private readonly kinds?: FieldKind[]) {}
+  private field(kind: FieldKind, size: number, write: (b: Buffer) => void): this {
+    const b = Buffer.alloc(size);
+    write(b);
+    this.kinds?.push(kind);
+    this.parts.push(b);
+    return this;
+  }
+  u8(v: number): this { return this.field('u8', 1, (b) => b.writeUInt8(v)); }
+  u32(v: number): this { return this.field('u32', 4, (b) => b.writeUInt32LE(v)); }
+  u64(v: bigint): this { return this.field('u64', 8, (b) => b.writeBigUInt64LE(v)); }
   str(s: string): this {
     const bytes = Buffer.from(s, 'utf8');
-    return this.u32(bytes.length).bytes(bytes);
+    return this.field('str', 4, (b) => b.writeUInt32LE(bytes.length)).bytes(bytes);
   }
   strings(list: string[]): this {
     this.u32(list.length);
@@ -135,14 +157,14 @@ class FrameWriter {
   }
 }
 
-export function encodeCommand(c: TracerCommand): Buffer {
-  const w = new FrameWriter().u8(Command[c.type]).u32(c.req);
+export function encodeCommand(c: TracerCommand, kinds?: FieldKind[]): Buffer {
+  const w = new FrameWriter(kinds).u8(Command[c.type]).u32(c.req);
   switch (c.type) {
     case 'attach': return w.u32(c.pid).frame();
     case 'spawn': return w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr).frame();
     case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).u8(c.keepChildren ? 1 : 0).frame();
     case 'refresh': return w.u32(c.tid).frame();
-    case 'shim': return w.u32(c.pid).u64(c.table).u32(c.slotCount).u32(c.slotsOffset).u32(c.slotStride).u8(c.mode).frame();
+    case 'shim': return w.u32(c.pid).u64(c.table).frame();
     case 'settle': {
       w.u32(c.pid).u32(c.threadPointers.size);
       for (const [tid, fsBase] of c.threadPointers) w.u32(tid).u64(fsBase);

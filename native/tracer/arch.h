@@ -8,8 +8,9 @@
 
 struct stop_regs {
 	uint64_t fs_base;     /* the thread pointer */
-	int64_t syscall;      /* orig_rax: the syscall the thread is in, or -1 */
-	uint64_t arg0;        /* its first argument (exit code for exit/exit_group) */
+	uint8_t exit_call;    /* enum tlsd_exit_call: the thread is in its own
+	                         exit or exit_group (at an exit event) */
+	uint64_t arg0;        /* the call's first argument (the exit code) */
 	uint64_t clone_flags; /* at a clone event stop: the flags of the call */
 	uint64_t clone_tls;   /* and its tls argument (used with CLONE_SETTLS) */
 };

@@ -1,5 +1,6 @@
 /* x86-64 only. */
 #include "arch.h"
+#include "protocol.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -34,7 +35,9 @@ int arch_read_regs(pid_t tid, struct stop_regs *r)
 	if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
 		return -1;
 	r->fs_base = regs.fs_base;
-	r->syscall = (int64_t)regs.orig_rax;
+	r->exit_call = regs.orig_rax == SYS_exit ? TLSD_EXIT_CALL_EXIT
+		       : regs.orig_rax == SYS_exit_group ? TLSD_EXIT_CALL_EXIT_GROUP
+							  : TLSD_EXIT_CALL_NONE;
 	r->arg0 = regs.rdi;
 	r->clone_flags = r->clone_tls = 0;
 	/* docs/ptrace.md: at a clone event stop the parent's registers still hold

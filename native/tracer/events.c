@@ -263,17 +263,13 @@ static void on_exec(struct thread *t)
 		announce(t);
 }
 
-/* x86-64 syscall numbers (asm/unistd_64.h) of a thread's own exit. */
-#define SYSCALL_EXIT 60
-#define SYSCALL_EXIT_GROUP 231
-
 static void on_exit_event(struct thread *t)
 {
-	struct stop_regs regs = { .syscall = -1 };
+	struct stop_regs regs = { .exit_call = TLSD_EXIT_CALL_NONE };
 	if (arch_read_regs(t->tid, &regs) == 0)
 		note_fs_base(t, regs.fs_base);
 	unsigned long status = 0;
-	if (regs.syscall == SYSCALL_EXIT || regs.syscall == SYSCALL_EXIT_GROUP)
+	if (regs.exit_call != TLSD_EXIT_CALL_NONE)
 		status = (regs.arg0 & 0xff) << 8; /* do_exit((code & 0xff) << 8) */
 	else /* a signal, or another thread's exit_group or exec */
 		ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &status);
@@ -281,7 +277,7 @@ static void on_exit_event(struct thread *t)
 	struct process *p = process_find(t->pid);
 	int reclaimed = p && p->shim.table ? shim_reclaim(t->pid, &p->shim, t->tid, t->fs_base) : 0;
 	if (t->flags & T_ANNOUNCED)
-		send_thread_exiting(t, (int)status, regs.syscall, reclaimed);
+		send_thread_exiting(t, (int)status, regs.exit_call, reclaimed);
 }
 
 static void on_stop(pid_t tid, int status)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "protocol.h"
+#include "shim.h"
 #include "tracer.h"
 
 /* Every moment the tracer waits for a CPU, tracees that stopped wait in
@@ -187,19 +188,12 @@ static void run_command(const uint8_t *body, size_t len)
 	}
 	case TLSD_CMD_SHIM: {
 		pid_t pid = (pid_t)in_u32(&f);
-		struct shim_table s;
-		/* One by one: the order of an initializer list's calls is unspecified. */
-		s.table = in_u64(&f);
-		s.slot_count = in_u32(&f);
-		s.slots_offset = in_u32(&f);
-		s.slot_stride = in_u32(&f);
-		s.mode = in_u8(&f);
+		uint64_t table = in_u64(&f);
 		if (f.bad)
 			break;
 		struct process *p = process_find(pid);
-		if (p)
-			p->shim = s;
-		send_reply((struct reply){ .req = req, .err = p ? 0 : ESRCH, .pid = pid });
+		int err = !p ? ESRCH : shim_adopt(p, table) ? EINVAL : 0;
+		send_reply((struct reply){ .req = req, .err = err, .pid = pid });
 		return;
 	}
 	}

@@ -71,13 +71,13 @@ void send_fs_base(const struct thread *t, int source)
 	out_end(&out);
 }
 
-void send_thread_exiting(const struct thread *t, int exit_status, int64_t syscall, int shim_reclaimed)
+void send_thread_exiting(const struct thread *t, int exit_status, uint8_t exit_call, int shim_reclaimed)
 {
 	out_begin(&out, TLSD_MSG_THREAD_EXITING);
 	out_u32(&out, (uint32_t)t->pid);
 	out_u32(&out, (uint32_t)t->tid);
 	out_u32(&out, (uint32_t)exit_status);
-	out_u64(&out, (uint64_t)syscall);
+	out_u8(&out, exit_call);
 	out_u64(&out, now_ns());
 	out_u8(&out, shim_reclaimed ? 1 : 0);
 	out_end(&out);

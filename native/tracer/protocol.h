@@ -1,5 +1,9 @@
 /*
- * The tlsd-tracer wire protocol, version 4.
+ * The tlsd-tracer wire protocol, version 5. This file is its one
+ * definition: daemon/tracer/protocol.ts speaks it, and test/protocol.test.ts
+ * checks that every number and every field list below is what the
+ * TypeScript side reads and writes. docs/tracer-protocol.md tells how the
+ * messages are used together.
  *
  * The daemon and the tracer share one SOCK_STREAM socketpair (fd 3 of the
  * tracer). Every message is a frame:
@@ -12,43 +16,46 @@
  * followed by that many bytes (no terminating NUL). Times are CLOCK_REALTIME
  * nanoseconds. A wait status is the raw int that waitpid(2) stores.
  *
+ * Each type's comment starts with its fields, in order, up to " -- "; what
+ * the message means follows.
+ *
  * exe and cmdline are read from /proc by the tracer while the process is
  * stopped, so a process that is gone a moment later is still described.
  *
- * The first frame the tracer sends is HELLO. A receiver ignores trailing
- * fields it does not know, so fields are only ever appended.
- *
- * The TypeScript side mirrors this file in daemon/tracer/protocol.ts.
+ * The first frame the tracer sends is HELLO.
  */
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 4
-#define TLSD_MAX_FRAME (16u << 20)
+#define TLSD_PROTOCOL_VERSION 5
+#define TLSD_MAX_FRAME (16u << 20) /* bounds a length read from the socket;
+                                      a SETTLE of 1.4 million threads fits */
 
 /* daemon -> tracer */
 enum tlsd_command {
-	TLSD_CMD_ATTACH = 1,  /* u32 req, u32 pid: seize every thread without
+	TLSD_CMD_ATTACH = 1,  /* u32 req, u32 pid -- seize every thread without
 	                         stopping any; answered when no pass over
 	                         /proc/PID/task finds a new one. The attach
 	                         goes on until SETTLE is answered. */
 	TLSD_CMD_SPAWN = 2,   /* u32 req, str path, u32 argc, str argv[argc],
 	                         u32 envc, str env[envc], str cwd,
-	                         str stdout_path, str stderr_path */
-	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill, u8 keep_children:
+	                         str stdout_path, str stderr_path -- start a
+	                         command under the tracer */
+	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill, u8 keep_children --
 	                         without keep_children, the processes it
 	                         forked while supervised (and theirs) are
 	                         detached too, each with its DETACHED, before
 	                         the reply */
-	TLSD_CMD_REFRESH = 4, /* u32 req, u32 tid: interrupt that one thread and
-	                         read its FS base */
-	TLSD_CMD_SHIM = 5,    /* u32 req, u32 pid, u64 table, u32 slot_count,
-	                         u32 slots_offset, u32 slot_stride, u8 mode: the
-	                         process's libtlsshim table (native/shim/table.h),
-	                         whose slots the tracer frees for threads that
-	                         end holding one */
+	TLSD_CMD_REFRESH = 4, /* u32 req, u32 tid -- interrupt that one thread
+	                         and read its FS base */
+	TLSD_CMD_SHIM = 5,    /* u32 req, u32 pid, u64 table -- the address of
+	                         the process's libtlsshim table
+	                         (native/shim/table.h); the tracer reads its
+	                         geometry there and frees the slots of threads
+	                         that end holding one. EINVAL: not a table it
+	                         can walk */
 	TLSD_CMD_SETTLE = 6,  /* u32 req, u32 pid, u32 n, n times { u32 tid,
-	                         u64 fs_base }: ends an attach. The thread
+	                         u64 fs_base } -- ends an attach: the thread
 	                         pointers the daemon read in the C library's
 	                         thread list; every seized thread whose FS base
 	                         is still unknown after these is interrupted
@@ -58,30 +65,33 @@ enum tlsd_command {
 /* tracer -> daemon */
 enum tlsd_message {
 	TLSD_MSG_HELLO = 1,          /* u32 version, u32 tracer_pid */
-	TLSD_MSG_REPLY = 2,          /* u32 req, i32 errno (0 = ok), u32 pid,
-	                                u32 threads, u64 value, u32 passes,
-	                                u32 interrupted. ATTACH: threads seized
-	                                and passes. SETTLE: threads, passes,
-	                                interrupted (threads stopped to read their
-	                                FS base) and value, the longest one of
-	                                them can have been stopped (its stop
-	                                minus the last time it was seen running),
-	                                in ns. REFRESH: value is the FS base */
+	TLSD_MSG_REPLY = 2,          /* u32 req, i32 errno, u32 pid, u32 threads,
+	                                u64 value, u32 passes, u32 interrupted --
+	                                errno 0 is success. ATTACH: threads
+	                                seized and passes. SETTLE: threads,
+	                                passes, interrupted (threads stopped to
+	                                read their FS base) and value, the longest
+	                                one of them can have been stopped (its
+	                                stop minus the last time it was seen
+	                                running), in ns. REFRESH: value is the FS
+	                                base */
 	TLSD_MSG_PROCESS_NEW = 3,    /* u32 pid, u8 origin, u32 parent_pid,
-	                                u32 parent_tid, u8 shim (1: a copy of its
-	                                parent's libtlsshim table, which the
-	                                tracer fixes at its first stop), u64 time,
-	                                str exe, str cmdline (NUL-separated, as
-	                                in /proc) */
+	                                u32 parent_tid, u8 shim, u64 time,
+	                                str exe, str cmdline -- shim is 1 when it
+	                                has a copy of its parent's libtlsshim
+	                                table, which the tracer fixes at its
+	                                first stop; cmdline is NUL-separated, as
+	                                in /proc */
 	TLSD_MSG_THREAD_NEW = 4,     /* u32 pid, u32 tid, u32 parent_tid,
 	                                u64 fs_base, u8 source, u64 time */
 	TLSD_MSG_THREAD_FSBASE = 5,  /* u32 pid, u32 tid, u64 fs_base, u8 source */
 	TLSD_MSG_THREAD_EXITING = 6, /* u32 pid, u32 tid, i32 exit_status,
-	                                i64 syscall, u64 time, u8 shim (1: it
-	                                held a libtlsshim slot, which the tracer
-	                                freed): PTRACE_EVENT_EXIT */
+	                                u8 exit_call, u64 time, u8 shim -- its
+	                                PTRACE_EVENT_EXIT; shim is 1 when it held
+	                                a libtlsshim slot, which the tracer
+	                                freed */
 	TLSD_MSG_THREAD_GONE = 7,    /* u32 pid, u32 tid, i32 wait_status,
-	                                u64 time: reaped; tid == pid ends the
+	                                u64 time -- reaped; tid == pid ends the
 	                                process */
 	TLSD_MSG_EXEC = 8,           /* u32 pid, u32 former_tid, u64 fs_base,
 	                                u64 time, str exe, str cmdline */
@@ -98,13 +108,20 @@ enum tlsd_origin {
 	TLSD_ORIGIN_CLONE = 4, /* clone() without CLONE_THREAD */
 };
 
-/* where an FS base value came from (Thread.fsBaseSource in docs/api.md) */
+/* where an FS base value came from (Thread.fsBaseSource, docs/api.md) */
 enum tlsd_fs_source {
 	TLSD_FS_ATTACH = 0,
 	TLSD_FS_CLONE = 1,
 	TLSD_FS_EXEC = 2,
 	TLSD_FS_STOP = 3,
 	TLSD_FS_REFRESH = 4,
+};
+
+/* THREAD_EXITING exit_call: the call of its own the thread ends in */
+enum tlsd_exit_call {
+	TLSD_EXIT_CALL_NONE = 0, /* a signal, another thread's exit_group or exec */
+	TLSD_EXIT_CALL_EXIT = 1,
+	TLSD_EXIT_CALL_EXIT_GROUP = 2,
 };
 
 enum tlsd_log_level {

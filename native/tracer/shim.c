@@ -58,14 +58,28 @@ static uint32_t stride_shift(const struct shim_table *s)
 	return (uint32_t)__builtin_ctz(s->slot_stride);
 }
 
-/* A geometry the tracer can walk, over memory that is a shim table now. */
+static int is_power_of_two(uint32_t v) { return v && !(v & (v - 1)); }
+
+int shim_adopt(struct process *p, uint64_t table)
+{
+	struct tlsshim_table h;
+	if (!table || read_bytes(p->pid, table, &h, offsetof(struct tlsshim_table, pid)) ||
+	    h.magic != TLSSHIM_MAGIC || h.version != TLSSHIM_VERSION ||
+	    (h.mode != TLSSHIM_MODE_THREAD_POINTER && h.mode != TLSSHIM_MODE_TID) ||
+	    !is_power_of_two(h.slot_count) || h.slot_count > TLSSHIM_MAX_SLOTS ||
+	    !is_power_of_two(h.slot_stride) || h.slot_stride < SLOT_HEADER || h.slots_offset < TABLE_HEADER)
+		return -1;
+	p->shim = (struct shim_table){ .table = table, .slot_count = h.slot_count, .slots_offset = h.slots_offset,
+				       .slot_stride = h.slot_stride, .mode = (uint8_t)h.mode };
+	return 0;
+}
+
+/* The memory at the table's address is a shim table still (an exec or a
+ * munmap may have taken it away). */
 static int usable(pid_t pid, const struct shim_table *s)
 {
 	uint64_t magic;
-	return s->table && s->slot_count && !(s->slot_count & (s->slot_count - 1)) &&
-	       s->slot_stride >= SLOT_HEADER && !(s->slot_stride & (s->slot_stride - 1)) &&
-	       read_word(pid, s->table, &magic) == 0 &&
-	       magic == TLSSHIM_MAGIC;
+	return s->table && read_word(pid, s->table, &magic) == 0 && magic == TLSSHIM_MAGIC;
 }
 
 int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_base)

@@ -5,6 +5,10 @@
 #include <sys/types.h>
 #include "tracees.h"
 
+/* Reads the geometry of the shim table at `table` in p's memory, and
+ * keeps it if it is one the tracer can walk. -1 (p unchanged) if not. */
+int shim_adopt(struct process *p, uint64_t table);
+
 /* At `tid`'s exit stop: frees its slot, if it holds one. 1 when it did. */
 int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_base);
 

@@ -41,7 +41,8 @@ struct thread {
 	int nrefresh;
 };
 
-/* Where a process's libtlsshim table is (TLSD_CMD_SHIM). */
+/* A process's libtlsshim table: its address (TLSD_CMD_SHIM) and the
+ * geometry its header gives (shim_adopt). */
 struct shim_table {
 	uint64_t table;
 	uint32_t slot_count;

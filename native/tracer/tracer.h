@@ -36,7 +36,7 @@ void send_reply(struct reply r);
 void send_process_new(pid_t pid, int origin, pid_t parent_pid, pid_t parent_tid, int shim);
 void send_thread_new(const struct thread *t);
 void send_fs_base(const struct thread *t, int source);
-void send_thread_exiting(const struct thread *t, int exit_status, int64_t syscall, int shim_reclaimed);
+void send_thread_exiting(const struct thread *t, int exit_status, uint8_t exit_call, int shim_reclaimed);
 void send_thread_gone(pid_t pid, pid_t tid, int wait_status);
 void send_exec(pid_t pid, pid_t former_tid, uint64_t fs_base);
 void send_detached(pid_t pid);

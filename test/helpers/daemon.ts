@@ -5,7 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { TlsdClient } from '../../clients/client.js';
+import { Value } from 'typebox/value';
+import { Event } from '../../api/schemas.js';
+import { TlsdClient, TlsdError } from '../../clients/client.js';
 import { packageRoot } from '../../daemon/paths.js';
 import { killPid, waitUntil } from './fixture.js';
 
@@ -26,6 +28,7 @@ export async function startDaemon(t: ExecutionContext, args: string[] = [], opts
   const exited = new Promise((r) => child.once('exit', r));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
+      await checkEvents(client);
       child.kill('SIGTERM'); // detaches every tracee
       await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]);
       killPid(child.pid!);
@@ -35,6 +38,18 @@ export async function startDaemon(t: ExecutionContext, args: string[] = [], opts
   const client = new TlsdClient({ socket });
   await waitUntil('the daemon to answer', () => client.health().catch(() => undefined));
   return { child, client, socket, dir };
+}
+
+/** Every event the daemon kept is one its schema describes (daemon/events.ts):
+ * checked after every test that ran a daemon. */
+async function checkEvents(client: TlsdClient): Promise<void> {
+  const events = await client.recentEvents().catch((e: unknown) => {
+    if (e instanceof TlsdError && e.code === 'UNREACHABLE') return []; // a test stopped it
+    throw e;
+  });
+  for (const e of events) {
+    if (!Value.Check(Event, e)) throw new Error(`event ${JSON.stringify(e)} is not as its schema says: ${JSON.stringify([...Value.Errors(Event, e)].slice(0, 3))}`);
+  }
 }
 
 /** Waits until the daemon has seen the process end; returns its record. */
