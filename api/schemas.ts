@@ -4,11 +4,15 @@ import { Type, type Static } from 'typebox';
 import { MAX_READ_LENGTH } from '../daemon/tls/tls-reader.js';
 import { valueTypes } from '../daemon/tls/values.js';
 import { Ending, eventData, type LifecycleEventType } from '../daemon/events.js';
-import { exitHows, fsBaseSources, processOrigins, shimModes } from '../daemon/types.js';
+import { exitHows, fsBaseSources, processOrigins, shimModes, type Pid, type Tid } from '../daemon/types.js';
 
 const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
 const Time = Type.String({ format: 'date-time' });
 const PidNumber = Type.Integer({ minimum: 1, maximum: 4194304, description: 'a process id (kernel pid_max is at most 2^22)' });
+/** Ids in a request's path, typed as what they name (the client builds
+ * paths from plain numbers, so only path parameters are branded). */
+const PidParam = Type.Unsafe<Pid>(PidNumber);
+const TidParam = Type.Unsafe<Tid>(Type.Integer({ minimum: 1, maximum: 4194304, description: 'a thread id' }));
 
 export const ErrorBody = Type.Object({
   error: Type.Object({ code: Type.String(), message: Type.String() }),
@@ -81,7 +85,7 @@ export const Health = Type.Object({
   tracerRestarts: Type.Integer(),
 });
 
-export const AttachBody = Type.Object({ pid: PidNumber }, { additionalProperties: false });
+export const AttachBody = Type.Object({ pid: PidParam }, { additionalProperties: false });
 
 export const SpawnBody = Type.Object({
   argv: Type.Array(Type.String({ maxLength: 131072 }), { minItems: 1, maxItems: 4096 }),
@@ -99,8 +103,8 @@ export const SpawnBody = Type.Object({
   })),
 }, { additionalProperties: false });
 
-export const ProcessParams = Type.Object({ pid: PidNumber });
-export const ThreadParams = Type.Object({ pid: PidNumber, tid: PidNumber });
+export const ProcessParams = Type.Object({ pid: PidParam });
+export const ThreadParams = Type.Object({ pid: PidParam, tid: TidParam });
 export const DetachQuery = Type.Object({
   kill: Type.Optional(Type.Boolean({ description: 'end the process with SIGKILL instead (its children stay supervised)' })),
   keepChildren: Type.Optional(Type.Boolean({ description: 'detach this process alone: the processes it forked while supervised stay supervised' })),
@@ -146,7 +150,7 @@ export const TlsModule = Type.Object({
 
 export const TlsSymbol = Type.Object({ name: Type.String(), module: Type.String(), size: Type.Integer() });
 
-export const SymbolParams = Type.Object({ pid: PidNumber, name: Type.String({ minLength: 1, maxLength: 1024 }) });
+export const SymbolParams = Type.Object({ pid: PidParam, name: Type.String({ minLength: 1, maxLength: 1024 }) });
 
 export const SymbolQuery = Type.Object({
   module: Type.Optional(Type.String({ minLength: 1, description: 'module path, file name or id' })),

@@ -1,17 +1,17 @@
-/* Registry records -> the JSON forms of docs/api.md (addresses hex, times
- * ISO-8601, 64-bit values decimal strings). */
-import type { ExitRecord, ProcessRecord, ThreadRecord } from '../daemon/registry.js';
-import { readCmdline, readThreadStat } from '../daemon/procfs.js';
+/* The daemon's records and views -> the JSON forms of docs/api.md
+ * (addresses hex, times ISO-8601, 64-bit values decimal strings). Nothing
+ * here reads a process: the daemon did. */
+import type { Static } from 'typebox';
+import type { ExitRecord } from '../daemon/registry.js';
+import type { ShimView, ThreadShimView } from '../daemon/shim/view.js';
 import type { Tcb } from '../daemon/tcb.js';
-import { formatAddress } from '../daemon/types.js';
-import type { ExitJson, ProcessJson, ThreadJson } from './schemas.js';
+import { formatAddress, type Tid } from '../daemon/types.js';
+import type { ProcessView, ThreadView } from '../daemon/views.js';
+import type { ExitJson, ProcessJson, ShimStatus, ThreadJson, ThreadShim } from './schemas.js';
 
 const iso = (d: Date) => d.toISOString();
 
-export function processJson(p: ProcessRecord): ProcessJson {
-  // A running process's command line as it reads now: children rename
-  // themselves after a fork. The one kept is from its birth or exec.
-  const argv = (p.state === 'running' && readCmdline(p.pid)) || p.argv;
+export function processJson({ record: p, argv }: ProcessView): ProcessJson {
   return {
     pid: p.pid, state: p.state, origin: p.origin, exe: p.exe, argv, libc: p.libc, linkage: p.linkage,
     threads: p.threads.size, startedAt: iso(p.startedAt),
@@ -28,10 +28,9 @@ export function processJson(p: ProcessRecord): ProcessJson {
   };
 }
 
-export function threadJson(t: ThreadRecord): ThreadJson {
-  const stat = readThreadStat(t.pid, t.tid);
+export function threadJson({ record: t, name, state }: ThreadView): ThreadJson {
   return {
-    tid: t.tid, pid: t.pid, name: stat?.name ?? '', state: stat?.state ?? 'gone',
+    tid: t.tid, pid: t.pid, name, state,
     fsBase: formatAddress(t.fsBase), fsBaseSource: t.fsBaseSource, createdAt: iso(t.createdAt),
     ...(t.parentTid ? { parentTid: t.parentTid } : {}),
   };
@@ -50,4 +49,22 @@ function endingJson(e: { code?: number; signal?: number; coreDumped?: boolean })
 
 export function exitJson(x: ExitRecord, shim?: ExitJson['shim']): ExitJson {
   return { tid: x.tid, pid: x.pid, leader: x.leader, exitedAt: iso(x.exitedAt), ...endingJson(x), how: x.how, ...(shim ? { shim } : {}) };
+}
+
+export function shimJson({ connection, table }: ShimView): Static<typeof ShimStatus> {
+  return {
+    loaded: true, connected: connection.socket !== undefined, ...(connection.forkedFrom ? { forkedFrom: connection.forkedFrom } : {}),
+    reclaiming: connection.reclaiming, mode: table.mode, version: connection.hello.shimVersion,
+    table: formatAddress(table.address), handshakeAt: iso(connection.connectedAt),
+    slotCount: table.slotCount, slotBytes: table.slotBytes, slotsInUse: table.claimed.length, slotsFree: table.free,
+    usesRdfsbase: table.usesRdfsbase, variables: table.variables,
+  };
+}
+
+export function threadShimJson(tid: Tid, { key, slot, variables, table }: ThreadShimView): Static<typeof ThreadShim> {
+  return {
+    tid, key: `0x${key.toString(16)}`,
+    slot: slot ? { index: slot.index, address: formatAddress(slot.address), claims: slot.claims } : null,
+    variables: slot ? table.variables.map((v) => ({ name: v.name, size: v.size, bytes: variables.get(v.name)!.toString('hex') })) : [],
+  };
 }

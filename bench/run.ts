@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { TlsdClient } from '../clients/client.js';
-import { packageRoot } from '../daemon/paths.js';
+import { daemonEntry, packageRoot } from '../daemon/paths.js';
 
 const run = promisify(execFile);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -76,7 +76,7 @@ async function until(check: () => boolean): Promise<void> {
 
 async function startDaemon(dir: string): Promise<{ daemon: ChildProcess; client: TlsdClient }> {
   const socket = path.join(dir, 'tlsd.sock');
-  const daemon = spawn(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', socket, '--log-level', 'warn'], { stdio: 'inherit' });
+  const daemon = spawn(process.execPath, [daemonEntry, '--socket', socket, '--log-level', 'warn'], { stdio: 'inherit' });
   const client = new TlsdClient({ socket });
   for (let i = 0; ; i++) {
     try {

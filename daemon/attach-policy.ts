@@ -10,6 +10,7 @@
  * otherwise spawning would be a way around the list. */
 import { realpathSync } from 'node:fs';
 import { TlsdError } from './errors.js';
+import type { Pid } from './types.js';
 
 export interface AttachAllowlist {
   uids: ReadonlySet<number>;
@@ -51,7 +52,7 @@ export class AttachPolicy {
   ) {}
 
   /** Throws FORBIDDEN with the reason. */
-  checkAttach(pid: number, uid: number, executable: string | undefined): void {
+  checkAttach(pid: Pid, uid: number, executable: string | undefined): void {
     this.check(`process ${pid}`, uid, executable);
   }
 

@@ -2,6 +2,7 @@
  * process_vm_readv(2) needs only ptrace permission, not the tracer thread
  * (docs/ptrace.md "The tracer is a thread"). */
 import koffi from 'koffi';
+import { constants } from 'node:os';
 import type { Address, Pid } from './types.js';
 
 const libc = koffi.load('libc.so.6');
@@ -13,9 +14,8 @@ const processVmReadv = libc.func('process_vm_readv', 'long', [
 
 const IOVEC_BYTES = 16; // struct iovec { void *iov_base; size_t iov_len; } on LP64
 const IOV_MAX = 1024; // <limits.h>: the most iovecs one call takes
-const ESRCH = 3;
-const EFAULT = 14;
-const PAGE = 4096;
+const { ESRCH, EFAULT } = constants.errno;
+const PAGE = 4096; // x86-64's base page size: memory is mapped (and unmapped) in whole pages
 
 export class MemoryReadError extends Error {
   constructor(readonly errno: number, address: Address) {

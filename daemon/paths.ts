@@ -8,3 +8,5 @@ export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 export const tracerBinary = path.join(packageRoot, 'native', 'tracer', 'build', 'tlsd-tracer');
 export const shimLibrary = path.join(packageRoot, 'native', 'shim', 'build', 'libtlsshim.so');
 export const version: string = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version;
+/** The daemon's entry point (bin/tlsd.ts), compiled. */
+export const daemonEntry = path.join(packageRoot, 'dist', 'bin', 'tlsd.js');

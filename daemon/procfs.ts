@@ -1,10 +1,10 @@
 /* What /proc says about a process or thread (proc(5)). */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import type { Pid, Tid } from './types.js';
+import { asPid, type Pid, type Tid } from './types.js';
 
 export interface ProcStatus {
   tgid: number;
-  tracerPid: number;
+  tracerPid: Pid; // 0: not traced
   uid: number;
   kernelThread: boolean;
   /** A zombie, or dead: its threads have all exited. */
@@ -17,8 +17,8 @@ export function readStatus(pid: Pid): ProcStatus {
   const field = (name: string) => text.match(new RegExp(`^${name}:\\s*(\\d+)`, 'm'))?.[1];
   const kthread = text.match(/^Kthread:\s*(\d)/m)?.[1];
   return {
-    tgid: Number(field('Tgid')),
-    tracerPid: Number(field('TracerPid') ?? 0),
+    tgid: asPid(Number(field('Tgid'))),
+    tracerPid: asPid(Number(field('TracerPid') ?? 0)),
     uid: Number(field('Uid')),
     // Kernel threads have no executable (docs/ptrace.md "Attach", step 1).
     kernelThread: kthread !== undefined ? kthread === '1' : readExe(pid) === undefined,

@@ -8,12 +8,12 @@ import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { TlsdClient, TlsdError } from '../clients/client.js';
-import { packageRoot } from '../daemon/paths.js';
+import { daemonEntry, packageRoot } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { Fixture, fixturePath, killPid } from './helpers/fixture.js';
 import { rawRequest } from './helpers/http.js';
 
-const daemonMain = path.join(packageRoot, 'dist', 'daemon', 'main.js');
+const daemonMain = daemonEntry;
 
 /** A TCP port nobody listens on now. */
 function freePort(): Promise<number> {

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { TlsdError } from '../clients/client.js';
-import { packageRoot } from '../daemon/paths.js';
+import { daemonEntry, packageRoot } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { fixturePath, killPid, waitUntil } from './helpers/fixture.js';
 import { tlsctl } from './helpers/tlsctl.js';
@@ -122,7 +122,7 @@ test('two daemons whose sockets share a directory each hear their own shims; a t
   };
   for (const { client } of daemons) t.like(await helloTo(client), { loaded: true, connected: true, mode: 'tid' });
 
-  const third = spawnSync(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', path.join(dir, 'tlsd.sock')], { encoding: 'utf8' });
+  const third = spawnSync(process.execPath, [daemonEntry, '--socket', path.join(dir, 'tlsd.sock')], { encoding: 'utf8' });
   t.is(third.status, 1);
   t.regex(third.stdout + third.stderr, /another daemon is listening on .*tlsd\.sock/);
   // The first daemon still has both its sockets.

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { asPid } from '../../daemon/types.js';
+import { viewProcess } from '../../daemon/views.js';
 import { AttachBody, DetachQuery, Detached, ErrorBody, Process, ProcessParams, SpawnBody } from '../schemas.js';
 import { processJson } from '../serialize.js';
 import type { RouteDeps } from '../server.js';
@@ -9,7 +9,7 @@ const errors = { 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody,
 
 export const processRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
   app.get('/v1/processes', { schema: { summary: 'Every supervised process, running or ended', response: { 200: Type.Object({ processes: Type.Array(Process) }) } } }, async () => {
-    return { processes: supervisor.registry.list().map(processJson) };
+    return { processes: supervisor.registry.list().map((p) => processJson(viewProcess(p))) };
   });
 
   app.post('/v1/processes', {
@@ -17,13 +17,13 @@ export const processRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, {
   }, async (request, reply) => {
     const body = request.body;
     const p = 'pid' in body
-      ? (await supervisor.attach(asPid(body.pid))).process
+      ? (await supervisor.attach(body.pid)).process
       : await supervisor.spawn(body);
-    return reply.status(201).send(processJson(p));
+    return reply.status(201).send(processJson(viewProcess(p)));
   });
 
   app.get('/v1/processes/:pid', { schema: { summary: 'One process', params: ProcessParams, response: { 200: Process, 404: ErrorBody } } }, async (request) => {
-    return processJson(supervisor.getProcess(request.params.pid));
+    return processJson(viewProcess(supervisor.getProcess(request.params.pid)));
   });
 
   app.delete('/v1/processes/:pid', {
@@ -32,7 +32,7 @@ export const processRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, {
       params: ProcessParams, querystring: DetachQuery, response: { 200: Detached, ...errors },
     },
   }, async (request) => {
-    const { process, descendants } = await supervisor.detach(asPid(request.params.pid), request.query);
-    return { ...processJson(process), detachedDescendants: descendants.map((q) => q.pid) };
+    const { process, descendants } = await supervisor.detach(request.params.pid, request.query);
+    return { ...processJson(viewProcess(process)), detachedDescendants: descendants.map((q) => q.pid) };
   });
 };

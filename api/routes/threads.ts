@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { asPid, asTid } from '../../daemon/types.js';
+import { viewThread } from '../../daemon/views.js';
 import { ErrorBody, Exit, ProcessParams, Thread, ThreadParams, ThreadWithTcb } from '../schemas.js';
 import { exitJson, tcbJson, threadJson } from '../serialize.js';
 import type { RouteDeps } from '../server.js';
@@ -10,22 +10,22 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
     schema: { summary: 'Live threads of a process', params: ProcessParams, response: { 200: Type.Object({ threads: Type.Array(Thread) }), 404: ErrorBody } },
   }, async (request) => {
     const p = supervisor.getProcess(request.params.pid);
-    await supervisor.refreshUnknownFsBases(p);
-    return { threads: [...p.threads.values()].map(threadJson) };
+    await supervisor.fsBases.refreshUnknown(p);
+    return { threads: [...p.threads.values()].map((t) => threadJson(viewThread(t))) };
   });
 
   app.get('/v1/processes/:pid/threads/:tid', {
     schema: { summary: 'One thread with its TCB', params: ThreadParams, response: { 200: ThreadWithTcb, 404: ErrorBody, 410: ErrorBody } },
   }, async (request) => {
-    const { process, thread } = supervisor.getThread(asPid(request.params.pid), asTid(request.params.tid));
-    const tcb = await supervisor.threadTcb(process, thread);
-    return { ...threadJson(thread), tcb: tcbJson(tcb) };
+    const { process, thread } = supervisor.getThread(request.params.pid, request.params.tid);
+    const tcb = await supervisor.fsBases.tcb(process, thread);
+    return { ...threadJson(viewThread(thread)), tcb: tcbJson(tcb) };
   });
 
   app.get('/v1/processes/:pid/exits', {
     schema: { summary: 'The exit ledger: how each thread ended', params: ProcessParams, response: { 200: Type.Object({ exits: Type.Array(Exit) }), 404: ErrorBody } },
   }, async (request) => {
     const p = supervisor.getProcess(request.params.pid);
-    return { exits: p.exits.map((x) => exitJson(x, supervisor.shimFate(p, x.tid))) };
+    return { exits: p.exits.map((x) => exitJson(x, supervisor.shims.fate(p, x.tid))) };
   });
 };

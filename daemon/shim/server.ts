@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import { claimSocketPath } from '../socket-file.js';
 import type { EventBus } from '../event-bus.js';
-import type { Registry } from '../registry.js';
+import type { ProcessRecord, Registry } from '../registry.js';
 import { asAddress, asPid, asTid, formatAddress, type Address, type Pid, type ShimMode, type Tid } from '../types.js';
 import { parseShimMessage, type ShimAnswer, type ShimHelloMessage, type ShimMessage, type ShimRequestType } from './messages.js';
 
@@ -105,6 +105,15 @@ export class ShimServer {
       hello: { ...from.hello, pid: child }, claimedBy: new Set(), reclaiming: from.reclaiming,
       forkedFrom: parent, connectedAt: new Date(), pending: new Map(), nextId: 1,
     });
+  }
+
+  /** What became of a thread's slot (the exit ledger's `shim`), or
+   * undefined for a process without a shim. */
+  fate(p: ProcessRecord, tid: Tid): 'reclaimed' | 'released' | 'none' | undefined {
+    const shim = this.shims.get(p.pid);
+    if (!shim) return undefined;
+    if (p.shimReclaimed?.has(tid)) return 'reclaimed';
+    return shim.claimedBy.has(tid) ? 'released' : 'none';
   }
 
   /** Asks a shim (ping, stats); its answer, or UNAVAILABLE. */

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import type { ProcessRecord, ThreadRecord } from '../registry.js';
-import type { Address, Tid } from '../types.js';
+import type { Address, Pid, Tid } from '../types.js';
 import { discoverLayout, readState, type TlsLayout, type TlsModule, type TlsState } from './layout.js';
 import { NotReadyError } from './objects.js';
 import { readAll, type Location, type ThreadRead } from './resolve.js';
@@ -15,7 +15,7 @@ import { byteLength, decode, defaultType, isFixedSize, type Value, type ValueTyp
 
 /** What the reader needs from the supervisor. */
 export interface ThreadSource {
-  getProcess(pid: number): ProcessRecord;
+  getProcess(pid: Pid): ProcessRecord;
   refreshFsBase(t: ThreadRecord): Promise<void>;
 }
 
@@ -71,15 +71,15 @@ export class TlsReader {
 
   constructor(private readonly threads: ThreadSource, private readonly log: Logger) {}
 
-  async modules(pid: number): Promise<TlsModule[]> {
+  async modules(pid: Pid): Promise<TlsModule[]> {
     return (await this.current(this.running(pid))).layout.modules;
   }
 
-  async variables(pid: number): Promise<Variable[]> {
+  async variables(pid: Pid): Promise<Variable[]> {
     return [...(await this.current(this.running(pid))).variables.values()].flat();
   }
 
-  async read(pid: number, name: string, opts: ReadOptions): Promise<ReadResult> {
+  async read(pid: Pid, name: string, opts: ReadOptions): Promise<ReadResult> {
     const p = this.running(pid);
     let cached = await this.current(p);
     // A name we do not know may be in a library loaded since the last look.
@@ -117,7 +117,7 @@ export class TlsReader {
     return reads.map((r) => (r.state === 'stale-tp' ? again[next++]! : r));
   }
 
-  private running(pid: number): ProcessRecord {
+  private running(pid: Pid): ProcessRecord {
     const p = this.threads.getProcess(pid);
     if (p.state === 'exited') throw new TlsdError('GONE', `process ${pid} has exited`);
     if (p.state === 'detached') throw new TlsdError('NOT_FOUND', `process ${pid} is no longer supervised (detached)`);

@@ -1,4 +1,4 @@
-/* A real tlsd daemon for a test: `node dist/daemon/main.js` on a socket
+/* A real tlsd daemon for a test: `node dist/bin/tlsd.js` on a socket
  * of its own, stopped (or found already dead) at teardown. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -8,7 +8,7 @@ import type { ExecutionContext } from 'ava';
 import { Value } from 'typebox/value';
 import { Event } from '../../api/schemas.js';
 import { TlsdClient, TlsdError } from '../../clients/client.js';
-import { packageRoot } from '../../daemon/paths.js';
+import { daemonEntry, packageRoot } from '../../daemon/paths.js';
 import { killPid, waitUntil } from './fixture.js';
 
 export interface TestDaemon {
@@ -22,7 +22,7 @@ export interface TestDaemon {
 export async function startDaemon(t: ExecutionContext, args: string[] = [], opts: { socket?: string } = {}): Promise<TestDaemon> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-test-'));
   const socket = opts.socket ?? path.join(dir, 'tlsd.sock');
-  const child = spawn(process.execPath, [path.join(packageRoot, 'dist', 'daemon', 'main.js'), '--socket', socket, '--log-level', 'warn', ...args], {
+  const child = spawn(process.execPath, [daemonEntry, '--socket', socket, '--log-level', 'warn', ...args], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const exited = new Promise((r) => child.once('exit', r));

@@ -1,4 +1,6 @@
-/* tlsd: the daemon. `npm start` runs this.
+/* tlsd: the daemon's entry point and composition root: it reads the
+ * configuration, starts the supervisor (daemon/) and serves it (api/).
+ * `npm start` runs this.
  *
  *   --socket PATH       (TLSD_SOCKET)        default /run/tlsd/tlsd.sock (shims connect to tlsd-shim.sock beside it)
  *   --socket-group G    (TLSD_SOCKET_GROUP)  socket 0660 for group G (name or gid)
@@ -17,10 +19,10 @@ import pino from 'pino';
 import { loadOrCreateToken, TokenGuard } from '../api/auth.js';
 import { groupId, isLoopback, listenOnSocket, listenOnTcp, parseHostPort, prepareSocketDirectory, shimSocketPath } from '../api/listen.js';
 import { buildServer } from '../api/server.js';
-import { AttachPolicy, parseAllowlist } from './attach-policy.js';
-import { tracerBinary, version } from './paths.js';
-import { claimSocketPath } from './socket-file.js';
-import { Supervisor } from './supervisor.js';
+import { AttachPolicy, parseAllowlist } from '../daemon/attach-policy.js';
+import { tracerBinary, version } from '../daemon/paths.js';
+import { claimSocketPath } from '../daemon/socket-file.js';
+import { Supervisor } from '../daemon/supervisor.js';
 
 const { values } = parseArgs({
   options: {

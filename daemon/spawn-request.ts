@@ -1,0 +1,93 @@
+/* A spawn request made concrete before the tracer is asked: the
+ * executable found as execvp(3) would, the working directory checked, the
+ * output files named, and the environment that loads the shim. Every
+ * mistake is a clear 400 here rather than a failed exec later. */
+import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { AttachPolicy } from './attach-policy.js';
+import { TlsdError } from './errors.js';
+import { shimLibrary } from './paths.js';
+import { loadElf } from './tls/elf-cache.js';
+import type { ShimMode } from './types.js';
+
+export interface SpawnRequest {
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  stdout?: string;
+  stderr?: string;
+  /** Load libtlsshim with LD_PRELOAD, in this mode. */
+  shim?: { mode: ShimMode };
+}
+
+/** What the tracer's SPAWN command takes. */
+export interface PreparedSpawn {
+  path: string;
+  argv: string[];
+  env: string[];
+  cwd: string;
+  stdout: string;
+  stderr: string;
+}
+
+export interface SpawnSetting {
+  policy: AttachPolicy;
+  /** Where output goes when the request names no file. */
+  outputDir: string;
+  /** A name for this spawn's output files, unique to the daemon. */
+  outputName: string;
+  /** The socket the shim's agent connects to. */
+  shimSocket: string;
+}
+
+const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
+
+export function prepareSpawn(req: SpawnRequest, s: SpawnSetting): PreparedSpawn {
+  const cwd = req.cwd ?? process.cwd();
+  if (!isDirectory(cwd)) throw new TlsdError('INVALID_ARGUMENT', `cwd ${cwd} is not a directory`);
+  const given = req.env ?? (process.env as Record<string, string>);
+  const program = resolveExecutable(req.argv[0] ?? '', cwd, given.PATH ?? DEFAULT_PATH);
+  s.policy.checkSpawn(program);
+  const env = req.shim ? withShim(program, given, req.shim.mode, s.shimSocket) : given;
+  mkdirSync(s.outputDir, { recursive: true, mode: 0o700 });
+  return {
+    path: program, argv: req.argv, env: Object.entries(env).map(([k, v]) => `${k}=${v}`), cwd,
+    stdout: path.resolve(cwd, req.stdout ?? path.join(s.outputDir, `${s.outputName}.stdout`)),
+    stderr: path.resolve(cwd, req.stderr ?? path.join(s.outputDir, `${s.outputName}.stderr`)),
+  };
+}
+
+/** The environment that makes the dynamic linker load libtlsshim and
+ * tells the shim where tlsd listens. */
+function withShim(program: string, env: Record<string, string>, mode: ShimMode, socket: string): Record<string, string> {
+  let interp;
+  try {
+    interp = loadElf(program).interp;
+  } catch (e) {
+    throw new TlsdError('INVALID_ARGUMENT', `cannot load the shim into ${program}: ${(e as Error).message}`);
+  }
+  if (!interp) throw new TlsdError('INVALID_ARGUMENT', `${program} is static: LD_PRELOAD needs a dynamic linker to load the shim`);
+  const preload = env.LD_PRELOAD ? `${shimLibrary}:${env.LD_PRELOAD}` : shimLibrary;
+  return { ...env, LD_PRELOAD: preload, TLSSHIM_MODE: mode, TLSSHIM_SOCKET: socket };
+}
+
+function isDirectory(dir: string): boolean {
+  try {
+    return statSync(dir).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** execvp(3)'s search, done here so a bad name is a clear 400. */
+function resolveExecutable(name: string, cwd: string, searchPath: string): string {
+  if (!name) throw new TlsdError('INVALID_ARGUMENT', 'argv[0] is empty');
+  const candidates = name.includes('/') ? [path.resolve(cwd, name)] : searchPath.split(':').map((d) => path.resolve(cwd, d || '.', name));
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      if (statSync(c).isFile()) return c;
+    } catch { /* next */ }
+  }
+  throw new TlsdError('INVALID_ARGUMENT', `executable not found: ${name}`);
+}

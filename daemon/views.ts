@@ -1,0 +1,27 @@
+/* A record with what is read live from /proc when it is shown: a running
+ * process's command line as it reads now (children rename themselves after
+ * a fork; the one kept is from its birth or exec), a thread's name and
+ * scheduler state. */
+import { readCmdline, readThreadStat } from './procfs.js';
+import type { ProcessRecord, ThreadRecord } from './registry.js';
+
+export interface ProcessView {
+  record: ProcessRecord;
+  argv: string[];
+}
+
+export interface ThreadView {
+  record: ThreadRecord;
+  name: string;
+  /** running, sleeping, stopped, ...; gone once it has ended. */
+  state: string;
+}
+
+export function viewProcess(p: ProcessRecord): ProcessView {
+  return { record: p, argv: (p.state === 'running' && readCmdline(p.pid)) || p.argv };
+}
+
+export function viewThread(t: ThreadRecord): ThreadView {
+  const stat = readThreadStat(t.pid, t.tid);
+  return { record: t, name: stat?.name ?? '', state: stat?.state ?? 'gone' };
+}
