@@ -5,6 +5,12 @@
 
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/user.h>
+
+/* A thread's whole general-purpose register set, as PTRACE_GETREGSET
+ * NT_PRSTATUS gives it (struct user_regs_struct on x86-64 and aarch64
+ * alike). Saved before the tracer changes it, and written back after. */
+typedef struct user_regs_struct arch_regs;
 
 struct stop_regs {
 	uint64_t fs_base;     /* the thread pointer */
@@ -19,6 +25,10 @@ struct stop_regs {
  * (ESRCH: it is gone, or not stopped). */
 int arch_read_regs(pid_t tid, struct stop_regs *r);
 int arch_read_fs_base(pid_t tid, uint64_t *fs_base);
+
+/* The whole register set of a thread in a ptrace-stop. -1 with errno. */
+int arch_get_regs(pid_t tid, arch_regs *r);
+int arch_set_regs(pid_t tid, const arch_regs *r);
 
 /* At a stop that made a thread's call fail with EINTR: if the call was a
  * wait with no timeout that any stop makes fail (signal(7): epoll_wait,

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/user.h>
+#include <elf.h> /* NT_PRSTATUS */
 
 #ifndef __x86_64__
 #error "arch_x86_64.c is for x86-64; write arch_<your arch>.c"
@@ -29,10 +30,22 @@ static void read_clone3_args(pid_t tid, uint64_t args, struct stop_regs *r)
 	r->clone_tls = head.tls;
 }
 
+int arch_get_regs(pid_t tid, arch_regs *r)
+{
+	struct iovec v = { r, sizeof *r };
+	return ptrace(PTRACE_GETREGSET, tid, (void *)NT_PRSTATUS, &v) < 0 ? -1 : 0;
+}
+
+int arch_set_regs(pid_t tid, const arch_regs *r)
+{
+	struct iovec v = { (void *)r, sizeof *r };
+	return ptrace(PTRACE_SETREGSET, tid, (void *)NT_PRSTATUS, &v) < 0 ? -1 : 0;
+}
+
 int arch_read_regs(pid_t tid, struct stop_regs *r)
 {
-	struct user_regs_struct regs;
-	if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+	arch_regs regs;
+	if (arch_get_regs(tid, &regs) < 0)
 		return -1;
 	r->fs_base = regs.fs_base;
 	r->exit_call = regs.orig_rax == SYS_exit ? TLSD_EXIT_CALL_EXIT
@@ -100,8 +113,8 @@ static int waits_without_timeout(const struct user_regs_struct *r)
 
 int arch_restart_interrupted_wait(pid_t tid, int sig, int (*may_restart)(pid_t tid, int sig))
 {
-	struct user_regs_struct r;
-	if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0)
+	arch_regs r;
+	if (arch_get_regs(tid, &r) < 0)
 		return 0;
 	/* The call has returned: rax holds -EINTR, orig_rax the call. */
 	if ((long long)r.rax != -EINTR || !waits_without_timeout(&r) || !may_restart(tid, sig))
@@ -114,5 +127,5 @@ int arch_restart_interrupted_wait(pid_t tid, int sig, int (*may_restart)(pid_t t
 		return 0;
 	r.rax = r.orig_rax;
 	r.rip -= 2;
-	return ptrace(PTRACE_SETREGS, tid, 0, &r) == 0;
+	return arch_set_regs(tid, &r) == 0;
 }

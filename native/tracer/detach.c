@@ -9,8 +9,18 @@
 #include <stdlib.h>
 #include <sys/ptrace.h>
 
+#include "operation.h"
 #include "protocol.h"
 #include "tracer.h"
+
+/* Detaches a stopped thread, what the tracer changed in it undone first.
+ * From a group-stop the thread stays stopped after this, as it should: it
+ * was stopped before we came. */
+static void let_go(struct thread *t, int signal)
+{
+	operation_abandon(t);
+	ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)signal);
+}
 
 static void interrupt_for_detach(struct thread *t, void *unused)
 {
@@ -44,7 +54,7 @@ static void finish_if_done(struct process *p)
 		/* The leader, stopped last, detaches now; an exited (zombie) leader cannot be
 		 * detached and stays ours until its group dies. */
 		if (leader->flags & T_DETACH_LAST)
-			ptrace(PTRACE_DETACH, leader->tid, 0, (void *)(long)leader->detach_signal);
+			let_go(leader, leader->detach_signal);
 		thread_forget(leader);
 		left = 0;
 	}
@@ -138,9 +148,7 @@ void detach_at_stop(struct thread *t, int signal)
 		t->detach_signal = signal;
 		return;
 	}
-	/* From a group-stop the thread stays stopped after this, as it
-	 * should: it was stopped before we came. */
-	ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)signal);
+	let_go(t, signal);
 	thread_forget(t);
 	detach_thread_lost(pid);
 }

@@ -41,8 +41,8 @@
  * long before sleeping saves the sleep and the wake-up, which cost the
  * tracees more time, and the tracer about as much CPU, as the polling
  * (thread churn ran in 0.55x the time, the tracer's CPU 1.2-1.3 s before
- * and 1.4-1.6 s after, seen here). Polling stops after SPIN_MAX_NS in a row to look at the daemon's
- * socket again. */
+ * and 1.4-1.6 s after, seen here). Polling stops after SPIN_MAX_NS in a
+ * row to look at the daemon's socket again. */
 #define SPIN_NS 20000u
 #define SPIN_MAX_NS 1000000u
 
@@ -90,156 +90,6 @@ void tlog(int level, const char *fmt, ...)
 	out_str(&out, text, strlen(text));
 	out_end(&out);
 	out_urgent(&out);
-}
-
-static char **read_strings(struct frame *f)
-{
-	uint32_t n = in_u32(f);
-	if (f->bad || n > (uint32_t)(f->end - f->p) / 4)
-		return f->bad = 1, NULL;
-	char **v = calloc((size_t)n + 1, sizeof *v);
-	if (!v)
-		abort();
-	for (uint32_t i = 0; i < n && !f->bad; i++)
-		v[i] = in_str(f);
-	return v;
-}
-
-static void free_strings(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
-}
-
-static void run_spawn(struct frame *f, uint32_t req)
-{
-	char *path = in_str(f);
-	char **argv = read_strings(f);
-	char **envp = read_strings(f);
-	char *cwd = in_str(f), *out_path = in_str(f), *err_path = in_str(f);
-	if (f->bad || !argv || !argv[0])
-		send_reply((struct reply){ .req = req, .err = EINVAL });
-	else
-		spawn_process(req, path, argv, envp, cwd, out_path, err_path);
-	free(path);
-	free_strings(argv);
-	free_strings(envp);
-	free(cwd);
-	free(out_path);
-	free(err_path);
-}
-
-static void run_settle(struct frame *f, uint32_t req)
-{
-	pid_t pid = (pid_t)in_u32(f);
-	uint32_t n = in_u32(f);
-	if (f->bad || n > (uint32_t)(f->end - f->p) / 12) {
-		send_reply((struct reply){ .req = req, .err = EINVAL, .pid = pid });
-		return;
-	}
-	uint32_t *tids = malloc(((size_t)n + 1) * sizeof *tids);
-	uint64_t *fs_bases = malloc(((size_t)n + 1) * sizeof *fs_bases);
-	if (!tids || !fs_bases)
-		abort();
-	for (uint32_t i = 0; i < n; i++) {
-		tids[i] = in_u32(f);
-		fs_bases[i] = in_u64(f);
-	}
-	settle_attach(req, pid, tids, fs_bases, n);
-	free(tids);
-	free(fs_bases);
-}
-
-static void run_command(const uint8_t *body, size_t len)
-{
-	struct frame f = { body, body + len, 0 };
-	uint8_t type = in_u8(&f);
-	uint32_t req = in_u32(&f);
-	switch (type) {
-	case TLSD_CMD_ATTACH: {
-		pid_t pid = (pid_t)in_u32(&f);
-		if (f.bad || pid <= 0)
-			break;
-		attach_process(req, pid);
-		return;
-	}
-	case TLSD_CMD_SPAWN:
-		run_spawn(&f, req);
-		return;
-	case TLSD_CMD_DETACH: {
-		pid_t pid = (pid_t)in_u32(&f);
-		uint8_t kill_it = in_u8(&f);
-		uint8_t keep_children = in_u8(&f);
-		if (f.bad)
-			break;
-		detach_process(req, pid, kill_it, keep_children);
-		return;
-	}
-	case TLSD_CMD_SETTLE:
-		run_settle(&f, req);
-		return;
-	case TLSD_CMD_REFRESH: {
-		pid_t tid = (pid_t)in_u32(&f);
-		if (f.bad)
-			break;
-		refresh_fs_base(req, tid);
-		return;
-	}
-	case TLSD_CMD_SHIM: {
-		pid_t pid = (pid_t)in_u32(&f);
-		uint64_t table = in_u64(&f);
-		if (f.bad)
-			break;
-		struct process *p = process_find(pid);
-		int err = !p ? ESRCH : shim_adopt(p, table) ? EINVAL : 0;
-		send_reply((struct reply){ .req = req, .err = err, .pid = pid });
-		return;
-	}
-	}
-	tlog(TLSD_LOG_WARN, "malformed command of type %u", type);
-	send_reply((struct reply){ .req = req, .err = EINVAL });
-}
-
-/* Reads what the daemon sent and runs every complete command. Returns -1
- * at EOF or on a protocol error. */
-static int read_commands(void)
-{
-	static uint8_t *buf;
-	static size_t len, cap;
-	for (;;) {
-		if (cap - len < 65536) {
-			cap = cap ? cap * 2 : 131072;
-			buf = realloc(buf, cap);
-			if (!buf)
-				abort();
-		}
-		ssize_t n = read(daemon_fd, buf + len, cap - len);
-		if (n == 0)
-			return -1;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			return -1;
-		}
-		len += (size_t)n;
-	}
-	size_t at = 0;
-	while (len - at >= 4) {
-		uint32_t size;
-		memcpy(&size, buf + at, 4);
-		if (size == 0 || size > TLSD_MAX_FRAME)
-			return -1;
-		if (len - at - 4 < size)
-			break;
-		run_command(buf + at + 4, size);
-		at += 4 + (size_t)size;
-	}
-	memmove(buf, buf + at, len - at);
-	len -= at;
-	return 0;
 }
 
 /* Returns whether it found any stop. */
@@ -293,6 +143,78 @@ static int batch_due(uint64_t now)
 			   now - out.oldest_ns >= BATCH_MAX_AGE_NS);
 }
 
+/* Sends what is due, and watches the socket for room (EPOLLOUT) only while
+ * something due did not fit, not while a batch fills. */
+static void send_due(uint64_t now)
+{
+	static int watching_out;
+	if (daemon_gone) {
+		out.len = 0; /* nobody to send it to; tlog() writes to stderr */
+		return;
+	}
+	if (out.len && !out.oldest_ns)
+		out.oldest_ns = now;
+	if (batch_due(now) && out_flush(&out, daemon_fd) < 0) {
+		lose_daemon();
+		return;
+	}
+	int want_out = batch_due(now);
+	if (want_out != watching_out) {
+		struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.fd = daemon_fd };
+		epoll_ctl(epoll_fd, EPOLL_CTL_MOD, daemon_fd, &ev);
+		watching_out = want_out;
+	}
+}
+
+/* How long the loop may sleep (ms, -1: until something happens): until a
+ * waiting child must be let go, a batch is due, or the close deadline. */
+static int sleep_limit(uint64_t now)
+{
+	int timeout = release_stale_children(monotonic_ms());
+	if (out.len && !daemon_gone && !batch_due(now)) {
+		int due = (int)((out.oldest_ns + BATCH_MAX_AGE_NS - now) / 1000000u) + 1;
+		timeout = timeout < 0 || due < timeout ? due : timeout;
+	}
+	if (close_by) {
+		uint64_t now_ms = monotonic_ms();
+		uint64_t left = close_by > now_ms ? close_by - now_ms : 0;
+		if (timeout < 0 || (uint64_t)timeout > left)
+			timeout = (int)left;
+	}
+	return timeout;
+}
+
+/* Closing ends when every tracee is detached, or at the deadline. */
+static int closed(void)
+{
+	return close_by && (process_count() == 0 || monotonic_ms() >= close_by);
+}
+
+/* SIGCHLD (stops to collect) and the signals that close the tracer, as a
+ * file descriptor the loop polls. */
+static int signals_fd(void)
+{
+	sigset_t handled;
+	sigemptyset(&handled);
+	sigaddset(&handled, SIGCHLD);
+	sigaddset(&handled, SIGTERM);
+	sigaddset(&handled, SIGINT);
+	sigaddset(&handled, SIGHUP);
+	sigprocmask(SIG_BLOCK, &handled, NULL);
+	return signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+/* Reads the signals that came; returns whether stops were collected. */
+static int on_signals(int fd)
+{
+	struct signalfd_siginfo si[16];
+	ssize_t got = read(fd, si, sizeof si);
+	for (ssize_t k = 0; k < got / (ssize_t)sizeof si[0]; k++)
+		if (si[k].ssi_signo != SIGCHLD)
+			begin_close();
+	return drain_waits() > 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -305,65 +227,28 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	remember_scheduling();
 	setpriority(PRIO_PROCESS, 0, TRACER_NICE); /* best effort */
-	sigset_t handled;
-	sigemptyset(&handled);
-	sigaddset(&handled, SIGCHLD);
-	sigaddset(&handled, SIGTERM);
-	sigaddset(&handled, SIGINT);
-	sigaddset(&handled, SIGHUP);
-	sigprocmask(SIG_BLOCK, &handled, NULL);
-	int sig_fd = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
+	int sig_fd = signals_fd();
 	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = { .events = EPOLLIN, .data.fd = sig_fd };
 	epoll_ctl(epoll_fd, EPOLL_CTL_ADD, sig_fd, &ev);
 	ev.data.fd = daemon_fd;
 	epoll_ctl(epoll_fd, EPOLL_CTL_ADD, daemon_fd, &ev);
-	int watching_out = 0;
 
 	send_hello();
 	int polling = 0; /* stops came in the last pass: look again soon */
 	for (;;) {
 		uint64_t now = now_ns();
-		if (out.len && !out.oldest_ns)
-			out.oldest_ns = now;
-		if (!daemon_gone && batch_due(now) && out_flush(&out, daemon_fd) < 0)
-			lose_daemon();
-		if (daemon_gone)
-			out.len = 0; /* tlog() after this writes to stderr */
-		/* EPOLLOUT only while the socket is full, not while batching. */
-		int want_out = out.len > 0 && batch_due(now);
-		if (!daemon_gone && want_out != watching_out) {
-			ev.events = EPOLLIN | (want_out ? EPOLLOUT : 0);
-			ev.data.fd = daemon_fd;
-			epoll_ctl(epoll_fd, EPOLL_CTL_MOD, daemon_fd, &ev);
-			watching_out = want_out;
-		}
-		int timeout = release_stale_children(monotonic_ms());
-		if (out.len && !daemon_gone && !batch_due(now)) { /* wake when it is */
-			int due = (int)((out.oldest_ns + BATCH_MAX_AGE_NS - now) / 1000000u) + 1;
-			timeout = timeout < 0 || due < timeout ? due : timeout;
-		}
-		if (close_by) {
-			uint64_t now_ms = monotonic_ms();
-			if (process_count() == 0 || now_ms >= close_by)
-				return 0;
-			if (timeout < 0 || timeout > (int)(close_by - now_ms))
-				timeout = (int)(close_by - now_ms);
-		}
+		send_due(now); /* first: a closing tracer's last news goes too */
+		if (closed())
+			return 0;
 		struct epoll_event events[4];
-		int n = epoll_wait(epoll_fd, events, 4, polling ? 0 : timeout);
+		int n = epoll_wait(epoll_fd, events, 4, polling ? 0 : sleep_limit(now));
 		int stopped = polling;
 		for (int i = 0; i < n; i++) {
-			if (events[i].data.fd == sig_fd) {
-				struct signalfd_siginfo si[16];
-				ssize_t got = read(sig_fd, si, sizeof si);
-				for (ssize_t k = 0; k < got / (ssize_t)sizeof si[0]; k++)
-					if (si[k].ssi_signo != SIGCHLD)
-						begin_close();
-				stopped |= drain_waits() > 0;
-			} else if (!daemon_gone && read_commands() < 0) {
+			if (events[i].data.fd == sig_fd)
+				stopped |= on_signals(sig_fd);
+			else if (!daemon_gone && read_commands(daemon_fd) < 0)
 				lose_daemon();
-			}
 		}
 		polling = stopped && poll_for_stops();
 	}

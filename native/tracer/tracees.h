@@ -23,6 +23,8 @@ enum thread_flag {
 	T_INTERRUPTED = 1 << 10, /* attach: interrupted to read its FS base */
 };
 
+struct operation;
+
 struct thread {
 	pid_t tid;
 	pid_t pid;        /* thread group id; 0 until claimed */
@@ -39,6 +41,7 @@ struct thread {
 	int dead_status;
 	uint32_t refresh[MAX_REFRESH_WAITERS];
 	int nrefresh;
+	struct operation *op;    /* in progress on it (operation.h), or NULL */
 };
 
 /* A process's libtlsshim table: its address (TLSD_CMD_SHIM) and the

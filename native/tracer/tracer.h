@@ -89,7 +89,11 @@ void detach_ended(struct process *p);
  * other signal waits to be handled, and sig, if any, will be ignored. */
 int restart_hides_nothing(pid_t tid, int sig);
 
-/* refresh */
+/* commands.c: runs every complete command the daemon sent on fd; -1 at
+ * EOF or on a frame that breaks the protocol. */
+int read_commands(int fd);
+
+/* refresh.c */
 void refresh_fs_base(uint32_t req, pid_t tid);
 
 #endif
