@@ -1,7 +1,8 @@
 /* Attaching to a running process: what is refused before the tracer is
- * asked (docs/ptrace.md "Attach", step 1), the attach itself (seize every
- * thread without stopping one, then settle the thread pointers the C
- * library's own list gives), and what the tracer's errno means. */
+ * asked (docs/ptrace.md "Attach to a running process", step 1), the
+ * attach itself (seize every thread without stopping one, then settle the
+ * thread pointers the C library's own list gives), and what the tracer's
+ * errno means. */
 import os from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import type { Logger } from 'pino';

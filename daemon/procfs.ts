@@ -20,7 +20,8 @@ export function readStatus(pid: Pid): ProcStatus {
     tgid: asPid(Number(field('Tgid'))),
     tracerPid: asPid(Number(field('TracerPid') ?? 0)),
     uid: Number(field('Uid')),
-    // Kernel threads have no executable (docs/ptrace.md "Attach", step 1).
+    // Kernel threads have no executable (docs/ptrace.md "Attach to a
+    // running process", step 1).
     kernelThread: kthread !== undefined ? kthread === '1' : readExe(pid) === undefined,
     exiting: /^State:\s*[ZX]/m.test(text),
   };

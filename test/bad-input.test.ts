@@ -1,7 +1,7 @@
 /* The catalogue of bad inputs (issue 4): each one gets its documented
  * status and error code and changes nothing, through app.inject() and
- * through the daemon's real socket. The README's table "Bad input" lists
- * the same cases; a test below keeps the two the same. */
+ * through the daemon's real socket. The table in docs/api.md "Errors"
+ * lists the same cases; a test below keeps the two the same. */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -114,7 +114,7 @@ test('the catalogue through the daemon\'s socket', async (t) => {
   await runCatalogue(t, (r) => rawRequest({ socketPath: socket }, r), s);
 });
 
-test('the README documents every case of the catalogue', (t) => {
-  const readme = readFileSync(path.join(packageRoot, 'README.md'), 'utf8');
-  for (const c of catalogue) t.true(readme.includes(`| ${c.what} | ${c.status} | \`${c.code}\` |`), c.what);
+test('docs/api.md documents every case of the catalogue', (t) => {
+  const doc = readFileSync(path.join(packageRoot, 'docs', 'api.md'), 'utf8');
+  for (const c of catalogue) t.true(doc.includes(`| ${c.what} | ${c.status} | \`${c.code}\` |`), c.what);
 });

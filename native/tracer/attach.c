@@ -33,8 +33,8 @@ static size_t ndue, due_cap;
 /* Collect every stop this often while seizing: a seized thread that stops
  * at an event (a clone, an exit) waits for us, and a concurrent
  * multi-threaded execve waits for us to reap its zombies (docs/ptrace.md
- * "Attach", step 5). Not more often: with 9,000 tracees one waitpid(-1)
- * walk took about 1 ms here. */
+ * "Attach to a running process", step 5). Not more often: with 9,000
+ * tracees one waitpid(-1) walk took about 1 ms here. */
 #define DRAIN_INTERVAL_NS 1000000u
 
 static void collect_due(void)
