@@ -1,4 +1,4 @@
-/* Who may be traced (issue 4, "Security"). The control API can read any
+/* Who may be traced (docs/security.md). The control API can read any
  * supervised process's memory, so the daemon decides what it will
  * supervise, not the client.
  *

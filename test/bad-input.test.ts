@@ -1,4 +1,4 @@
-/* The catalogue of bad inputs (issue 4): each one gets its documented
+/* The catalogue of bad inputs: each one gets its documented
  * status and error code and changes nothing, through app.inject() and
  * through the daemon's real socket. The table in docs/api.md "Errors"
  * lists the same cases; a test below keeps the two the same. */

@@ -1,4 +1,4 @@
-/* Property-based fuzz of the HTTP layer (issue 4): for generated paths,
+/* Property-based fuzz of the HTTP layer: for generated paths,
  * query strings, headers and bodies on every route, the daemon answers
  * with a documented status and the error shape, never 500, never crashes,
  * and leaves no tracee stopped.

@@ -1,5 +1,5 @@
-/* Who can use the control API, and what it will trace (issue 4,
- * "Security"): socket modes, the TCP listener's token, the attach policy,
+/* Who can use the control API, and what it will trace
+ * (docs/security.md): socket modes, the TCP listener's token, the attach policy,
  * the rate limit. Real daemons, real sockets. */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

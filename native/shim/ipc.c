@@ -8,26 +8,22 @@
  * An agent thread does all of it: made with a raw clone (no libc to ask),
  * on its own stack and thread pointer, with every signal blocked for its
  * whole life (a Go host's handlers abort on a foreign thread), ending
- * with SYS_exit, never exit_group. When tlsd is gone the agent ends and
+ * with __NR_exit, never exit_group. When tlsd is gone the agent ends and
  * the shim works on without it. */
 #include "ipc.h"
 #include "sys.h"
 
+#include <asm/poll.h>    /* struct pollfd, POLLIN */
+#include <linux/sched.h>  /* CLONE_* */
+
+/* Constants the kernel exports to libc's headers only (<sys/socket.h>,
+ * <sys/eventfd.h>), as the kernel defines them: include/linux/socket.h,
+ * include/linux/net.h, include/linux/eventfd.h. */
 #define AF_UNIX 1
 #define SOCK_STREAM 1
-#define SOCK_CLOEXEC 02000000
-#define POLLIN 1
-#define EINTR 4
-#define EFD_NONBLOCK 04000
-#define EFD_CLOEXEC 02000000
-
-#define CLONE_VM 0x100
-#define CLONE_FS 0x200
-#define CLONE_FILES 0x400
-#define CLONE_SIGHAND 0x800
-#define CLONE_THREAD 0x10000
-#define CLONE_SYSVSEM 0x40000
-#define CLONE_SETTLS 0x80000
+#define SOCK_CLOEXEC O_CLOEXEC
+#define EFD_CLOEXEC O_CLOEXEC
+#define EFD_NONBLOCK O_NONBLOCK
 
 #define AGENT_STACK (64 * 1024)
 #define AGENT_TLS 4096
@@ -78,7 +74,7 @@ void ipc_event(enum shim_event_kind kind, uint32_t slot, uint64_t key, uint64_t 
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&agent_asleep, __ATOMIC_RELAXED)) {
 		uint64_t one = 1;
-		sys3(SYS_write, wake_fd, &one, sizeof one);
+		sys3(__NR_write, wake_fd, &one, sizeof one);
 	}
 }
 
@@ -117,7 +113,7 @@ static int send_line(int fd, struct line *l)
 {
 	l->text[l->length++] = '\n';
 	for (uint32_t at = 0; at < l->length;) {
-		long n = sys3(SYS_write, fd, l->text + at, l->length - at);
+		long n = sys3(__NR_write, fd, l->text + at, l->length - at);
 		if (n == -EINTR) continue;
 		if (n <= 0) return -1;
 		at += (uint32_t)n;
@@ -284,46 +280,44 @@ static int answer(int fd, const char *text, uint32_t n)
 	return send_line(fd, &l);
 }
 
-struct pollfd_raw { int fd; short events, revents; };
-
 static int agent_main(void)
 {
 	struct { uint16_t family; char path[108]; } addr = { .family = AF_UNIX };
 	for (int i = 0; i < 107 && socket_path[i]; i++) addr.path[i] = socket_path[i];
-	long fd = sys3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (!sys_failed(fd) && !sys_failed(sys3(SYS_connect, fd, &addr, sizeof addr)) && !send_hello((int)fd)) {
+	long fd = sys3(__NR_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (!sys_failed(fd) && !sys_failed(sys3(__NR_connect, fd, &addr, sizeof addr)) && !send_hello((int)fd)) {
 		static char input[4096];
-		uint32_t held = 0;
+		uint32_t buffered = 0;
 		for (;;) {
 			if (send_events((int)fd)) break;
-			struct pollfd_raw p[2] = { { .fd = (int)fd, .events = POLLIN }, { .fd = wake_fd, .events = POLLIN } };
+			struct pollfd p[2] = { { .fd = (int)fd, .events = POLLIN }, { .fd = wake_fd, .events = POLLIN } };
 			__atomic_store_n(&agent_asleep, 1, __ATOMIC_RELAXED);
 			__atomic_thread_fence(__ATOMIC_SEQ_CST);
-			long ready = event_published(ring_tail) ? 0 : sys3(SYS_poll, p, 2, -1);
+			long ready = event_published(ring_tail) ? 0 : sys3(__NR_poll, p, 2, -1);
 			__atomic_store_n(&agent_asleep, 0, __ATOMIC_RELAXED);
 			if (ready > 0 && p[1].revents) {
 				uint64_t count;
-				sys3(SYS_read, wake_fd, &count, sizeof count);
+				sys3(__NR_read, wake_fd, &count, sizeof count);
 			}
 			if (ready <= 0 || !p[0].revents) continue;
-			long n = sys3(SYS_read, fd, input + held, sizeof input - held);
+			long n = sys3(__NR_read, fd, input + buffered, sizeof input - buffered);
 			if (n == -EINTR) continue;
 			if (n <= 0) break; /* tlsd is gone */
-			held += (uint32_t)n;
+			buffered += (uint32_t)n;
 			uint32_t start = 0;
-			for (uint32_t i = 0; i < held; i++) {
+			for (uint32_t i = 0; i < buffered; i++) {
 				if (input[i] != '\n') continue;
 				if (answer((int)fd, input + start, i - start)) goto gone;
 				start = i + 1;
 			}
 			/* Keep a partial line; a line longer than the buffer is junk. */
-			held = start < held && held - start < sizeof input ? held - start : 0;
-			for (uint32_t i = 0; i < held; i++) input[i] = input[start + i];
+			buffered = start < buffered && buffered - start < sizeof input ? buffered - start : 0;
+			for (uint32_t i = 0; i < buffered; i++) input[i] = input[start + i];
 		}
 	}
 gone:
 	__atomic_store_n(&agent_running, 0, __ATOMIC_RELEASE);
-	if (!sys_failed(fd)) sys1(SYS_close, fd);
+	if (!sys_failed(fd)) sys1(__NR_close, fd);
 	return 0;
 }
 
@@ -333,11 +327,11 @@ int ipc_start(struct tlsshim_table *t, const char *path)
 	while (path[n] && n < sizeof socket_path - 1) socket_path[n] = path[n], n++;
 	if (path[n]) return -1; /* too long for a Unix socket address */
 	table = t;
-	wake_fd = (int)sys2(SYS_eventfd2, 0, EFD_NONBLOCK | EFD_CLOEXEC);
+	wake_fd = (int)sys2(__NR_eventfd2, 0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (sys_failed(wake_fd)) return -1;
-	long stack = sys6(SYS_mmap, 0, AGENT_STACK + AGENT_TLS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long stack = sys6(__NR_mmap, 0, AGENT_STACK + AGENT_TLS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (sys_failed(stack)) {
-		sys1(SYS_close, wake_fd);
+		sys1(__NR_close, wake_fd);
 		return -1;
 	}
 	/* The agent's thread pointer: a page of its own whose first word

@@ -26,26 +26,26 @@ struct proc_file {
  * heap and its callers' stacks may be small). */
 static int read_proc(const char *path, struct proc_file *f)
 {
-	long m = sys6(SYS_mmap, 0, PROC_BUFFER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	long m = sys6(__NR_mmap, 0, PROC_BUFFER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (sys_failed(m)) return -1;
-	long fd = sys4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	long fd = sys4(__NR_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
 	if (sys_failed(fd)) {
-		sys2(SYS_munmap, m, PROC_BUFFER);
+		sys2(__NR_munmap, m, PROC_BUFFER);
 		return -1;
 	}
 	f->data = (char *)m;
 	f->length = 0;
 	for (;;) {
-		long n = sys3(SYS_read, fd, f->data + f->length, PROC_BUFFER - 1 - f->length);
+		long n = sys3(__NR_read, fd, f->data + f->length, PROC_BUFFER - 1 - f->length);
 		if (n <= 0) break;
 		f->length += n;
 	}
-	sys1(SYS_close, fd);
+	sys1(__NR_close, fd);
 	f->data[f->length] = 0;
 	return 0;
 }
 
-static void free_proc(struct proc_file *f) { sys2(SYS_munmap, f->data, PROC_BUFFER); }
+static void free_proc(struct proc_file *f) { sys2(__NR_munmap, f->data, PROC_BUFFER); }
 
 /* The value of NAME in a NUL-separated environment block, or NULL. */
 static const char *env_value(const struct proc_file *env, const char *name)

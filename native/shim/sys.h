@@ -1,8 +1,7 @@
 /* Raw system calls, thread-pointer reads and a raw clone: the shim has
  * no libc.
  *
- * x86-64 only (the syscall instruction; numbers from
- * arch/x86/entry/syscalls/syscall_64.tbl; rdfsbase; the clone gadget's
+ * x86-64 only (the syscall instruction; rdfsbase; the clone gadget's
  * registers). An aarch64 port replaces this file: svc #0, and tpidr_el0
  * for the thread pointer. */
 #ifndef TLSSHIM_SYS_H
@@ -10,35 +9,16 @@
 
 #include <stdint.h>
 
-#define SYS_read 0
-#define SYS_write 1
-#define SYS_close 3
-#define SYS_poll 7
-#define SYS_mmap 9
-#define SYS_munmap 11
-#define SYS_rt_sigprocmask 14
-#define SYS_getpid 39
-#define SYS_socket 41
-#define SYS_connect 42
-#define SYS_clone 56
-#define SYS_exit 60
-#define SYS_arch_prctl 158
-#define SYS_gettid 186
-#define SYS_openat 257
-#define SYS_eventfd2 290
-
-#define AT_FDCWD -100
-#define O_RDONLY 0
-#define O_CLOEXEC 02000000
-#define PROT_READ 1
-#define PROT_WRITE 2
-#define MAP_PRIVATE 0x02
-#define MAP_ANONYMOUS 0x20
-#define MAP_NORESERVE 0x4000
-#define SIG_SETMASK 2
-#define ARCH_GET_FS 0x1003
-#define AT_HWCAP2 26
-#define HWCAP2_FSGSBASE (1u << 1)
+/* The kernel's own user-space headers (no libc in them): syscall numbers,
+ * flags and constants come from the same place as the kernel's. */
+#include <asm/hwcap2.h>      /* HWCAP2_FSGSBASE */
+#include <linux/mman.h>      /* PROT_*, MAP_* */
+#include <asm/prctl.h>       /* ARCH_GET_FS */
+#include <asm/signal.h>      /* SIG_SETMASK */
+#include <asm/unistd.h>      /* __NR_* */
+#include <linux/auxvec.h>    /* AT_HWCAP2 */
+#include <linux/errno.h>     /* EINTR */
+#include <linux/fcntl.h>     /* AT_FDCWD, O_* */
 
 static inline long sys6(long n, long a, long b, long c, long d, long e, long f)
 {
@@ -74,7 +54,7 @@ static inline uint64_t read_fs_base_insn(void)
 static inline uint64_t read_fs_base_syscall(void)
 {
 	uint64_t v = 0;
-	if (sys_failed(sys2(SYS_arch_prctl, ARCH_GET_FS, &v))) return 0;
+	if (sys_failed(sys2(__NR_arch_prctl, ARCH_GET_FS, &v))) return 0;
 	return v;
 }
 
@@ -83,17 +63,17 @@ static inline uint64_t read_fs_base_syscall(void)
 static inline void block_signals(uint64_t *old)
 {
 	uint64_t all = ~0ull;
-	sys4(SYS_rt_sigprocmask, SIG_SETMASK, &all, old, sizeof all);
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, old, sizeof all);
 }
 
 static inline void restore_signals(const uint64_t *old)
 {
-	sys4(SYS_rt_sigprocmask, SIG_SETMASK, old, 0, sizeof *old);
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, old, 0, sizeof *old);
 }
 
 /* clone(2) without libc: the child starts on `stack` with the parent's
  * registers, so `fn` travels in a callee-saved register; it calls fn and
- * ends itself with SYS_exit. */
+ * ends itself with __NR_exit. */
 static inline long raw_clone(unsigned long flags, void *stack_top, void *tls, int (*fn)(void))
 {
 	register long r10 __asm__("r10") = 0; /* child_tid */
@@ -107,12 +87,12 @@ static inline long raw_clone(unsigned long flags, void *stack_top, void *tls, in
 		"xor %%ebp, %%ebp\n\t" /* the outermost frame */
 		"call *%%r12\n\t"
 		"mov %%eax, %%edi\n\t"
-		"mov $60, %%eax\n\t" /* SYS_exit: this thread only */
+		"mov %[exit], %%eax\n\t" /* this thread only */
 		"syscall\n\t"
 		"hlt\n"
 		"1:"
 		: "=a"(ret)
-		: "a"(SYS_clone), "D"(flags), "S"(stack_top), "d"(0), "r"(r10), "r"(r8), "r"(r12)
+		: "a"(__NR_clone), "D"(flags), "S"(stack_top), "d"(0), "r"(r10), "r"(r8), "r"(r12), [exit] "i"(__NR_exit)
 		: "rcx", "r11", "memory");
 	return ret;
 }

@@ -32,7 +32,7 @@ static struct {
 static inline uint64_t current_key(void)
 {
 	if (fast.key_is_rdfsbase) return read_fs_base_insn();
-	return table->mode == TLSSHIM_MODE_TID ? (uint64_t)sys0(SYS_gettid) : read_fs_base_syscall();
+	return table->mode == TLSSHIM_MODE_TID ? (uint64_t)sys0(__NR_gettid) : read_fs_base_syscall();
 }
 
 static inline struct tlsshim_slot *slot_at(uint32_t i)
@@ -77,7 +77,7 @@ static struct tlsshim_slot *claim(uint64_t key)
 		if (!__atomic_compare_exchange_n(&c->key, &k, key, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
 		shim_memset((char *)c + SLOT_HEADER, 0, table->slot_bytes);
 		c->fs_base = table->mode == TLSSHIM_MODE_THREAD_POINTER ? key : read_fs_base_syscall();
-		c->tid = table->mode == TLSSHIM_MODE_TID ? key : (uint64_t)sys0(SYS_gettid);
+		c->tid = table->mode == TLSSHIM_MODE_TID ? key : (uint64_t)sys0(__NR_gettid);
 		__atomic_fetch_add(&c->claims, 1, __ATOMIC_RELEASE);
 		ipc_event(EVENT_CLAIMED, i, key, c->tid);
 		s = c;
@@ -160,7 +160,7 @@ EXPORT _Noreturn void tlsshim_release_and_exit(int code)
 	uint64_t ignored;
 	block_signals(&ignored);
 	tlsshim_release();
-	for (;;) sys1(SYS_exit, code);
+	for (;;) sys1(__NR_exit, code);
 }
 
 EXPORT int tlsshim_mode(void) { return table ? (int)table->mode : 0; }
@@ -186,7 +186,7 @@ EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
 	uint64_t size = TABLE_HEADER + (uint64_t)count * stride;
 	/* Anonymous private memory: zero (every key SLOT_EMPTY), touched only
 	 * as slots are used, and copied, not shared, by fork. */
-	long m = sys6(SYS_mmap, 0, (long)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long m = sys6(__NR_mmap, 0, (long)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (sys_failed(m)) return TLSSHIM_ENOMEM;
 	struct tlsshim_table *t = (struct tlsshim_table *)m;
 	t->version = TLSSHIM_VERSION;
@@ -195,7 +195,7 @@ EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
 	t->slot_stride = stride;
 	t->slot_bytes = bytes;
 	t->slots_offset = TABLE_HEADER;
-	t->pid = (uint64_t)sys0(SYS_getpid);
+	t->pid = (uint64_t)sys0(__NR_getpid);
 	t->uses_rdfsbase = ctx->mode == TLSSHIM_MODE_THREAD_POINTER && (ctx->hwcap2 & HWCAP2_FSGSBASE);
 	fast.slots = (char *)t + TABLE_HEADER;
 	fast.slot_mask = count - 1;

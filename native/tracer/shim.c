@@ -82,18 +82,34 @@ static int usable(pid_t pid, const struct shim_table *s)
 	return s->table && read_word(pid, s->table, &magic) == 0 && magic == TLSSHIM_MAGIC;
 }
 
+/* A thread's key in a table: its FS base or its tid, by the table's mode
+ * (a type of its own: neither an address nor a tid may be passed for it). */
+struct slot_key {
+	uint64_t word;
+};
+
+static struct slot_key key_of(const struct shim_table *s, pid_t tid, uint64_t fs_base)
+{
+	return (struct slot_key){ s->mode == TLSSHIM_MODE_TID ? (uint64_t)tid : fs_base };
+}
+
+static uint32_t home_index(const struct shim_table *s, struct slot_key key)
+{
+	return tlsshim_home_index(key.word, s->slot_count - 1, stride_shift(s));
+}
+
 int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_base)
 {
-	uint64_t key = s->mode == TLSSHIM_MODE_TID ? (uint64_t)tid : fs_base;
-	if (key == SLOT_EMPTY || key == SLOT_FREE || !usable(pid, s))
+	struct slot_key key = key_of(s, tid, fs_base);
+	if (key.word == SLOT_EMPTY || key.word == SLOT_FREE || !usable(pid, s))
 		return 0;
 	uint32_t mask = s->slot_count - 1;
-	uint32_t i = tlsshim_home_index(key, mask, stride_shift(s));
+	uint32_t i = home_index(s, key);
 	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
 		uint64_t k;
 		if (read_word(pid, slot_address(s, i), &k) || k == SLOT_EMPTY)
-			return 0; /* not held (or the table is gone) */
-		if (k == key)
+			return 0; /* it holds no slot (or the table is gone) */
+		if (k == key.word)
 			return write_word(pid, slot_address(s, i), SLOT_FREE) == 0;
 	}
 	return 0;
@@ -135,8 +151,8 @@ static struct key_and_fs_base *read_slot_heads(pid_t pid, const struct shim_tabl
  * are, now), or where it is already. */
 static void rekey(pid_t child, const struct shim_table *s, struct key_and_fs_base *heads, uint32_t from)
 {
-	uint64_t key = (uint64_t)child;
-	uint32_t mask = s->slot_count - 1, to = tlsshim_home_index(key, mask, stride_shift(s));
+	struct slot_key key = key_of(s, child, 0);
+	uint32_t mask = s->slot_count - 1, to = home_index(s, key);
 	while (to != from && heads[to].key != SLOT_EMPTY && heads[to].key != SLOT_FREE)
 		to = (to + 1) & mask;
 	char *slot = malloc(s->slot_stride);
@@ -144,7 +160,7 @@ static void rekey(pid_t child, const struct shim_table *s, struct key_and_fs_bas
 		abort();
 	if (read_bytes(child, slot_address(s, from), slot, s->slot_stride) == 0) {
 		struct tlsshim_slot *head = (struct tlsshim_slot *)slot;
-		head->key = key;
+		head->key = key.word;
 		head->tid = (uint64_t)child;
 		if (write_bytes(child, slot_address(s, to), slot, s->slot_stride) == 0 && to != from)
 			write_word(child, slot_address(s, from), SLOT_FREE);
@@ -185,8 +201,8 @@ static void fix_fork_child(pid_t child, const struct shim_table *s, uint64_t fs_
 
 void shim_first_stop(const struct thread *t)
 {
-	/* Its process inherited the table at the fork event (a new child is
-	 * held at its first stop until then: events.c). */
+	/* Its process inherited the table at the fork event (a new child
+	 * waits at its first stop until then: events.c). */
 	struct process *p = t->pid == t->tid ? process_find(t->pid) : NULL;
 	if (p && p->shim.table && (t->flags & T_FS_KNOWN))
 		fix_fork_child(t->tid, &p->shim, t->fs_base);

@@ -18,7 +18,7 @@ enum thread_flag {
 	T_ATTACHING = 1 << 6,   /* seized by an attach, its FS base not known yet */
 	T_EXITING = 1 << 7,     /* past its PTRACE_EVENT_EXIT stop */
 	T_FS_KNOWN = 1 << 8,    /* fs_base came from its parent's clone event */
-	T_AWAITING_OWNER = 1 << 9, /* a new child held at its first stop until its
+	T_AWAITING_OWNER = 1 << 9, /* a new child kept at its first stop until its
 	                              parent's clone event names its process */
 	T_INTERRUPTED = 1 << 10, /* attach: interrupted to read its FS base */
 };

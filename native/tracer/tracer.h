@@ -47,8 +47,8 @@ void send_detached(pid_t pid);
  * how many it handled. */
 int drain_waits(void);
 void handle_wait_status(pid_t tid, int status);
-/* Lets go of new children held longer than their parent's event can take;
- * the epoll timeout (ms) to call again, or -1 when none is held. */
+/* Lets go of new children kept waiting longer than their parent's event
+ * can take; the epoll timeout (ms) to call again, or -1 when none waits. */
 int release_stale_children(uint64_t now_ms);
 /* Forgets a thread that is gone or detached; answers its refresh waiters. */
 void thread_forget(struct thread *t);
