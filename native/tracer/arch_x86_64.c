@@ -84,7 +84,7 @@ enum timeout_kind { NO_TIMEOUT, NEGATIVE_MS_IS_NONE, NULL_POINTER_IS_NONE };
 static const struct { long nr; int arg; enum timeout_kind kind; } stop_interrupted_waits[] = {
 	{ SYS_epoll_wait, 3, NEGATIVE_MS_IS_NONE },
 	{ SYS_epoll_pwait, 3, NEGATIVE_MS_IS_NONE },
-	{ 441 /* SYS_epoll_pwait2 */, 3, NULL_POINTER_IS_NONE },
+	{ SYS_epoll_pwait2, 3, NULL_POINTER_IS_NONE },
 	{ SYS_rt_sigtimedwait, 2, NULL_POINTER_IS_NONE },
 	{ SYS_semop, 0, NO_TIMEOUT },
 	{ SYS_semtimedop, 3, NULL_POINTER_IS_NONE },

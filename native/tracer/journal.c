@@ -13,7 +13,8 @@ enum entry_kind { MEMORY, REGISTERS };
 
 struct entry {
 	struct entry *next;
-	pid_t tid;
+	pid_t tid;          /* whose operation made it */
+	pid_t pid;          /* MEMORY: whose memory */
 	enum entry_kind kind;
 	uint64_t address;   /* MEMORY */
 	size_t len;
@@ -23,16 +24,16 @@ struct entry {
 
 static struct entry *entries;
 
-static int mem_fd(pid_t tid, int flags)
+static int mem_fd(pid_t pid, int flags)
 {
 	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/mem", tid);
+	snprintf(path, sizeof path, "/proc/%d/mem", pid);
 	return open(path, flags | O_CLOEXEC);
 }
 
-static int mem_io(pid_t tid, uint64_t address, void *buf, size_t len, int writing)
+static int mem_io(pid_t pid, uint64_t address, void *buf, size_t len, int writing)
 {
-	int fd = mem_fd(tid, writing ? O_RDWR : O_RDONLY);
+	int fd = mem_fd(pid, writing ? O_RDWR : O_RDONLY);
 	if (fd < 0)
 		return -1;
 	ssize_t n = writing ? pwrite(fd, buf, len, (off_t)address) : pread(fd, buf, len, (off_t)address);
@@ -64,11 +65,12 @@ static void drop_newest(void)
 	free(e);
 }
 
-int journal_write_memory(pid_t tid, uint64_t address, const void *bytes, size_t len)
+int journal_write_memory(pid_t tid, pid_t pid, uint64_t address, const void *bytes, size_t len)
 {
 	struct entry *e = add(tid, MEMORY, len);
+	e->pid = pid;
 	e->address = address;
-	if (mem_io(tid, address, e->old, len, 0) < 0 || mem_io(tid, address, (void *)bytes, len, 1) < 0) {
+	if (mem_io(pid, address, e->old, len, 0) < 0 || mem_io(pid, address, (void *)bytes, len, 1) < 0) {
 		int saved = errno;
 		drop_newest();
 		errno = saved;
@@ -119,7 +121,7 @@ static int take(pid_t tid, int (*fn)(struct entry *))
 
 static int undo_one(struct entry *e)
 {
-	return e->kind == MEMORY ? mem_io(e->tid, e->address, e->old, e->len, 1) : arch_set_regs(e->tid, &e->regs);
+	return e->kind == MEMORY ? mem_io(e->pid, e->address, e->old, e->len, 1) : arch_set_regs(e->tid, &e->regs);
 }
 
 int journal_undo(pid_t tid) { return take(tid, undo_one); }

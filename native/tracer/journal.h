@@ -6,10 +6,10 @@
  * thread is detached is undone first (detach.c), so a daemon's EOF or a
  * signal to the tracer never leaves a tracee changed.
  *
- * Entries belong to the thread whose operation made them, which must be
- * in a ptrace-stop when they are undone (registers can only be written
- * then; memory is written through /proc/PID/mem, which also writes
- * read-only pages, as an int3 in a program's text needs). */
+ * Entries belong to the thread whose operation made them. Its registers
+ * can be restored only while it is in a ptrace-stop; memory is written
+ * through /proc/PID/mem (which also writes read-only pages, as an int3 in
+ * a program's text needs) while its process lives. */
 #ifndef TLSD_JOURNAL_H
 #define TLSD_JOURNAL_H
 
@@ -19,9 +19,10 @@
 
 #include "arch.h"
 
-/* Writes len bytes at address in tid's process. -1 with errno, nothing
- * written and nothing journaled. */
-int journal_write_memory(pid_t tid, uint64_t address, const void *bytes, size_t len);
+/* Writes len bytes at address in process pid, for the operation of its
+ * thread tid. -1 with errno, nothing written and nothing journaled. The
+ * process's memory outlives the thread: it is undone through pid. */
+int journal_write_memory(pid_t tid, pid_t pid, uint64_t address, const void *bytes, size_t len);
 
 /* Sets tid's registers; the ones it had before its first journaled change
  * are what an undo restores. -1 with errno. */
