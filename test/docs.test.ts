@@ -33,6 +33,14 @@ test('every relative link in the README and docs/ resolves, anchors included', (
   }
 });
 
+test('every repository path the README and docs/ name exists', (t) => {
+  for (const doc of documents) {
+    for (const [, name] of read(doc).matchAll(/`((?:native|daemon|api|clients|test|bench|bin|docs)\/[\w./-]*\w)\/?`/g)) {
+      t.true(existsSync(path.join(packageRoot, name!)), `${doc} names ${name}, which does not exist`);
+    }
+  }
+});
+
 test('every section of docs/ that the code cites exists', (t) => {
   const sources = tracked.filter((f) => /\.(ts|c|h)$/.test(f) || f.endsWith('Makefile'));
   let citations = 0;

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { TlsdClient, TlsdError } from '../clients/client.js';
-import { daemonEntry, packageRoot } from '../daemon/paths.js';
+import { daemonEntry } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { Fixture, fixturePath, killPid } from './helpers/fixture.js';
 import { rawRequest } from './helpers/http.js';

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { TlsdError } from '../clients/client.js';
-import { daemonEntry, packageRoot } from '../daemon/paths.js';
+import { daemonEntry } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { fixturePath, killPid, waitUntil } from './helpers/fixture.js';
 import { tlsctl } from './helpers/tlsctl.js';

@@ -87,11 +87,6 @@ function parseHeader(h: Buffer, address: Address): ShimHeader {
   };
 }
 
-/** The table's header alone: its mode and geometry. */
-export function readShimHeader(pid: Pid, address: Address): ShimHeader {
-  return parseHeader(readMemory(pid, address, HEADER.vars), address);
-}
-
 /** The table's header, variables and claimed slots. */
 export function readShimTable(pid: Pid, address: Address): ShimTable {
   const h = readMemory(pid, address, HEADER.vars + shimAbi.maxVars * VAR.size);

@@ -51,8 +51,8 @@ static void finish_if_done(struct process *p)
 	uint32_t left = thread_count_of(p->pid);
 	struct thread *leader = thread_find(p->pid);
 	if (left == 1 && leader && (leader->flags & (T_DETACH_LAST | T_EXITING))) {
-		/* The leader, stopped last, detaches now; an exited (zombie) leader cannot be
-		 * detached and stays ours until its group dies. */
+		/* The leader, stopped last, detaches now; an exited (zombie)
+		 * leader cannot be detached and stays ours until its group dies. */
 		if (leader->flags & T_DETACH_LAST)
 			let_go(leader, leader->detach_signal);
 		thread_forget(leader);

@@ -1,6 +1,6 @@
-/* The tracer's reaction to every wait status (docs/ptrace.md "The event loop").
- * Each stop is handled and the thread restarted before the next one is
- * looked at: clone and exit events never wait for the daemon. */
+/* The tracer's reaction to every wait status (docs/ptrace.md "The event
+ * loop"). Each stop is handled and the thread restarted before the next
+ * one is looked at: clone and exit events never wait for the daemon. */
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
@@ -44,8 +44,8 @@ void note_fs_base(struct thread *t, uint64_t fs_base)
 /* THREAD_NEW goes once both halves are known: the thread's FS base (its
  * first stop, or the C library's thread list at an attach) and its owner
  * (seize, or the parent's clone event). A new child's first stop may come
- * before its parent's event (docs/ptrace.md); a SIGKILL can even end it before
- * any stop, and then its clone's FS base is all there is. */
+ * before its parent's event (docs/ptrace.md); a SIGKILL can even end it
+ * before any stop, and then its clone's FS base is all there is. */
 void announce(struct thread *t)
 {
 	if ((t->flags & T_ANNOUNCED) || (!(t->flags & T_FIRST_STOP) && !t->dead) ||

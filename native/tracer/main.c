@@ -1,4 +1,5 @@
-/* tlsd-tracer: the ptrace helper of tlsd (docs/architecture.md "Why a helper process").
+/* tlsd-tracer: the ptrace helper of tlsd (docs/architecture.md "Why a
+ * helper process").
  *
  * Usage: tlsd-tracer [FD]   (FD: the daemon's socketpair end, default 3)
  *
@@ -21,7 +22,6 @@
 #include <unistd.h>
 
 #include "protocol.h"
-#include "shim.h"
 #include "tracer.h"
 
 /* Every moment the tracer waits for a CPU, tracees that stopped wait in

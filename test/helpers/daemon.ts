@@ -8,7 +8,7 @@ import type { ExecutionContext } from 'ava';
 import { Value } from 'typebox/value';
 import { Event } from '../../api/schemas.js';
 import { TlsdClient, TlsdError, type TlsdEvent } from '../../clients/client.js';
-import { daemonEntry, packageRoot } from '../../daemon/paths.js';
+import { daemonEntry } from '../../daemon/paths.js';
 import { killPid, waitUntil } from './fixture.js';
 
 export interface TestDaemon {
