@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
+import { eventData, lifecycleEventTypes } from '../daemon/events.js';
 import { packageRoot } from '../daemon/paths.js';
 
 const tracked = execFileSync('git', ['ls-files'], { cwd: packageRoot, encoding: 'utf8' }).trim().split('\n');
@@ -62,5 +63,19 @@ test('nothing points outside the repository', (t) => {
   const outside = new RegExp(['\\.\\./sha', 'red|sha', 'red/docs|\\b(DESIGN|PTRACE|TLS-LAYOUT|INJECT|INTERPOSE|STYLE)\\.', 'md|\\(iss', 'ue \\d'].join(''));
   for (const file of tracked.filter((f) => /\.(ts|c|h|md|json)$/.test(f) || f.endsWith('Makefile') || f === '.ci/run')) {
     t.false(outside.test(read(file)), `${file} refers to a directory outside the repository`);
+  }
+});
+
+test('docs/api.md lists every event type with the fields its schema has', (t) => {
+  const section = read('docs/api.md').split('\n## Events\n')[1]!.split('\n## ')[0]!;
+  const rows = new Map([...section.matchAll(/^\| `([a-z]+\.[a-z]+)` \|[^|]+\|\s*([^|]*?)\s*\|$/gm)].map((m) => [m[1]!, m[2]!]));
+  t.deepEqual([...rows.keys()].sort(), [...lifecycleEventTypes].sort());
+  for (const type of lifecycleEventTypes) {
+    const fields = Object.keys(eventData[type].properties).filter((f) => f !== 'pid');
+    const cell = rows.get(type) ?? '';
+    // thread.exited says "the fields of an Exit": those are in the Exit schema.
+    if (cell.includes('an `Exit`')) continue;
+    const listed = [...cell.matchAll(/`(\w+)\??`/g)].map((m) => m[1]!);
+    t.deepEqual(listed.sort(), fields.sort(), type);
   }
 });
