@@ -1,6 +1,7 @@
 /* The v1 contract (docs/api.md) as TypeBox schemas: each is the
  * validation, the serialization and the TypeScript type at once. */
 import { Type, type Static } from 'typebox';
+import { DEFAULT_PAGE, MAX_PAGE } from '../daemon/paging.js';
 import { MAX_READ_LENGTH } from '../daemon/tls/tls-reader.js';
 import { valueTypes } from '../daemon/tls/values.js';
 import { Ending, eventData, type LifecycleEventType } from '../daemon/events.js';
@@ -115,6 +116,37 @@ export const Detached = Type.Intersect([Process, Type.Object({
     description: 'the processes followed from it (its forks while supervised, theirs, ...), detached with it',
   }),
 })]);
+/** Paging (daemon/paging.ts): at most `limit` items after the cursor `after`. */
+const Paging = {
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE, description: `items per page; default ${DEFAULT_PAGE}` })),
+  after: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'the `next` of the page before' })),
+};
+const PageEnd = {
+  next: Type.Optional(Type.String({ description: 'the cursor of the next page; absent on the last' })),
+  total: Type.Integer({ description: 'items that match, on every page' }),
+};
+const EndingFilter = {
+  exitCode: Type.Optional(Type.Integer({ minimum: 0, maximum: 255 })),
+  signal: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+  since: Type.Optional(Type.String({ minLength: 1, description: 'an ISO-8601 time' })),
+};
+
+export const ProcessesQuery = Type.Object({
+  ...Paging,
+  ...EndingFilter,
+  state: Type.Optional(Type.Enum(['running', 'exited', 'detached'])),
+  exe: Type.Optional(Type.String({ minLength: 1, description: 'a substring of the executable\'s path' })),
+  argv: Type.Optional(Type.String({ minLength: 1, description: 'a substring of the command line, arguments joined by spaces' })),
+}, { additionalProperties: false, description: 'since: started at or after' });
+export const ProcessList = Type.Object({ processes: Type.Array(Process), ...PageEnd });
+
+export const ExitsQuery = Type.Object({
+  ...Paging,
+  ...EndingFilter,
+  how: Type.Optional(Type.Enum(exitHows)),
+}, { additionalProperties: false, description: 'since: ended at or after' });
+export const ExitList = Type.Object({ exits: Type.Array(Exit), ...PageEnd });
+
 export const EventsQuery = Type.Object({
   pid: Type.Optional(PidNumber),
   since: Type.Optional(Type.Integer({ minimum: 0, description: 'replay retained events with a greater id first (as the Last-Event-ID header does)' })),
@@ -137,6 +169,9 @@ export const Event = Type.Union([
 type EveryEventType<T extends Static<typeof Event>['type']> = T;
 export type EventType = EveryEventType<LifecycleEventType>;
 export type EventJson = Static<typeof Event>;
+
+export const RecentEventsQuery = Type.Object({ ...EventsQuery.properties, ...Paging }, { additionalProperties: false });
+export const EventList = Type.Object({ events: Type.Array(Event), ...PageEnd });
 
 export const TlsModule = Type.Object({
   id: Type.Integer({ description: 'TLS module id (glibc: from the link_map; musl: load-order rank)' }),

@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
-  DetachedJson, EventJson, ExitJson, HealthJson, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  DetachedJson, EventJson, EventList as EventListSchema, ExitJson, ExitList as ExitListSchema, ExitsQuery, HealthJson,
+  ProcessList as ProcessListSchema, ProcessesQuery, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 import { parseHostPort } from '../api/listen.js';
 import type { ErrorCode } from '../daemon/errors.js';
@@ -42,6 +43,13 @@ export class TlsdError extends Error {
 export type TlsdEvent = EventJson;
 
 export type Spawn = Static<typeof SpawnBody>;
+/** A page of a list and where the next one starts (`next`, absent on the last). */
+export type ProcessList = Static<typeof ProcessListSchema>;
+export type ExitList = Static<typeof ExitListSchema>;
+export type EventList = Static<typeof EventListSchema>;
+/** Filters and paging: `limit` per page, `after` a page's `next`. */
+export type ProcessQuery = Static<typeof ProcessesQuery>;
+export type ExitQuery = Static<typeof ExitsQuery>;
 export type Thread = ThreadJson;
 export type ThreadDetail = Static<typeof ThreadWithTcb>;
 export type Module = Static<typeof TlsModule>;
@@ -103,7 +111,16 @@ export class TlsdClient {
   }
 
   health() { return this.request<HealthJson>('GET', '/v1/health'); }
-  processes() { return this.request<{ processes: ProcessJson[] }>('GET', '/v1/processes').then((r) => r.processes); }
+  /** Every process that matches, oldest first: all the pages. */
+  async processes(query: ProcessQuery = {}): Promise<ProcessJson[]> {
+    const all: ProcessJson[] = [];
+    for await (const page of this.processPages(query)) all.push(...page.processes);
+    return all;
+  }
+  /** The pages of processes, one request each, until the last. */
+  processPages(query: ProcessQuery = {}): AsyncGenerator<ProcessList> {
+    return this.pages((after) => this.request<ProcessList>('GET', `/v1/processes${queryString({ ...query, after })}`), query.after);
+  }
   attach(pid: number) { return this.request<ProcessJson>('POST', '/v1/processes', { pid }); }
   spawn(body: Spawn) { return this.request<ProcessJson>('POST', '/v1/processes', body); }
   process(pid: number) { return this.request<ProcessJson>('GET', `/v1/processes/${pid}`); }
@@ -117,7 +134,16 @@ export class TlsdClient {
   }
   threads(pid: number) { return this.request<{ threads: Thread[] }>('GET', `/v1/processes/${pid}/threads`).then((r) => r.threads); }
   thread(pid: number, tid: number) { return this.request<ThreadDetail>('GET', `/v1/processes/${pid}/threads/${tid}`); }
-  exits(pid: number) { return this.request<{ exits: ExitJson[] }>('GET', `/v1/processes/${pid}/exits`).then((r) => r.exits); }
+  /** The exit ledger, in order: all the pages. */
+  async exits(pid: number, query: ExitQuery = {}): Promise<ExitJson[]> {
+    const all: ExitJson[] = [];
+    for await (const page of this.exitPages(pid, query)) all.push(...page.exits);
+    return all;
+  }
+  /** The pages of the exit ledger, one request each, until the last. */
+  exitPages(pid: number, query: ExitQuery = {}): AsyncGenerator<ExitList> {
+    return this.pages((after) => this.request<ExitList>('GET', `/v1/processes/${pid}/exits${queryString({ ...query, after })}`), query.after);
+  }
   tlsModules(pid: number) {
     return this.request<{ modules: Module[] }>('GET', `/v1/processes/${pid}/tls/modules`).then((r) => r.modules);
   }
@@ -138,8 +164,20 @@ export class TlsdClient {
   openapi() { return this.request<Record<string, unknown>>('GET', '/docs/json'); }
 
   /** The events the daemon retains (its last 1000), oldest first. */
-  recentEvents(opts: EventsOptions = {}) {
-    return this.request<{ events: TlsdEvent[] }>('GET', `/v1/events/recent${queryString({ pid: opts.pid, since: opts.since })}`).then((r) => r.events);
+  async recentEvents(opts: EventsOptions = {}): Promise<TlsdEvent[]> {
+    const all: TlsdEvent[] = [];
+    const list = (after?: string) => this.request<EventList>('GET', `/v1/events/recent${queryString({ pid: opts.pid, since: opts.since, after })}`);
+    for await (const page of this.pages(list)) all.push(...page.events);
+    return all;
+  }
+
+  private async *pages<P extends { next?: string }>(get: (after?: string) => Promise<P>, after?: string): AsyncGenerator<P> {
+    for (let cursor = after; ;) {
+      const page = await get(cursor);
+      yield page;
+      if (page.next === undefined) return;
+      cursor = page.next;
+    }
   }
 
   /** Lifecycle events as they happen (after the retained ones newer than

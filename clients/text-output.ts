@@ -13,17 +13,60 @@ function styled(out: Output, text: string): string {
   return out.isTTY && !process.env.NO_COLOR ? styleText('bold', text) : text;
 }
 
-/** Columns separated by two spaces. On a terminal the last column is cut
- * to the width (it is the long one: a command line, a value). */
-export function printTable(out: Output, headers: string[], rows: string[][]): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const fit = (cells: string[]) => {
-    const line = cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-    const max = out.isTTY && out.columns ? out.columns : Infinity;
+/** Columns separated by two spaces, written as rows come: the widths are
+ * those of the header and the first rows given, and a later, longer cell
+ * pushes its line along rather than holding every row back. On a
+ * terminal the last column is cut to the width (it is the long one: a
+ * command line, a value). */
+export class TableWriter {
+  private widths?: number[];
+
+  constructor(private readonly out: Output, private readonly headers: string[]) {}
+
+  add(rows: string[][]): void {
+    if (!this.widths) {
+      this.widths = this.headers.map((h) => h.length);
+      for (const r of rows) r.forEach((c, i) => { if (c.length > (this.widths![i] ?? 0)) this.widths![i] = c.length; });
+      this.out.write(styled(this.out, this.fit(this.headers)) + '\n');
+    }
+    for (const r of rows) this.out.write(this.fit(r) + '\n');
+  }
+
+  /** Ends the table: the header alone, if no row came. */
+  end(): void {
+    if (!this.widths) this.add([]);
+  }
+
+  private fit(cells: string[]): string {
+    const line = cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(this.widths![i]!))).join('  ');
+    const max = this.out.isTTY && this.out.columns ? this.out.columns : Infinity;
     return line.length > max ? line.slice(0, Math.max(0, max - 1)) + '…' : line;
-  };
-  out.write(styled(out, fit(headers)) + '\n');
-  for (const r of rows) out.write(fit(r) + '\n');
+  }
+}
+
+export function printTable(out: Output, headers: string[], rows: string[][]): void {
+  new TableWriter(out, headers).add(rows);
+}
+
+/** `{ "<name>": [ ... ] }` as JSON.stringify(value, null, 2) writes it,
+ * an item at a time. */
+export class JsonListWriter {
+  private count = 0;
+
+  constructor(private readonly out: Output, name: string) {
+    out.write(`{\n  ${JSON.stringify(name)}: [`);
+  }
+
+  add(items: unknown[]): void {
+    for (const item of items) {
+      const text = JSON.stringify(item, null, 2).replace(/^/gm, '    ');
+      this.out.write(`${this.count++ ? ',' : ''}\n${text}`);
+    }
+  }
+
+  end(): void {
+    this.out.write(this.count ? '\n  ]\n}\n' : ']\n}\n');
+  }
 }
 
 /** `key  value` lines, keys aligned; nested objects as `a.b`. */
@@ -38,7 +81,7 @@ export function printFields(out: Output, fields: Record<string, unknown>): void 
     }
   };
   walk('', fields);
-  const width = Math.max(0, ...flat.map(([k]) => k.length));
+  const width = flat.reduce((w, [k]) => Math.max(w, k.length), 0);
   for (const [k, v] of flat) out.write(`${styled(out, k.padEnd(width))}  ${v}\n`);
 }
 

@@ -9,7 +9,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { valueTypes } from '../daemon/tls/values.js';
 import { version } from '../daemon/paths.js';
 import { TlsdClient, type Process, type TlsdEvent } from './client.js';
-import { printFields, printTable, shortTime } from './text-output.js';
+import { JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
 
 const stdout = process.stdout;
 const stderr = process.stderr;
@@ -18,6 +18,11 @@ interface GlobalOptions { socket?: string; http?: string; tokenFile?: string; js
 
 function positiveInteger(text: string): number {
   if (!/^\d+$/.test(text) || Number(text) < 1) throw new InvalidArgumentError('not a positive integer');
+  return Number(text);
+}
+
+function exitCode(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) > 255) throw new InvalidArgumentError('not an exit code (0-255)');
   return Number(text);
 }
 
@@ -53,11 +58,46 @@ function printJson(value: unknown): void {
 
 const commandLine = (p: Process) => p.argv.join(' ') || p.exe;
 
-function printProcesses(processes: Process[]): void {
-  printTable(stdout, ['PID', 'STATE', 'ORIGIN', 'LIBC', 'LINKAGE', 'THREADS', 'STARTED', 'COMMAND'], processes.map((p) => [
-    String(p.pid), p.state, p.origin, p.libc, p.linkage, String(p.threads), shortTime(p.startedAt), commandLine(p),
-  ]));
+/** Options every listing takes: how it ended, since when, how many. */
+function listingOptions(command: Command, since: string): Command {
+  return command
+    .option('--exit-code <code>', 'those that ended with this exit code', exitCode)
+    .option('--signal <n>', 'those killed by this signal', positiveInteger)
+    .option('--since <time>', `those ${since} at this ISO-8601 time or later`)
+    .option('--limit <n>', 'print at most this many', positiveInteger);
 }
+
+interface ListingOptions { exitCode?: number; signal?: number; since?: string; limit?: number }
+
+/** The query for a listing: its filters, and pages no larger than what
+ * --limit will print. */
+function listingQuery(o: ListingOptions) {
+  return {
+    ...(o.exitCode !== undefined ? { exitCode: o.exitCode } : {}), ...(o.signal !== undefined ? { signal: o.signal } : {}),
+    ...(o.since !== undefined ? { since: o.since } : {}), ...(o.limit !== undefined ? { limit: Math.min(o.limit, 1000) } : {}),
+  };
+}
+
+/** Prints a list a page at a time, as a table or as the API's JSON, up
+ * to `limit` rows: a ledger of millions of exits is never held whole. */
+async function printPages<T>(pages: AsyncGenerator<T[]>, name: string, json: boolean, headers: string[], row: (item: T) => string[], limit = Infinity): Promise<void> {
+  const writer = json ? new JsonListWriter(stdout, name) : new TableWriter(stdout, headers);
+  let left = limit;
+  for await (const items of pages) {
+    const some = items.slice(0, left);
+    if (json) (writer as JsonListWriter).add(some);
+    else (writer as TableWriter).add(some.map(row));
+    left -= some.length;
+    if (left <= 0) break;
+  }
+  writer.end();
+}
+
+const processRow = (p: Process) => [
+  String(p.pid), p.state, p.origin, p.libc, p.linkage, String(p.threads), shortTime(p.startedAt), commandLine(p),
+];
+const PROCESS_HEADERS = ['PID', 'STATE', 'ORIGIN', 'LIBC', 'LINKAGE', 'THREADS', 'STARTED', 'COMMAND'];
+
 
 /** On a terminal, shows that a long request (an attach to 10,000 threads)
  * is under way; elsewhere, nothing. */
@@ -89,13 +129,18 @@ function threadCount(client: TlsdClient, pid: number): string {
   }
 }
 
-program.command('ps')
-  .description('list supervised processes')
-  .action(async (_opts, command: Command) => {
+listingOptions(program.command('ps'), 'started')
+  .description('list supervised processes, running and ended, oldest first')
+  .addOption(new Option('--state <state>', 'those in this state').choices(['running', 'exited', 'detached']))
+  .option('--exe <text>', 'those whose executable\'s path contains this')
+  .option('--argv <text>', 'those whose command line contains this')
+  .action(async (opts: ListingOptions & { state?: 'running' | 'exited' | 'detached'; exe?: string; argv?: string }, command: Command) => {
     const { client, json } = context(command);
-    const processes = await client.processes();
-    if (json) return printJson({ processes });
-    printProcesses(processes);
+    const query = {
+      ...listingQuery(opts), ...(opts.state ? { state: opts.state } : {}), ...(opts.exe ? { exe: opts.exe } : {}), ...(opts.argv ? { argv: opts.argv } : {}),
+    };
+    const pages = (async function* () { for await (const page of client.processPages(query)) yield page.processes; })();
+    await printPages(pages, 'processes', json, PROCESS_HEADERS, processRow, opts.limit);
   });
 
 program.command('attach')
@@ -175,17 +220,18 @@ program.command('tls')
     ]));
   });
 
-program.command('exits')
-  .description('the exit ledger: how each thread of a process ended')
+listingOptions(program.command('exits'), 'ended')
+  .description('the exit ledger: how each thread of a process ended, in order')
   .argument('<pid>', 'process id', positiveInteger)
-  .action(async (pid: number, _opts, command: Command) => {
+  .addOption(new Option('--how <how>', 'those that ended so').choices(['exit', 'exit_group', 'signal', 'exec', 'unknown']))
+  .action(async (pid: number, opts: ListingOptions & { how?: 'exit' | 'exit_group' | 'signal' | 'exec' | 'unknown' }, command: Command) => {
     const { client, json } = context(command);
-    const exits = await client.exits(pid);
-    if (json) return printJson({ exits });
-    printTable(stdout, ['TID', 'HOW', 'CODE', 'SIGNAL', 'EXITED', 'LEADER'], exits.map((x) => [
+    const query = { ...listingQuery(opts), ...(opts.how ? { how: opts.how } : {}) };
+    const pages = (async function* () { for await (const page of client.exitPages(pid, query)) yield page.exits; })();
+    await printPages(pages, 'exits', json, ['TID', 'HOW', 'CODE', 'SIGNAL', 'EXITED', 'LEADER'], (x) => [
       String(x.tid), x.how, x.code === undefined ? '' : String(x.code),
       x.signal === undefined ? '' : `${x.signal}${x.coreDumped ? ' (core)' : ''}`, shortTime(x.exitedAt), x.leader ? 'yes' : '',
-    ]));
+    ], opts.limit);
   });
 
 function printEvent(e: TlsdEvent, json: boolean): void {

@@ -24,6 +24,8 @@ export interface ThreadRecord {
 }
 
 export interface ExitRecord extends Ending {
+  /** 1, 2, 3, ... in the process's ledger: the order of the ledger. */
+  seq: number;
   tid: Tid;
   pid: Pid;
   leader: boolean;
@@ -38,6 +40,8 @@ export interface Gap {
 }
 
 export interface ProcessRecord {
+  /** 1, 2, 3, ... in the order the registry learnt of processes. */
+  serial: number;
   pid: Pid;
   state: 'running' | 'exited' | 'detached';
   origin: ProcessOrigin;
@@ -79,7 +83,9 @@ const origins: Record<string, ProcessOrigin> = {
 };
 
 export class Registry {
+  /** In the order of their serials: a pid reused is a new record, last. */
   private readonly processes = new Map<Pid, ProcessRecord>();
+  private lastSerial = 0;
 
   constructor(private readonly bus: EventBus, private readonly log: Logger) {}
 
@@ -129,7 +135,7 @@ export class Registry {
   private processNew(e: Extract<TracerEvent, { type: 'processNew' }>, existing?: ProcessRecord): void {
     if (existing?.state === 'running') return; // a restarted tracer re-attaching
     const p: ProcessRecord = {
-      pid: e.pid, state: 'running', origin: origins[e.origin] ?? 'attached',
+      serial: ++this.lastSerial, pid: e.pid, state: 'running', origin: origins[e.origin] ?? 'attached',
       exe: '', argv: [], libc: 'unknown', linkage: 'dynamic', image: 0, startedAt: toDate(e.at),
       threads: new Map(), exits: [], gaps: [], unresolved: new Map(), groupExitSeen: false,
     };
@@ -253,9 +259,10 @@ export class Registry {
     this.record(p, { tid, pid: p.pid, leader: isLeader(tid, p.pid), exitedAt: at, how, ...ending });
   }
 
-  private record(p: ProcessRecord, x: ExitRecord): void {
+  private record(p: ProcessRecord, ending: Omit<ExitRecord, 'seq'>): void {
+    const x: ExitRecord = { seq: p.exits.length + 1, ...ending };
     p.exits.push(x);
-    this.bus.publish('thread.exited', { ...x, exitedAt: x.exitedAt.toISOString() }, x.exitedAt);
+    this.bus.publish('thread.exited', { ...ending, exitedAt: x.exitedAt.toISOString() }, x.exitedAt);
   }
 
   /* Tracer restarts (docs/architecture.md "Why a helper process"): the kernel detached

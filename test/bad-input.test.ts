@@ -70,6 +70,10 @@ const catalogue: Case[] = [
   { what: 'TLS: an unknown module', request: (s) => get(`/v1/processes/${s.supervised}/tls/symbols/tls_exe?module=libnothing.so`), status: 404, code: 'NOT_FOUND' },
   { what: 'TLS: an unknown query field', request: (s) => get(`/v1/processes/${s.supervised}/tls/symbols/tls_exe?colour=red`), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'events: a pid that is not a number', request: () => get('/v1/events?pid=abc'), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'a list: a cursor it did not give', request: (s) => get(`/v1/processes/${s.supervised}/exits?after=the-end`), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'a list: a limit over 10000', request: () => get('/v1/processes?limit=10001'), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'a list: a since that is not a time', request: () => get('/v1/processes?since=yesterday'), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'a list: a state that does not exist', request: () => get('/v1/processes?state=sleeping'), status: 400, code: 'INVALID_ARGUMENT' },
 ];
 
 /** The setting every case runs in; `attach` puts the supervised fixture

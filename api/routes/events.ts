@@ -3,9 +3,11 @@
  * Both can be limited to one process; both take `since` (an event id), and
  * the stream also the standard Last-Event-ID header, to resume. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type } from 'typebox';
 import type { LifecycleEvent } from '../../daemon/event-bus.js';
-import { Event, EventsQuery } from '../schemas.js';
+import { asPid } from '../../daemon/types.js';
+import { eventPage } from '../../daemon/queries.js';
+import { pageRequest } from '../query.js';
+import { EventList, EventsQuery, RecentEventsQuery } from '../schemas.js';
 import type { RouteDeps } from '../server.js';
 
 const KEEPALIVE_MS = 15000;
@@ -14,10 +16,12 @@ const eventJson = (e: LifecycleEvent) => ({ id: e.id, type: e.type, at: e.at, ..
 
 export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
   app.get('/v1/events/recent', {
-    schema: { summary: 'The retained lifecycle events (the last 1000), oldest first', querystring: EventsQuery, response: { 200: Type.Object({ events: Type.Array(Event) }) } },
+    schema: { summary: 'The retained lifecycle events (the last 1000), oldest first, a page at a time', querystring: RecentEventsQuery, response: { 200: EventList } },
   }, async (request) => {
     const { pid, since } = request.query;
-    return { events: supervisor.bus.since(since).filter((e) => pid === undefined || e.data.pid === pid).map(eventJson) };
+    const filter = { ...(pid !== undefined ? { pid: asPid(pid) } : {}), ...(since !== undefined ? { sinceId: since } : {}) };
+    const { items, ...rest } = eventPage(supervisor.bus, filter, pageRequest(request.query));
+    return { events: items.map(eventJson), ...rest };
   });
 
   app.get('/v1/events', {

@@ -1,15 +1,22 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { processPage } from '../../daemon/queries.js';
 import { viewProcess } from '../../daemon/views.js';
-import { AttachBody, DetachQuery, Detached, ErrorBody, Process, ProcessParams, SpawnBody } from '../schemas.js';
+import { endingFilter, pageRequest } from '../query.js';
+import { AttachBody, DetachQuery, Detached, ErrorBody, Process, ProcessList, ProcessParams, ProcessesQuery, SpawnBody } from '../schemas.js';
 import { processJson } from '../serialize.js';
 import type { RouteDeps } from '../server.js';
 
 const errors = { 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 410: ErrorBody, 503: ErrorBody };
 
 export const processRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
-  app.get('/v1/processes', { schema: { summary: 'Every supervised process, running or ended', response: { 200: Type.Object({ processes: Type.Array(Process) }) } } }, async () => {
-    return { processes: supervisor.registry.list().map((p) => processJson(viewProcess(p))) };
+  app.get('/v1/processes', {
+    schema: { summary: 'The supervised processes, running or ended, oldest first, a page at a time', querystring: ProcessesQuery, response: { 200: ProcessList, 400: ErrorBody } },
+  }, async (request) => {
+    const { state, exe, argv } = request.query;
+    const filter = { ...endingFilter(request.query), ...(state ? { state } : {}), ...(exe ? { exe } : {}), ...(argv ? { argv } : {}) };
+    const { items, ...rest } = processPage(supervisor.registry, filter, pageRequest(request.query));
+    return { processes: items.map((p) => processJson(viewProcess(p))), ...rest };
   });
 
   app.post('/v1/processes', {

@@ -1,7 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { viewThread } from '../../daemon/views.js';
-import { ErrorBody, Exit, ProcessParams, Thread, ThreadParams, ThreadWithTcb } from '../schemas.js';
+import { exitPage } from '../../daemon/queries.js';
+import { endingFilter, pageRequest } from '../query.js';
+import { ErrorBody, ExitList, ExitsQuery, ProcessParams, Thread, ThreadParams, ThreadWithTcb } from '../schemas.js';
 import { exitJson, tcbJson, threadJson } from '../serialize.js';
 import type { RouteDeps } from '../server.js';
 
@@ -23,9 +25,11 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   });
 
   app.get('/v1/processes/:pid/exits', {
-    schema: { summary: 'The exit ledger: how each thread ended', params: ProcessParams, response: { 200: Type.Object({ exits: Type.Array(Exit) }), 404: ErrorBody } },
+    schema: { summary: 'The exit ledger: how each thread ended, in order, a page at a time', params: ProcessParams, querystring: ExitsQuery, response: { 200: ExitList, 400: ErrorBody, 404: ErrorBody } },
   }, async (request) => {
     const p = supervisor.getProcess(request.params.pid);
-    return { exits: p.exits.map((x) => exitJson(x, supervisor.shims.fate(p, x.tid))) };
+    const { how } = request.query;
+    const { items, ...rest } = exitPage(p, { ...endingFilter(request.query), ...(how ? { how } : {}) }, pageRequest(request.query));
+    return { exits: items.map((x) => exitJson(x, supervisor.shims.fate(p, x.tid))), ...rest };
   });
 };
