@@ -3,7 +3,7 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
- *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,shim
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,shim
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -152,6 +152,7 @@ async function main(): Promise<void> {
   const { daemon, client } = await startDaemon(dir);
   const rows: Row[] = [];
   let interrupted: string | undefined;
+  let ledgerTable: string | undefined;
   try {
     if (wanted('tls')) {
       rows.push(...await tlsReads(client, 1000));
@@ -161,6 +162,7 @@ async function main(): Promise<void> {
     if (wanted('attach')) rows.push(...await attaches(client));
     if (wanted('kinds')) rows.push(...await attachesByKind(client, 5000));
     if (wanted('eintr')) interrupted = await interruptedCalls(client);
+    if (wanted('ledger')) ledgerTable = await ledger(client, daemon.pid!, path.join(dir, 'tlsd.sock'));
   } finally {
     daemon.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
@@ -168,6 +170,7 @@ async function main(): Promise<void> {
   console.log(`tlsd bench: ${rounds} rounds, medians; ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);
   if (rows.length) console.log(table(rows));
   if (interrupted) console.log('\n' + interrupted);
+  if (ledgerTable) console.log('\n' + ledgerTable);
   if (wanted('shim')) console.log('\n' + shimTable(await shimAccesses()));
 }
 
@@ -341,6 +344,42 @@ async function interruptedCalls(client: TlsdClient): Promise<string> {
     target.stdin!.write('quit\n');
   }
   return rowsOut.join('\n');
+}
+
+const rssMb = (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+
+/** A long exit ledger: a program that makes and joins 200,000 threads
+ * under tlsd, then its ledger read a page at a time (through the client,
+ * and by tlsctl), and what holding it costs the daemon. */
+async function ledger(client: TlsdClient, daemonPid: number, socket: string): Promise<string> {
+  const threads = 200_000;
+  const before = rssMb(daemonPid);
+  const p = await client.spawn({ argv: [fixture('churn'), '1', String(threads)] });
+  while ((await client.process(p.pid)).state !== 'exited') await sleep(200);
+  const first: number[] = [];
+  const every: number[] = [];
+  const cli: number[] = [];
+  let total = 0;
+  for (let i = 0; i < rounds; i++) {
+    let t0 = performance.now();
+    const page = await client.request<{ total: number }>('GET', `/v1/processes/${p.pid}/exits`);
+    first.push(performance.now() - t0);
+    total = page.total;
+    t0 = performance.now();
+    await client.exits(p.pid);
+    every.push(performance.now() - t0);
+    t0 = performance.now();
+    await run(process.execPath, [path.join(packageRoot, 'dist', 'clients', 'tlsctl.js'), '--socket', socket, 'exits', String(p.pid)], { maxBuffer: 1 << 30 });
+    cli.push(performance.now() - t0);
+  }
+  const ms = (xs: number[]) => `${median(xs).toFixed(1)} ms`;
+  return [
+    `| exit ledger of one process, ${total.toLocaleString('en')} exits | median |`, '| --- | ---: |',
+    `| first page (1,000 exits) | ${ms(first)} |`,
+    `| every page, through the client | ${ms(every)} |`,
+    `| tlsctl exits, every row | ${ms(cli)} |`,
+    `| daemon RSS before the program, and after | ${before.toFixed(0)} MB, ${rssMb(daemonPid).toFixed(0)} MB |`,
+  ].join('\n');
 }
 
 await main();

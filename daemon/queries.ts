@@ -36,20 +36,23 @@ export interface EventFilter {
 const endedAs = (e: Ending | undefined, f: EndingFilter): boolean =>
   (f.exitCode === undefined || e?.code === f.exitCode) && (f.signal === undefined || e?.signal === f.signal);
 
+/** Undefined when the filter keeps everything: pageOf then bisects. */
+const filtering = <T>(f: object, keep: (item: T) => boolean) => (Object.keys(f).length ? keep : undefined);
+
 export function processPage(registry: Registry, f: ProcessFilter, page: PageRequest): Page<ProcessRecord> {
-  return pageOf(registry.list(), (p) => p.serial, page, (p) =>
+  return pageOf(registry.list(), (p) => p.serial, page, filtering(f, (p: ProcessRecord) =>
     (f.state === undefined || p.state === f.state) &&
     (f.exitCode === undefined && f.signal === undefined || endedAs(p.exit, f)) &&
     (f.since === undefined || p.startedAt >= f.since) &&
     (f.exe === undefined || p.exe.includes(f.exe)) &&
-    (f.argv === undefined || p.argv.join(' ').includes(f.argv)));
+    (f.argv === undefined || p.argv.join(' ').includes(f.argv))));
 }
 
 export function exitPage(p: ProcessRecord, f: ExitFilter, page: PageRequest): Page<ExitRecord> {
-  return pageOf(p.exits, (x) => x.seq, page, (x) =>
-    (f.how === undefined || x.how === f.how) && endedAs(x, f) && (f.since === undefined || x.exitedAt >= f.since));
+  return pageOf(p.exits, (x) => x.seq, page, filtering(f, (x: ExitRecord) =>
+    (f.how === undefined || x.how === f.how) && endedAs(x, f) && (f.since === undefined || x.exitedAt >= f.since)));
 }
 
 export function eventPage(bus: EventBus, f: EventFilter, page: PageRequest): Page<LifecycleEvent> {
-  return pageOf(bus.since(f.sinceId), (e) => e.id, page, (e) => f.pid === undefined || e.data.pid === f.pid);
+  return pageOf(bus.since(f.sinceId), (e) => e.id, page, f.pid === undefined ? undefined : (e) => e.data.pid === f.pid);
 }
