@@ -185,7 +185,10 @@ export const TlsModule = Type.Object({
 
 export const TlsSymbol = Type.Object({ name: Type.String(), module: Type.String(), size: Type.Integer() });
 
-export const SymbolParams = Type.Object({ pid: PidParam, name: Type.String({ minLength: 1, maxLength: 1024 }) });
+/** A path parameter's longest: a TLS symbol's name (mangled C++ and Rust
+ * names run past fastify's default of 100 characters). */
+export const MAX_PARAM_LENGTH = 4096;
+export const SymbolParams = Type.Object({ pid: PidParam, name: Type.String({ minLength: 1, maxLength: MAX_PARAM_LENGTH }) });
 
 export const SymbolQuery = Type.Object({
   module: Type.Optional(Type.String({ minLength: 1, description: 'module path, file name or id' })),

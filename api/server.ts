@@ -9,7 +9,8 @@ import { TlsdError } from '../daemon/errors.js';
 import type { Supervisor } from '../daemon/supervisor.js';
 import type { TokenGuard } from './auth.js';
 import { installDocs } from './docs.js';
-import { installErrorHandling } from './errors.js';
+import { frameworkError, installErrorHandling } from './errors.js';
+import { MAX_PARAM_LENGTH } from './schemas.js';
 import { Metrics } from './metrics.js';
 import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
@@ -42,6 +43,10 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'api' }) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
+    maxParamLength: MAX_PARAM_LENGTH,
+    // The router's own refusals (a bad URL, a parameter too long) get the
+    // API's error shape too.
+    frameworkErrors: frameworkError,
     // Event streams never go idle; closing must not wait for them.
     forceCloseConnections: true,
     // Unknown fields are an error, not silently dropped (docs/architecture.md invariant 5).

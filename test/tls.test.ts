@@ -40,6 +40,9 @@ async function valuesByIndex(client: TlsdClient, f: Fixture, name: string, query
   return { ...r, byIndex: out };
 }
 
+/** test/fixtures/tls/tls.c's 125-character variable: 7*i+2 in thread i. */
+const LONG_NAME = 'tls_a_name_as_long_as_the_mangled_name_of_a_rust_thread_local_for_instance_proj_9CONST_TLS_with_its_hash_17h0123456789abcdefE';
+
 async function command(f: Fixture, line: string, answer: RegExp): Promise<void> {
   const from = f.out.all.length;
   f.send(line);
@@ -72,6 +75,10 @@ for (const kind of kinds) {
         t.regex(v.address ?? '', /^0x[0-9a-f]+$/);
       }
     }
+    // A name longer than a URL path segment may be by fastify's default,
+    // as a Rust thread_local!'s mangled name is.
+    const long = await valuesByIndex(client, fixture, LONG_NAME);
+    for (const [i, v] of long.byIndex) t.like(v, { state: 'ok', value: String(7 * i + 2) }, `the long name in thread ${i}`);
     const names = await valuesByIndex(client, fixture, 'tls_name', { type: 'cstring' });
     const bytes = await valuesByIndex(client, fixture, 'tls_name', { type: 'bytes', length: 10 });
     for (const [i, v] of names.byIndex) {
@@ -154,7 +161,7 @@ for (const kind of kinds.filter(isDynamic)) {
 test('glibc-dynamic: every value is what gdb reads', async (t) => {
   const fixture = await Fixture.start(t, 'glibc-dynamic/tls', ['20']);
   const byGdb = new Map<string, Map<number, string>>();
-  for (const name of ['tls_exe', 'tls_needed']) byGdb.set(name, await gdbPerThread(fixture.pid, `print ${name}`, /^-?\d+$/));
+  for (const name of ['tls_exe', 'tls_needed', LONG_NAME]) byGdb.set(name, await gdbPerThread(fixture.pid, `print ${name}`, /^-?\d+$/));
   await waitUntil('gdb to detach', () => tracerPidOf(fixture.pid) === 0);
   const { client } = await startDaemon(t);
   await client.attach(fixture.pid);
@@ -177,6 +184,8 @@ test('bad TLS requests: a clear error, nothing changed', async (t) => {
     ['a thread of another process', () => client.readTls(fixture.pid, 'tls_exe', { tid: 1 }), 404, 'NOT_FOUND'],
     ['a module that does not define it', () => client.readTls(fixture.pid, 'tls_exe', { module: 'libc.so.6' }), 404, 'NOT_FOUND'],
     ['an unknown query field', () => client.request('GET', `/v1/processes/${fixture.pid}/tls/symbols/tls_exe?colour=red`), 400, 'INVALID_ARGUMENT'],
+    ['an unknown name of 1,000 characters', () => client.readTls(fixture.pid, 'x'.repeat(1000)), 404, 'NOT_FOUND'],
+    ['a name longer than the API takes', () => client.readTls(fixture.pid, 'x'.repeat(5000)), 414, 'URI_TOO_LONG'],
     ['a process not supervised', () => client.tlsModules(4194000), 404, 'NOT_FOUND'],
   ];
   for (const [what, request, status, code] of cases) {
