@@ -183,6 +183,10 @@ export const TlsModule = Type.Object({
   staticOffset: Type.Optional(Type.Integer({ description: 'the block is at fsBase - staticOffset in every thread' })),
 });
 
+export const SymbolsQuery = Type.Object({
+  match: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'only the names that contain this' })),
+}, { additionalProperties: false });
+
 export const TlsSymbol = Type.Object({ name: Type.String(), module: Type.String(), size: Type.Integer() });
 
 /** A path parameter's longest: a TLS symbol's name (mangled C++ and Rust

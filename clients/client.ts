@@ -147,8 +147,9 @@ export class TlsdClient {
   tlsModules(pid: number) {
     return this.request<{ modules: Module[] }>('GET', `/v1/processes/${pid}/tls/modules`).then((r) => r.modules);
   }
-  tlsSymbols(pid: number) {
-    return this.request<{ symbols: Symbol[] }>('GET', `/v1/processes/${pid}/tls/symbols`).then((r) => r.symbols);
+  /** Every TLS variable, or those whose name contains `match`. */
+  tlsSymbols(pid: number, match?: string) {
+    return this.request<{ symbols: Symbol[] }>('GET', `/v1/processes/${pid}/tls/symbols${queryString({ match })}`).then((r) => r.symbols);
   }
   /** One TLS variable in every thread (or in `query.tid`). */
   readTls(pid: number, name: string, query: TlsReadQuery = {}) {

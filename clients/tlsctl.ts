@@ -220,6 +220,17 @@ program.command('tls')
     ]));
   });
 
+program.command('symbols')
+  .description('the thread-local variables of a process, by module (as gdb\'s info variables)')
+  .argument('<pid>', 'process id', positiveInteger)
+  .argument('[match]', 'only the names that contain this')
+  .action(async (pid: number, match: string | undefined, _opts, command: Command) => {
+    const { client, json } = context(command);
+    const symbols = await client.tlsSymbols(pid, match);
+    if (json) return printJson({ symbols });
+    printTable(stdout, ['NAME', 'SIZE', 'MODULE'], symbols.map((s) => [s.name, String(s.size), s.module]));
+  });
+
 listingOptions(program.command('exits'), 'ended')
   .description('the exit ledger: how each thread of a process ended, in order')
   .argument('<pid>', 'process id', positiveInteger)

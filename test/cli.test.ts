@@ -35,6 +35,10 @@ test('attach, ps, threads, tls, show, exits, events, detach', async (t) => {
 
   const read = JSON.parse((await tlsctl(socket, '--json', 'tls', String(f.pid), 'tls_exe')).stdout);
   t.deepEqual(Object.fromEntries(read.values.map((v: { tid: number; value: number }) => [v.tid, v.value])), expected);
+  const found = (await tlsctl(socket, 'symbols', String(f.pid), 'tls_')).stdout;
+  t.regex(found, /^NAME\s+SIZE\s+MODULE\n/);
+  t.regex(found, /^tls_exe\s+4\s+\S+\/glibc-dynamic\/tls$/m);
+  t.notRegex(found, /^errno/m, 'only the names that match');
   const table = (await tlsctl(socket, 'tls', String(f.pid), 'tls_name', '--type', 'cstring')).stdout;
   t.regex(table, /^tls_name in .*\/tls \(cstring\)\nTID\s+ADDRESS\s+STATE\s+VALUE\n/);
   t.regex(table, /\bok\s+thread-3\n/);

@@ -64,6 +64,7 @@ for (const kind of kinds) {
     const needed = symbols.find((s) => s.name === 'tls_needed');
     t.is(needed && basename(needed.module), isDynamic(kind) ? 'libtlsneeded.so' : 'tls', 'linked in when static');
     t.deepEqual(symbols.find((s) => s.name === 'tls_exe'), { name: 'tls_exe', module: fixturePath(`${kind}/tls`), size: 4 });
+    t.deepEqual((await client.tlsSymbols(fixture.pid, 'CONST_TLS')).map((s) => s.name), [LONG_NAME], 'a search by part of a name');
 
     for (const [name, type] of [['tls_exe', 'i32'], ['tls_needed', 'i64'], ['errno', 'i32']] as const) {
       const r = await valuesByIndex(client, fixture, name);

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { asAddress, asTid, formatAddress } from '../../daemon/types.js';
-import { ErrorBody, ProcessParams, SymbolParams, SymbolQuery, TlsModule, TlsSymbol, TlsValues } from '../schemas.js';
+import { ErrorBody, ProcessParams, SymbolParams, SymbolQuery, SymbolsQuery, TlsModule, TlsSymbol, TlsValues } from '../schemas.js';
 import type { RouteDeps } from '../server.js';
 
 const errors = { 400: ErrorBody, 404: ErrorBody, 410: ErrorBody, 503: ErrorBody };
@@ -21,10 +21,11 @@ export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { sup
   });
 
   app.get('/v1/processes/:pid/tls/symbols', {
-    schema: { summary: 'TLS variables of every module', params: ProcessParams, response: { 200: Type.Object({ symbols: Type.Array(TlsSymbol) }), ...errors } },
+    schema: { summary: 'TLS variables of every module', params: ProcessParams, querystring: SymbolsQuery, response: { 200: Type.Object({ symbols: Type.Array(TlsSymbol) }), ...errors } },
   }, async (request) => {
+    const { match } = request.query;
     const variables = await supervisor.tls.variables(request.params.pid);
-    return { symbols: variables.map((v) => ({ name: v.name, module: v.module, size: v.size })) };
+    return { symbols: variables.filter((v) => match === undefined || v.name.includes(match)).map((v) => ({ name: v.name, module: v.module, size: v.size })) };
   });
 
   app.get('/v1/processes/:pid/tls/symbols/:name', {
