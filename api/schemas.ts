@@ -212,7 +212,9 @@ export const TlsValues = Type.Object({
     // `type: [...]` rather than anyOf: the serializer then writes each of a
     // thousand values directly instead of trying the alternatives in turn.
     address: Type.Unsafe<string | null>({ type: ['string', 'null'], description: 'lowercase hex; null when the block is not allocated' }),
-    state: Type.Enum(['ok', 'unallocated', 'error']),
+    state: Type.Enum(['ok', 'unallocated', 'no-tls', 'error'], {
+      description: 'no-tls: the thread has no C-library TLS (no DTV: a raw clone on a page of its own, such as the shim\'s agent)',
+    }),
     value: Type.Unsafe<number | string | null>({
       type: ['number', 'string', 'null'],
       description: 'numbers up to 32 bits as numbers; i64/u64 decimal strings; ptr hex; bytes hex digits; unallocated: the initial image',

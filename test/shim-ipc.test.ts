@@ -43,6 +43,12 @@ for (const libc of ['glibc', 'musl']) {
         t.is(Buffer.from(ts.variables.find((v) => v.name === 'name')!.bytes, 'hex').toString('utf8').replace(/\0+$/, ''), `thread-${th.index}`);
         if (mode === 'tid') t.is(ts.key, `0x${th.tid.toString(16)}`);
       }
+      // The agent is a raw clone on a page of its own: no C-library TLS,
+      // which a read says rather than showing what memory holds there.
+      const errno = await client.readTls(p.pid, 'errno');
+      const ours = new Set(threads.map((th) => th.tid));
+      t.true(errno.values.filter((v) => ours.has(v.tid)).every((v) => v.state === 'ok'), JSON.stringify(errno.values));
+      t.deepEqual(errno.values.filter((v) => !ours.has(v.tid)).map((v) => [v.state, v.value]), [['no-tls', null]], 'the agent');
       const kinds = (await client.recentEvents({ pid: p.pid })).map((e) => e.type);
       t.true(kinds.includes('shim.handshake'));
       t.is(kinds.filter((k) => k === 'shim.slot').length, WORKERS + 1);

@@ -20,6 +20,7 @@ export type ThreadRead =
   | { state: 'ok'; address: Address; bytes: Buffer }
   | { state: 'unallocated' }
   | { state: 'stale-tp' }
+  | { state: 'no-tls' }
   | { state: 'error'; error: string; address?: Address };
 
 const TCB_BYTES = TCB_DTV + 8; // the self pointer and the DTV pointer
@@ -32,6 +33,14 @@ const MUSL_DTV_ENTRY = 8n;
 const ONE_READ_SPAN = 4096n;
 
 const failure = (r: ReadFailure): ThreadRead => ({ state: 'error', error: r.describe() });
+
+/** A TCB whose self pointer names tp, and whether it has a DTV: every
+ * thread the C library made has one; a thread made by a raw clone on a
+ * page of its own (the shim's agent) has none, and no C-library TLS. */
+function tcbState(tcb: Buffer, at: number, tp: Address): 'ok' | 'stale-tp' | 'no-tls' {
+  if (tcb.readBigUInt64LE(at + TCB_SELF) !== tp) return 'stale-tp';
+  return tcb.readBigUInt64LE(at + TCB_DTV) === 0n ? 'no-tls' : 'ok';
+}
 
 export function readAll(pid: Pid, layout: TlsLayout, where: Location, threads: ThreadPointer[], length: number, generations?: Map<number, Slot>): ThreadRead[] {
   const fixed = offsetFromTp(layout, where);
@@ -62,7 +71,8 @@ function readAtOffset(pid: Pid, threads: ThreadPointer[], offset: bigint, length
       const tp = threads[i]!.tp;
       const address = asAddress(tp + offset);
       if (b instanceof ReadFailure) return { ...failure(b), address } as ThreadRead;
-      if (b.readBigUInt64LE(Number(-from) + TCB_SELF) !== tp) return { state: 'stale-tp' };
+      const tcb = tcbState(b, Number(-from), tp);
+      if (tcb !== 'ok') return { state: tcb };
       return { state: 'ok', address, bytes: b.subarray(Number(offset - from), Number(offset - from + len)) };
     });
   }
@@ -91,7 +101,8 @@ function readThroughDtv(pid: Pid, layout: TlsLayout, where: Location & { kind: '
 function checkTcbs(pid: Pid, threads: ThreadPointer[]): Array<Buffer | ThreadRead> {
   return readMany(pid, threads.map((t) => ({ address: t.tp, length: TCB_BYTES }))).map((b, i) => {
     if (b instanceof ReadFailure) return failure(b);
-    return b.readBigUInt64LE(TCB_SELF) === threads[i]!.tp ? b : { state: 'stale-tp' };
+    const tcb = tcbState(b, 0, threads[i]!.tp);
+    return tcb === 'ok' ? b : { state: tcb };
   });
 }
 

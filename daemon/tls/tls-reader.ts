@@ -40,7 +40,7 @@ export interface ReadOptions {
 export interface ThreadValue {
   tid: Tid;
   address?: Address;
-  state: 'ok' | 'unallocated' | 'error';
+  state: 'ok' | 'unallocated' | 'no-tls' | 'error';
   value?: Value;
   error?: string;
 }
@@ -97,6 +97,7 @@ export class TlsReader {
         case 'ok': return { tid, address: r.address, state: 'ok', value: decode(type, r.bytes) };
         case 'unallocated': return { tid, state: 'unallocated', value: decode(type, variable.initial(length)) };
         case 'stale-tp': return { tid, state: 'error', error: 'its thread pointer does not point at a TCB' };
+        case 'no-tls': return { tid, state: 'no-tls' };
         case 'error': return { tid, ...(r.address !== undefined ? { address: r.address } : {}), state: 'error', error: r.error };
       }
     });
