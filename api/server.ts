@@ -43,7 +43,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: opts.log.child({ component: 'api' }) as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
-    maxParamLength: MAX_PARAM_LENGTH,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // The router's own refusals (a bad URL, a parameter too long) get the
     // API's error shape too.
     frameworkErrors: frameworkError,
