@@ -10,6 +10,9 @@ import { exitHows, fsBaseSources, processOrigins, shimModes, type Pid, type Tid 
 const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
 const Time = Type.String({ format: 'date-time' });
 const PidNumber = Type.Integer({ minimum: 1, maximum: 4194304, description: 'a process id (kernel pid_max is at most 2^22)' });
+/** A path parameter's longest: a TLS symbol's name (mangled C++ and Rust
+ * names run past fastify's default of 100 characters). */
+export const MAX_PARAM_LENGTH = 4096;
 /** Ids in a request's path, typed as what they name (the client builds
  * paths from plain numbers, so only path parameters are branded). */
 const PidParam = Type.Unsafe<Pid>(PidNumber);
@@ -187,11 +190,20 @@ export const SymbolsQuery = Type.Object({
   match: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'only the names that contain this' })),
 }, { additionalProperties: false });
 
-export const TlsSymbol = Type.Object({ name: Type.String(), module: Type.String(), size: Type.Integer() });
+export const TlsSymbol = Type.Object({
+  name: Type.String(), module: Type.String(), size: Type.Integer(),
+  offset: Type.Optional(Type.Integer({ description: 'in its module\'s TLS block (not for musl\'s errno, which is in the TCB)' })),
+});
 
-/** A path parameter's longest: a TLS symbol's name (mangled C++ and Rust
- * names run past fastify's default of 100 characters). */
-export const MAX_PARAM_LENGTH = 4096;
+export const ModuleParams = Type.Object({ pid: PidParam, module: Type.String({ minLength: 1, maxLength: MAX_PARAM_LENGTH, description: 'a module id, path or file name' }) });
+
+export const ModuleBytesQuery = Type.Object({
+  offset: Type.Integer({ minimum: 0, maximum: 2 ** 31, description: 'in the module\'s TLS block' }),
+  type: Type.Optional(Type.Enum(valueTypes, { description: 'default bytes' })),
+  length: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_READ_LENGTH, description: 'bytes to read, for bytes and cstring; default 8' })),
+  tid: Type.Optional(PidNumber),
+}, { additionalProperties: false });
+
 export const SymbolParams = Type.Object({ pid: PidParam, name: Type.String({ minLength: 1, maxLength: MAX_PARAM_LENGTH }) });
 
 export const SymbolQuery = Type.Object({

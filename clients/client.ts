@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
   DetachedJson, EventJson, EventList as EventListSchema, ExitJson, ExitList as ExitListSchema, ExitsQuery, HealthJson,
-  ProcessList as ProcessListSchema, ProcessesQuery, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  ModuleBytesQuery, ProcessList as ProcessListSchema, ProcessesQuery, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 import { parseHostPort } from '../api/listen.js';
 import type { ErrorCode } from '../daemon/errors.js';
@@ -50,6 +50,7 @@ export type EventList = Static<typeof EventListSchema>;
 /** Filters and paging: `limit` per page, `after` a page's `next`. */
 export type ProcessQuery = Static<typeof ProcessesQuery>;
 export type ExitQuery = Static<typeof ExitsQuery>;
+export type TlsModuleReadQuery = Omit<Static<typeof ModuleBytesQuery>, 'offset'>;
 export type Thread = ThreadJson;
 export type ThreadDetail = Static<typeof ThreadWithTcb>;
 export type Module = Static<typeof TlsModule>;
@@ -154,6 +155,12 @@ export class TlsdClient {
   /** One TLS variable in every thread (or in `query.tid`). */
   readTls(pid: number, name: string, query: TlsReadQuery = {}) {
     return this.request<TlsRead>('GET', `/v1/processes/${pid}/tls/symbols/${encodeURIComponent(name)}${queryString(query)}`);
+  }
+  /** Bytes of a module's TLS block at an offset, in every thread (or in
+   * `query.tid`): TLS that has no symbol. `module`: an id, a path or a
+   * file name. */
+  readTlsAt(pid: number, module: string | number, offset: number, query: TlsModuleReadQuery = {}) {
+    return this.request<TlsRead>('GET', `/v1/processes/${pid}/tls/modules/${encodeURIComponent(String(module))}/bytes${queryString({ offset, ...query })}`);
   }
   /** The process's shim: mode, table, slots, variables ({ loaded: false } without one). */
   shim(pid: number) { return this.request<Static<typeof ShimStatus>>('GET', `/v1/processes/${pid}/shim`); }

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { valueTypes } from '../daemon/tls/values.js';
 import { version } from '../daemon/paths.js';
-import { TlsdClient, type Process, type TlsdEvent } from './client.js';
+import { TlsdClient, type Process, type TlsdEvent, type TlsRead } from './client.js';
 import { JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
 
 const stdout = process.stdout;
@@ -18,6 +18,11 @@ interface GlobalOptions { socket?: string; http?: string; tokenFile?: string; js
 
 function positiveInteger(text: string): number {
   if (!/^\d+$/.test(text) || Number(text) < 1) throw new InvalidArgumentError('not a positive integer');
+  return Number(text);
+}
+
+function nonNegativeInteger(text: string): number {
+  if (!/^\d+$/.test(text)) throw new InvalidArgumentError('not a number');
   return Number(text);
 }
 
@@ -202,6 +207,14 @@ program.command('threads')
     ]));
   });
 
+/** One value per thread, under a title line. */
+function printValues(r: TlsRead): void {
+  stdout.write(`${r.symbol} in ${r.module} (${r.type})\n`);
+  printTable(stdout, ['TID', 'ADDRESS', 'STATE', 'VALUE'], r.values.map((v) => [
+    String(v.tid), v.address ?? '', v.state, v.error ?? (v.value === null ? '' : String(v.value)),
+  ]));
+}
+
 program.command('tls')
   .description('a thread-local variable in every thread of a process')
   .argument('<pid>', 'process id', positiveInteger)
@@ -214,10 +227,22 @@ program.command('tls')
     const { client, json } = context(command);
     const r = await client.readTls(pid, symbol, opts);
     if (json) return printJson(r);
-    stdout.write(`${r.symbol} in ${r.module} (${r.type})\n`);
-    printTable(stdout, ['TID', 'ADDRESS', 'STATE', 'VALUE'], r.values.map((v) => [
-      String(v.tid), v.address ?? '', v.state, v.error ?? (v.value === null ? '' : String(v.value)),
-    ]));
+    printValues(r);
+  });
+
+program.command('block')
+  .description('bytes of a module\'s TLS block at an offset, in every thread: TLS that has no symbol')
+  .argument('<pid>', 'process id', positiveInteger)
+  .argument('<module>', 'the module: id, path or file name (GET .../tls/modules lists them)')
+  .argument('<offset>', 'in the module\'s TLS block', nonNegativeInteger)
+  .addOption(new Option('--type <type>', 'how to show the value (default: bytes)').choices(valueTypes))
+  .option('--tid <tid>', 'one thread only', positiveInteger)
+  .option('--length <bytes>', 'bytes to read for bytes and cstring (default 8)', positiveInteger)
+  .action(async (pid: number, module: string, offset: number, opts: { type?: (typeof valueTypes)[number]; tid?: number; length?: number }, command: Command) => {
+    const { client, json } = context(command);
+    const r = await client.readTlsAt(pid, module, offset, opts);
+    if (json) return printJson(r);
+    printValues(r);
   });
 
 program.command('symbols')

@@ -39,6 +39,9 @@ test('attach, ps, threads, tls, show, exits, events, detach', async (t) => {
   t.regex(found, /^NAME\s+SIZE\s+MODULE\n/);
   t.regex(found, /^tls_exe\s+4\s+\S+\/glibc-dynamic\/tls$/m);
   t.notRegex(found, /^errno/m, 'only the names that match');
+  const offset = JSON.parse((await tlsctl(socket, '--json', 'symbols', String(f.pid), 'tls_exe')).stdout).symbols[0].offset;
+  const atOffset = JSON.parse((await tlsctl(socket, '--json', 'block', String(f.pid), 'tls', String(offset), '--type', 'i32')).stdout);
+  t.deepEqual(Object.fromEntries(atOffset.values.map((v: { tid: number; value: number }) => [v.tid, v.value])), expected, 'by module and offset');
   const table = (await tlsctl(socket, 'tls', String(f.pid), 'tls_name', '--type', 'cstring')).stdout;
   t.regex(table, /^tls_name in .*\/tls \(cstring\)\nTID\s+ADDRESS\s+STATE\s+VALUE\n/);
   t.regex(table, /\bok\s+thread-3\n/);

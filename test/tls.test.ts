@@ -63,8 +63,19 @@ for (const kind of kinds) {
     const symbols = await client.tlsSymbols(fixture.pid);
     const needed = symbols.find((s) => s.name === 'tls_needed');
     t.is(needed && basename(needed.module), isDynamic(kind) ? 'libtlsneeded.so' : 'tls', 'linked in when static');
-    t.deepEqual(symbols.find((s) => s.name === 'tls_exe'), { name: 'tls_exe', module: fixturePath(`${kind}/tls`), size: 4 });
+    t.like(symbols.find((s) => s.name === 'tls_exe'), { name: 'tls_exe', module: fixturePath(`${kind}/tls`), size: 4 });
     t.deepEqual((await client.tlsSymbols(fixture.pid, 'CONST_TLS')).map((s) => s.name), [LONG_NAME], 'a search by part of a name');
+
+    // The same variable read by module and offset, as TLS without a symbol is.
+    const exe = symbols.find((s) => s.name === 'tls_exe')!;
+    const byName = await client.readTls(fixture.pid, 'tls_exe');
+    for (const module of ['1', 'tls', fixturePath(`${kind}/tls`)]) {
+      const at = await client.readTlsAt(fixture.pid, module, exe.offset!, { type: 'i32' });
+      t.deepEqual(at.values, byName.values, `tls_exe at module ${module} offset ${exe.offset}`);
+    }
+    const block = modules[0]!.tlsSize;
+    t.like(await client.readTlsAt(fixture.pid, 1, block - 4, { length: 8 }).catch((e: unknown) => e), { status: 400, code: 'INVALID_ARGUMENT' }, 'past the block');
+    t.like(await client.readTlsAt(fixture.pid, 'libnothing.so', 0).catch((e: unknown) => e), { status: 404, code: 'NOT_FOUND' });
 
     for (const [name, type] of [['tls_exe', 'i32'], ['tls_needed', 'i64'], ['errno', 'i32']] as const) {
       const r = await valuesByIndex(client, fixture, name);

@@ -1,7 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { asAddress, asTid, formatAddress } from '../../daemon/types.js';
-import { ErrorBody, ProcessParams, SymbolParams, SymbolQuery, SymbolsQuery, TlsModule, TlsSymbol, TlsValues } from '../schemas.js';
+import type { ReadOptions, ReadResult } from '../../daemon/tls/tls-reader.js';
+import type { ValueType } from '../../daemon/tls/values.js';
+import { ErrorBody, ModuleBytesQuery, ModuleParams, ProcessParams, SymbolParams, SymbolQuery, SymbolsQuery, TlsModule, TlsSymbol, TlsValues } from '../schemas.js';
 import type { RouteDeps } from '../server.js';
 
 const errors = { 400: ErrorBody, 404: ErrorBody, 410: ErrorBody, 503: ErrorBody };
@@ -25,7 +27,11 @@ export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { sup
   }, async (request) => {
     const { match } = request.query;
     const variables = await supervisor.tls.variables(request.params.pid);
-    return { symbols: variables.filter((v) => match === undefined || v.name.includes(match)).map((v) => ({ name: v.name, module: v.module, size: v.size })) };
+    return {
+      symbols: variables.filter((v) => match === undefined || v.name.includes(match)).map((v) => ({
+        name: v.name, module: v.module, size: v.size, ...(v.location.kind === 'block' ? { offset: Number(v.location.offset) } : {}),
+      })),
+    };
   });
 
   app.get('/v1/processes/:pid/tls/symbols/:name', {
@@ -33,16 +39,38 @@ export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { sup
   }, async (request) => {
     const { module, type, length, tid } = request.query;
     const result = await supervisor.tls.read(request.params.pid, request.params.name, {
-      ...(module !== undefined ? { module } : {}), ...(type !== undefined ? { type } : {}),
-      ...(length !== undefined ? { length } : {}), ...(tid !== undefined ? { tid: asTid(tid) } : {}),
+      ...(module !== undefined ? { module } : {}), ...readOptions({ type, length, tid }),
     });
     metrics.tlsRead(result.values);
-    return {
-      symbol: result.variable.name, module: result.variable.module, type: result.type,
-      values: result.values.map((v) => ({
-        tid: v.tid, address: v.address !== undefined ? formatAddress(v.address) : null, state: v.state, value: v.value ?? null,
-        ...(v.error !== undefined ? { error: v.error } : {}),
-      })),
-    };
+    return valuesJson(result);
+  });
+
+  app.get('/v1/processes/:pid/tls/modules/:module/bytes', {
+    schema: {
+      summary: 'Bytes of a module\'s TLS block at an offset, in every thread (or one): TLS without a symbol',
+      params: ModuleParams, querystring: ModuleBytesQuery, response: { 200: TlsValues, ...errors },
+    },
+  }, async (request) => {
+    const { offset, type, length, tid } = request.query;
+    const result = await supervisor.tls.readModule(request.params.pid, request.params.module, offset, readOptions({ type, length, tid }));
+    metrics.tlsRead(result.values);
+    return valuesJson(result);
   });
 };
+
+function readOptions(q: { type?: ValueType; length?: number; tid?: number }): Omit<ReadOptions, 'module'> {
+  return {
+    ...(q.type !== undefined ? { type: q.type } : {}), ...(q.length !== undefined ? { length: q.length } : {}),
+    ...(q.tid !== undefined ? { tid: asTid(q.tid) } : {}),
+  };
+}
+
+function valuesJson(result: ReadResult) {
+  return {
+    symbol: result.variable.name, module: result.variable.module, type: result.type,
+    values: result.values.map((v) => ({
+      tid: v.tid, address: v.address !== undefined ? formatAddress(v.address) : null, state: v.state, value: v.value ?? null,
+      ...(v.error !== undefined ? { error: v.error } : {}),
+    })),
+  };
+}

@@ -54,6 +54,8 @@ export interface ReadResult {
 const NOT_READY_RETRIES = 20;
 const NOT_READY_WAIT_MS = 5;
 const DEFAULT_CSTRING_LENGTH = 256;
+/** Bytes a module read gives when it names no length: a word. */
+const DEFAULT_MODULE_READ = 8;
 export const MAX_READ_LENGTH = 65536;
 
 interface Cached {
@@ -86,9 +88,38 @@ export class TlsReader {
     if (!cached.variables.has(name)) cached = await this.current(p, true);
     const variable = pick(name, cached.variables.get(name) ?? [], opts.module);
     const type = opts.type ?? defaultType(variable.size);
-    const length = readLength(type, variable, opts.length);
+    return this.readVariable(p, cached, variable, type, readLength(type, variable.size, opts.length), opts.tid);
+  }
 
-    const threads = this.threadsToRead(p, opts.tid);
+  /** Bytes of a module's TLS block at an offset, in every thread: for a
+   * variable without a symbol. `module` is an id, a path or a file name;
+   * the type defaults to `bytes`, the length to 8. */
+  async readModule(pid: Pid, module: string, offset: number, opts: Omit<ReadOptions, 'module'>): Promise<ReadResult> {
+    const p = this.running(pid);
+    let cached = await this.current(p);
+    let m = findModule(cached.layout, module);
+    if (!m) {
+      cached = await this.current(p, true);
+      m = findModule(cached.layout, module);
+    }
+    if (!m) throw new TlsdError('NOT_FOUND', `no TLS module ${module} in process ${pid} (GET .../tls/modules lists them)`);
+    const type = opts.type ?? 'bytes';
+    const length = readLength(type, DEFAULT_MODULE_READ, opts.length);
+    const blockSize = Number(m.tls.memsz);
+    if (offset + length > blockSize) {
+      throw new TlsdError('INVALID_ARGUMENT', `${length} bytes at offset ${offset} run past the end of ${basename(m.object.path)}'s TLS block (${blockSize} bytes)`);
+    }
+    const tls = m.tls;
+    const variable: Variable = {
+      name: `${basename(m.object.path)}+${offset}`, module: m.object.path, moduleId: m.id, size: length,
+      location: { kind: 'block', module: m, offset: BigInt(offset) },
+      initial: (n) => initialBytes(tls.initImage, offset, n),
+    };
+    return this.readVariable(p, cached, variable, type, length, opts.tid);
+  }
+
+  private async readVariable(p: ProcessRecord, cached: Current, variable: Variable, type: ValueType, length: number, tid?: Tid): Promise<ReadResult> {
+    const threads = this.threadsToRead(p, tid);
     await Promise.all(threads.filter((t) => t.fsBase === 0n).map((t) => this.threads.refreshFsBase(t).catch(() => undefined)));
     const reads = await this.readThreads(p, cached, variable, threads, length);
     const values = reads.map((r, i): ThreadValue => {
@@ -201,6 +232,15 @@ function initialBytes(image: Buffer, offset: number, length: number): Buffer {
   return out;
 }
 
+/** A module named by its id, its path or its file name. */
+function findModule(layout: TlsLayout, name: string): TlsModule | undefined {
+  const matching = layout.modules.filter((m) => String(m.id) === name || m.object.path === name || basename(m.object.path) === name);
+  if (matching.length > 1) {
+    throw new TlsdError('INVALID_ARGUMENT', `several TLS modules are named ${name}; give its id or path: ${matching.map((m) => `${m.object.path} (id ${m.id})`).join(', ')}`);
+  }
+  return matching[0];
+}
+
 function pick(name: string, candidates: Variable[], module?: string): Variable {
   const matching = module === undefined ? candidates
     : candidates.filter((v) => v.module === module || basename(v.module) === module || String(v.moduleId) === module);
@@ -211,12 +251,14 @@ function pick(name: string, candidates: Variable[], module?: string): Variable {
     `${name} is defined in several modules; name one with ?module=: ${matching.map((v) => `${v.module} (id ${v.moduleId})`).join(', ')}`);
 }
 
-function readLength(type: ValueType, variable: Variable, length?: number): number {
+/** How many bytes a read takes: its type's, or for bytes and cstring the
+ * length asked for, else the variable's size. */
+function readLength(type: ValueType, size: number, length?: number): number {
   if (isFixedSize(type)) {
     if (length !== undefined) throw new TlsdError('INVALID_ARGUMENT', `length applies to bytes and cstring reads, not ${type}`);
     return byteLength(type, 0);
   }
-  const n = length ?? (variable.size || (type === 'cstring' ? DEFAULT_CSTRING_LENGTH : 0));
+  const n = length ?? (size || (type === 'cstring' ? DEFAULT_CSTRING_LENGTH : 0));
   if (n < 1 || n > MAX_READ_LENGTH) throw new TlsdError('INVALID_ARGUMENT', `length must be 1..${MAX_READ_LENGTH}`);
   return n;
 }
