@@ -1,5 +1,6 @@
 /* TLS reads against the TLS fixture in every binary kind it is built in:
  * each thread i stores 7*i+1, so every expected value is known. */
+import { execFileSync } from 'node:child_process';
 import { basename } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { TlsdClient } from '../clients/client.js';
@@ -169,6 +170,23 @@ for (const kind of kinds.filter(isDynamic)) {
     t.true(chosen.values.every((v) => v.value === 4));
   });
 }
+
+test('glibc-dynamic: a static TLS variable of a stripped library, from its separate debug file', async (t) => {
+  const { fixture, client } = await attached(t, 'glibc-dynamic', 2);
+  const file = fixturePath('glibc-dynamic/libtlsdebug.so');
+  // The library itself has no symbol for it: only its debug file does.
+  t.notRegex(execFileSync('readelf', ['-Ws', file], { encoding: 'utf8' }), /tls_debug_only/);
+  t.regex(execFileSync('readelf', ['-Ws', `${file}.debug`], { encoding: 'utf8' }), /TLS\s+LOCAL\s+\S+\s+\d+\s+tls_debug_only/);
+  await command(fixture, `dlopen ${file}`, /^dlopened /);
+  await command(fixture, 'call 1 debug_only_set', /^called /);
+
+  t.like((await client.tlsSymbols(fixture.pid, 'tls_debug_only'))[0], { name: 'tls_debug_only', module: file, size: 8 });
+  const r = await valuesByIndex(client, fixture, 'tls_debug_only');
+  t.is(r.byIndex.size, 3);
+  // Thread 1 set it; the others never touched it: glibc has not allocated
+  // their block, whose first value is the initial image's 5.
+  for (const [i, v] of r.byIndex) t.like(v, i === 1 ? { state: 'ok', value: '8' } : { state: 'unallocated', value: '5' }, `thread ${i}`);
+});
 
 test('glibc-dynamic: every value is what gdb reads', async (t) => {
   const fixture = await Fixture.start(t, 'glibc-dynamic/tls', ['20']);

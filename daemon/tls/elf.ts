@@ -25,7 +25,10 @@ const PT_NOTE = 4;
 export const PT_PHDR = 6;
 export const PT_TLS = 7;
 export const PF_W = 2;
+const SHT_PROGBITS = 1;
 const SHT_SYMTAB = 2;
+const SHT_STRTAB = 3;
+const NT_GNU_BUILD_ID = 3;
 const SHT_DYNSYM = 11;
 const SHN_UNDEF = 0;
 export const STT_FUNC = 2;
@@ -79,6 +82,10 @@ export interface ElfImage {
   tls?: TlsSegment;
   dynamic: Array<{ tag: bigint; value: bigint }>;
   notes: Array<{ owner: string; type: number }>;
+  /** NT_GNU_BUILD_ID, lowercase hex: names its separate debug file. */
+  buildId?: string;
+  /** `.gnu_debuglink`: the file name of its separate debug file. */
+  debugLink?: { file: string; crc: number };
   /** TLS symbols by name, .dynsym first, then .symtab's that are not there. */
   tlsSymbols: Map<string, TlsSymbol>;
   /** Defined non-TLS symbols' values (link-time addresses). */
@@ -125,7 +132,7 @@ class Bytes {
   }
 }
 
-interface Section { type: number; offset: number; size: number; link: number; entsize: number }
+interface Section { name: number; type: number; offset: number; size: number; link: number; entsize: number }
 
 export function parseElf(buf: Buffer): ElfImage {
   const b = new Bytes(buf);
@@ -140,6 +147,7 @@ export function parseElf(buf: Buffer): ElfImage {
   const phnum = b.u16(56, 'e_phnum');
   const shentsize = b.u16(58, 'e_shentsize');
   const shnum = b.u16(60, 'e_shnum');
+  const shstrndx = b.u16(62, 'e_shstrndx');
   if (phnum > 0 && phentsize < PHDR_SIZE) throw new ElfFormatError(`e_phentsize ${phentsize} is too small`);
   if (phnum > MAX_PHDRS) throw new ElfFormatError(`${phnum} program headers`);
 
@@ -168,10 +176,16 @@ export function parseElf(buf: Buffer): ElfImage {
       image.tls = { ...s, initImage: Buffer.from(b.slice(s.offset, s.filesz, 'PT_TLS image')) };
     }
     if (s.type === PT_DYNAMIC) image.dynamic = readDynamic(b, s);
-    if (s.type === PT_NOTE) image.notes.push(...readNotes(b.slice(s.offset, s.filesz, 'PT_NOTE')));
+    if (s.type === PT_NOTE) {
+      for (const n of readNotes(b.slice(s.offset, s.filesz, 'PT_NOTE'))) {
+        image.notes.push({ owner: n.owner, type: n.type });
+        if (n.owner === 'GNU' && n.type === NT_GNU_BUILD_ID && n.desc.length) image.buildId = n.desc.toString('hex');
+      }
+    }
   }
 
   const sections = readSections(b, shoff, shentsize, shnum);
+  image.debugLink = findDebugLink(b, sections, shstrndx);
   // .dynsym first: it is what the dynamic linker sees, and survives strip.
   for (const kind of [SHT_DYNSYM, SHT_SYMTAB]) {
     for (const s of sections.filter((x) => x.type === kind)) readSymbols(b, s, sections, image);
@@ -190,18 +204,44 @@ function readDynamic(b: Bytes, s: Segment): Array<{ tag: bigint; value: bigint }
 }
 
 /** ELF notes: namesz, descsz, type, then name and desc, each 4-aligned. */
-function readNotes(seg: Buffer): Array<{ owner: string; type: number }> {
+function readNotes(seg: Buffer): Array<{ owner: string; type: number; desc: Buffer }> {
   const notes = [];
   const align4 = (n: number) => (n + 3) & ~3;
   for (let at = 0; at + 12 <= seg.length;) {
     const namesz = seg.readUInt32LE(at);
     const descsz = seg.readUInt32LE(at + 4);
     const nameEnd = at + 12 + namesz;
-    if (nameEnd > seg.length) break;
-    notes.push({ owner: seg.toString('latin1', at + 12, nameEnd).replace(/\0+$/, ''), type: seg.readUInt32LE(at + 8) });
-    at = nameEnd + (align4(namesz) - namesz) + align4(descsz);
+    const descAt = nameEnd + (align4(namesz) - namesz);
+    if (descAt + descsz > seg.length) break;
+    notes.push({ owner: seg.toString('latin1', at + 12, nameEnd).replace(/\0+$/, ''), type: seg.readUInt32LE(at + 8), desc: seg.subarray(descAt, descAt + descsz) });
+    at = descAt + align4(descsz);
   }
   return notes;
+}
+
+/** The `.gnu_debuglink` section, if the section names can be read: a
+ * file whose names are damaged is still usable without it. */
+function findDebugLink(b: Bytes, sections: Section[], shstrndx: number): { file: string; crc: number } | undefined {
+  const names = sections[shstrndx];
+  if (!names || names.type !== SHT_STRTAB) return undefined;
+  try {
+    const table = new Bytes(b.slice(names.offset, names.size, 'section names'));
+    const link = sections.find((s) => s.type === SHT_PROGBITS && table.cstring(s.name, 'section name') === '.gnu_debuglink');
+    return link ? readDebugLink(b, link) : undefined;
+  } catch (e) {
+    if (e instanceof ElfFormatError) return undefined;
+    throw e;
+  }
+}
+
+/** `.gnu_debuglink`: a NUL-terminated file name, padding to 4, a CRC-32. */
+function readDebugLink(b: Bytes, s: Section): { file: string; crc: number } | undefined {
+  const data = b.slice(s.offset, s.size, '.gnu_debuglink');
+  const end = data.indexOf(0);
+  if (end <= 0 || end > MAX_NAME) return undefined;
+  const crcAt = (end + 4) & ~3;
+  if (crcAt + 4 > data.length) return undefined;
+  return { file: data.toString('latin1', 0, end), crc: data.readUInt32LE(crcAt) };
 }
 
 function readSections(b: Bytes, shoff: number, shentsize: number, shnum: number): Section[] {
@@ -213,6 +253,7 @@ function readSections(b: Bytes, shoff: number, shentsize: number, shnum: number)
     const at = shoff + i * shentsize;
     b.check(at, SHDR_SIZE, `section header ${i}`);
     sections.push({
+      name: b.u32(at, 'sh_name'),
       type: b.u32(at + 4, 'sh_type'),
       offset: b.length(at + 24, 'sh_offset'),
       size: b.length(at + 32, 'sh_size'), // .bss and .tbss take no file space

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { readAuxv } from '../procfs.js';
 import { readCString, readMemory } from '../memory.js';
 import { asAddress, type Address, type Pid } from '../types.js';
+import { withDebugSymbols } from './debug-file.js';
 import { loadElf } from './elf-cache.js';
 import { PT_DYNAMIC, PT_PHDR, type ElfImage } from './elf.js';
 
@@ -51,7 +52,7 @@ export class NotReadyError extends Error {}
 
 /** The executable alone: enough for a static program. */
 export function executable(pid: Pid, exePath: string): LoadedObject {
-  const elf = loadElf(`/proc/${pid}/exe`);
+  const elf = withDebugSymbols(loadElf(`/proc/${pid}/exe`), `/proc/${pid}/root`, exePath);
   const auxv = readAuxv(pid);
   const phdr = elf.segments.find((s) => s.type === PT_PHDR);
   // A static-pie has no PT_PHDR: its entry point gives the bias instead.
@@ -111,7 +112,7 @@ function openObject(pid: Pid, name: string): ElfImage | undefined {
   const path = name.startsWith('/') ? name : mappedPath(pid, name);
   if (!path) return undefined;
   try {
-    return loadElf(`/proc/${pid}/root${path}`);
+    return withDebugSymbols(loadElf(`/proc/${pid}/root${path}`), `/proc/${pid}/root`, path);
   } catch {
     return undefined;
   }
