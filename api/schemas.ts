@@ -4,11 +4,9 @@ import { Type, type Static } from 'typebox';
 import { DEFAULT_PAGE, MAX_PAGE } from '../daemon/paging.js';
 import { MAX_READ_LENGTH } from '../daemon/tls/tls-reader.js';
 import { valueTypes } from '../daemon/tls/values.js';
-import { Ending, eventData, type LifecycleEventType } from '../daemon/events.js';
+import { Ending, eventData, Hex, Time, type LifecycleEventType } from '../daemon/events.js';
 import { exitHows, fsBaseSources, processOrigins, shimModes, type Pid, type Tid } from '../daemon/types.js';
 
-const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
-const Time = Type.String({ format: 'date-time' });
 const PidNumber = Type.Integer({ minimum: 1, maximum: 4194304, description: 'a process id (kernel pid_max is at most 2^22)' });
 /** A path parameter's longest: a TLS symbol's name (mangled C++ and Rust
  * names run past fastify's default of 100 characters). */

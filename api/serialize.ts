@@ -5,9 +5,10 @@ import type { Static } from 'typebox';
 import type { ExitRecord } from '../daemon/registry.js';
 import type { ShimView, ThreadShimView } from '../daemon/shim/view.js';
 import type { Tcb } from '../daemon/tcb.js';
+import type { ReadResult } from '../daemon/tls/tls-reader.js';
 import { formatAddress, type Tid } from '../daemon/types.js';
 import type { ProcessView, ThreadView } from '../daemon/views.js';
-import type { ExitJson, ProcessJson, ShimStatus, ThreadJson, ThreadShim } from './schemas.js';
+import type { ExitJson, ProcessJson, ShimStatus, ThreadJson, ThreadShim, TlsValues } from './schemas.js';
 
 const iso = (d: Date) => d.toISOString();
 
@@ -66,5 +67,16 @@ export function threadShimJson(tid: Tid, { key, slot, variables, table }: Thread
     tid, key: `0x${key.toString(16)}`,
     slot: slot ? { index: slot.index, address: formatAddress(slot.address), claims: slot.claims } : null,
     variables: slot ? table.variables.map((v) => ({ name: v.name, size: v.size, bytes: variables.get(v.name)!.toString('hex') })) : [],
+  };
+}
+
+/** A TLS read: one value per thread. */
+export function valuesJson(result: ReadResult): Static<typeof TlsValues> {
+  return {
+    symbol: result.variable.name, module: result.variable.module, type: result.type,
+    values: result.values.map((v) => ({
+      tid: v.tid, address: v.address !== undefined ? formatAddress(v.address) : null, state: v.state, value: v.value ?? null,
+      ...(v.error !== undefined ? { error: v.error } : {}),
+    })),
   };
 }

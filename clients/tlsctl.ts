@@ -207,42 +207,43 @@ program.command('threads')
     ]));
   });
 
-/** One value per thread, under a title line. */
-function printValues(r: TlsRead): void {
+/** A read: the API's JSON, or one value per thread under a title line. */
+function printRead(r: TlsRead, json: boolean): void {
+  if (json) return printJson(r);
   stdout.write(`${r.symbol} in ${r.module} (${r.type})\n`);
   printTable(stdout, ['TID', 'ADDRESS', 'STATE', 'VALUE'], r.values.map((v) => [
     String(v.tid), v.address ?? '', v.state, v.error ?? (v.value === null ? '' : String(v.value)),
   ]));
 }
 
-program.command('tls')
+type ValueOptions = { type?: (typeof valueTypes)[number]; tid?: number; length?: number };
+
+/** --type, --tid and --length: how a read's value is shown, and where. */
+function valueOptions(command: Command, typeDefault: string, lengthDefault: string): Command {
+  return command
+    .addOption(new Option('--type <type>', `how to show the value (default: ${typeDefault})`).choices(valueTypes))
+    .option('--tid <tid>', 'one thread only', positiveInteger)
+    .option('--length <bytes>', `bytes to read for bytes and cstring${lengthDefault}`, positiveInteger);
+}
+
+valueOptions(program.command('tls'), 'from its size', '')
   .description('a thread-local variable in every thread of a process')
   .argument('<pid>', 'process id', positiveInteger)
   .argument('<symbol>', 'the variable (errno for libc\'s errno)')
-  .addOption(new Option('--type <type>', 'how to show the value (default: from its size)').choices(valueTypes))
   .option('--module <module>', 'the module that defines it, when several do (path, file name or id)')
-  .option('--tid <tid>', 'one thread only', positiveInteger)
-  .option('--length <bytes>', 'bytes to read for bytes and cstring', positiveInteger)
-  .action(async (pid: number, symbol: string, opts: { type?: (typeof valueTypes)[number]; module?: string; tid?: number; length?: number }, command: Command) => {
+  .action(async (pid: number, symbol: string, opts: ValueOptions & { module?: string }, command: Command) => {
     const { client, json } = context(command);
-    const r = await client.readTls(pid, symbol, opts);
-    if (json) return printJson(r);
-    printValues(r);
+    printRead(await client.readTls(pid, symbol, opts), json);
   });
 
-program.command('block')
+valueOptions(program.command('block'), 'bytes', ' (default 8)')
   .description('bytes of a module\'s TLS block at an offset, in every thread: TLS that has no symbol')
   .argument('<pid>', 'process id', positiveInteger)
   .argument('<module>', 'the module: id, path or file name (GET .../tls/modules lists them)')
   .argument('<offset>', 'in the module\'s TLS block', nonNegativeInteger)
-  .addOption(new Option('--type <type>', 'how to show the value (default: bytes)').choices(valueTypes))
-  .option('--tid <tid>', 'one thread only', positiveInteger)
-  .option('--length <bytes>', 'bytes to read for bytes and cstring (default 8)', positiveInteger)
-  .action(async (pid: number, module: string, offset: number, opts: { type?: (typeof valueTypes)[number]; tid?: number; length?: number }, command: Command) => {
+  .action(async (pid: number, module: string, offset: number, opts: ValueOptions, command: Command) => {
     const { client, json } = context(command);
-    const r = await client.readTlsAt(pid, module, offset, opts);
-    if (json) return printJson(r);
-    printValues(r);
+    printRead(await client.readTlsAt(pid, module, offset, opts), json);
   });
 
 program.command('symbols')

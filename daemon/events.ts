@@ -6,8 +6,9 @@
 import { Type, type Static, type TSchema } from 'typebox';
 import { exitHows, fsBaseSources, processOrigins, shimModes } from './types.js';
 
-const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
-const Time = Type.String({ format: 'date-time' });
+/** The API's JSON forms (docs/api.md "Conventions"), for these schemas and api/schemas.ts. */
+export const Hex = Type.String({ pattern: '^0x[0-9a-f]+$', description: 'address, lowercase hex' });
+export const Time = Type.String({ format: 'date-time' });
 
 /** How a process or thread ended: a code, or a signal. */
 export const Ending = {

@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { asAddress, asTid, formatAddress } from '../../daemon/types.js';
-import type { ReadOptions, ReadResult } from '../../daemon/tls/tls-reader.js';
+import type { ReadOptions } from '../../daemon/tls/tls-reader.js';
 import type { ValueType } from '../../daemon/tls/values.js';
 import { ErrorBody, ModuleBytesQuery, ModuleParams, ProcessParams, SymbolParams, SymbolQuery, SymbolsQuery, TlsModule, TlsSymbol, TlsValues } from '../schemas.js';
+import { valuesJson } from '../serialize.js';
 import type { RouteDeps } from '../server.js';
 
 const errors = { 400: ErrorBody, 404: ErrorBody, 410: ErrorBody, 503: ErrorBody };
@@ -62,15 +63,5 @@ function readOptions(q: { type?: ValueType; length?: number; tid?: number }): Om
   return {
     ...(q.type !== undefined ? { type: q.type } : {}), ...(q.length !== undefined ? { length: q.length } : {}),
     ...(q.tid !== undefined ? { tid: asTid(q.tid) } : {}),
-  };
-}
-
-function valuesJson(result: ReadResult) {
-  return {
-    symbol: result.variable.name, module: result.variable.module, type: result.type,
-    values: result.values.map((v) => ({
-      tid: v.tid, address: v.address !== undefined ? formatAddress(v.address) : null, state: v.state, value: v.value ?? null,
-      ...(v.error !== undefined ? { error: v.error } : {}),
-    })),
   };
 }
