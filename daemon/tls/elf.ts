@@ -206,12 +206,14 @@ function readDynamic(b: Bytes, s: Segment): Array<{ tag: bigint; value: bigint }
 /** ELF notes: namesz, descsz, type, then name and desc, each 4-aligned. */
 function readNotes(seg: Buffer): Array<{ owner: string; type: number; desc: Buffer }> {
   const notes = [];
-  const align4 = (n: number) => (n + 3) & ~3;
+  // Sizes are 32-bit and untrusted: arithmetic in doubles, not in `|`/`&`,
+  // which would wrap a size near 2^32 to a negative offset.
+  const align4 = (n: number) => Math.ceil(n / 4) * 4;
   for (let at = 0; at + 12 <= seg.length;) {
     const namesz = seg.readUInt32LE(at);
     const descsz = seg.readUInt32LE(at + 4);
     const nameEnd = at + 12 + namesz;
-    const descAt = nameEnd + (align4(namesz) - namesz);
+    const descAt = at + 12 + align4(namesz);
     if (descAt + descsz > seg.length) break;
     notes.push({ owner: seg.toString('latin1', at + 12, nameEnd).replace(/\0+$/, ''), type: seg.readUInt32LE(at + 8), desc: seg.subarray(descAt, descAt + descsz) });
     at = descAt + align4(descsz);
