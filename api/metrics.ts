@@ -16,10 +16,10 @@ export class Metrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'tlsd_' });
     new Gauge({
-      name: 'tlsd_supervised_processes', help: 'Processes tlsd supervises or supervised, by state', labelNames: ['state'], registers,
+      name: 'tlsd_supervised_processes', help: 'Processes in the records (running, or supervised before), by state', labelNames: ['state'], registers,
       collect() {
         this.reset();
-        for (const p of supervisor.registry.list()) this.inc({ state: p.state });
+        for (const { state, n } of supervisor.records.countByState()) this.set({ state }, n);
       },
     });
     new Gauge({

@@ -2,7 +2,7 @@
  * not one is a 400, like any other bad query field. */
 import { TlsdError } from '../daemon/errors.js';
 import type { PageRequest } from '../daemon/paging.js';
-import type { EndingFilter } from '../daemon/queries.js';
+import type { EndingFilter } from '../daemon/records/records.js';
 
 export function pageRequest(q: { limit?: number; after?: string }): PageRequest {
   return { ...(q.limit !== undefined ? { limit: q.limit } : {}), ...(q.after !== undefined ? { after: q.after } : {}) };

@@ -5,7 +5,7 @@ import { DEFAULT_PAGE, MAX_PAGE } from '../daemon/paging.js';
 import { MAX_READ_LENGTH } from '../daemon/tls/tls-reader.js';
 import { valueTypes } from '../daemon/tls/values.js';
 import { Ending, eventData, Hex, Time, type LifecycleEventType } from '../daemon/events.js';
-import { exitHows, fsBaseSources, processOrigins, shimModes, type Pid, type Tid } from '../daemon/types.js';
+import { exitHows, fsBaseSources, processOrigins, processStates, shimModes, type Pid, type Tid } from '../daemon/types.js';
 
 const PidNumber = Type.Integer({ minimum: 1, maximum: 4194304, description: 'a process id (kernel pid_max is at most 2^22)' });
 /** A path parameter's longest: a TLS symbol's name (mangled C++ and Rust
@@ -22,14 +22,22 @@ export const ErrorBody = Type.Object({
 
 export const Process = Type.Object({
   pid: Type.Integer(),
-  state: Type.Union([Type.Literal('running'), Type.Literal('exited'), Type.Literal('detached')]),
+  state: Type.Enum(processStates, {
+    description: 'running: supervised now; exited, detached: supervised until then; unsupervised: still running, supervised by an earlier run of the daemon only; '
+      + 'lost: an earlier run supervised it until that run ended, and it has ended since, unseen',
+  }),
   origin: Type.Enum(processOrigins),
   exe: Type.String(),
   argv: Type.Array(Type.String(), { description: 'while it runs, its command line as /proc shows it now (a program may rename itself); after, as it was at its start or exec' }),
   libc: Type.Union([Type.Literal('glibc'), Type.Literal('musl'), Type.Literal('none'), Type.Literal('unknown')]),
   linkage: Type.Union([Type.Literal('dynamic'), Type.Literal('static')]),
   threads: Type.Integer({ description: 'live threads' }),
+  threadsExited: Type.Integer({ description: 'threads in its exit ledger, exact even after retention dropped rows' }),
+  exitsDropped: Type.Optional(Type.Integer({ description: 'exit ledger rows retention dropped (the oldest)' })),
+  run: Type.Integer({ description: 'the run of the daemon that supervised it (1, 2, ... on one state directory)' }),
+  earlierRun: Type.Optional(Type.Literal(true, { description: 'supervised by an earlier run of the daemon, before a restart' })),
   startedAt: Time,
+  endedAt: Type.Optional(Time),
   parentPid: Type.Optional(Type.Integer({ description: 'for a forked process: the supervised process that forked it' })),
   stdout: Type.Optional(Type.String({ description: 'for a spawned process: the file its stdout goes to' })),
   stderr: Type.Optional(Type.String()),
@@ -85,6 +93,15 @@ export const Health = Type.Object({
   processes: Type.Integer({ description: 'supervised processes that are running' }),
   threads: Type.Integer({ description: 'their live threads' }),
   tracerRestarts: Type.Integer(),
+  run: Type.Integer({ description: 'this run of the daemon on its state directory' }),
+  records: Type.Object({
+    file: Type.String({ description: 'the database, or :memory:' }),
+    bytes: Type.Integer({ description: 'the bytes its records use' }),
+    keptAside: Type.Optional(Type.String({ description: 'where a database file that could not be read at start was moved' })),
+    forgotten: Type.Object({
+      processes: Type.Integer(), exits: Type.Integer(), events: Type.Integer(),
+    }, { description: 'records dropped by retention or forgotten on request, for good' }),
+  }),
 });
 
 export const AttachBody = Type.Object({ pid: PidParam }, { additionalProperties: false });
@@ -110,6 +127,9 @@ export const ThreadParams = Type.Object({ pid: PidParam, tid: TidParam });
 export const DetachQuery = Type.Object({
   kill: Type.Optional(Type.Boolean({ description: 'end the process with SIGKILL instead (its children stay supervised)' })),
   keepChildren: Type.Optional(Type.Boolean({ description: 'detach this process alone: the processes it forked while supervised stay supervised' })),
+  ifState: Type.Optional(Type.Enum(['running', 'ended'], {
+    description: 'act only on a process in this state: running (detach; one that is not is 410 and kept), ended (forget; one running is 409 and left supervised)',
+  })),
 }, { additionalProperties: false });
 
 export const Detached = Type.Intersect([Process, Type.Object({
@@ -135,7 +155,7 @@ const EndingFilter = {
 export const ProcessesQuery = Type.Object({
   ...Paging,
   ...EndingFilter,
-  state: Type.Optional(Type.Enum(['running', 'exited', 'detached'])),
+  state: Type.Optional(Type.Enum(processStates)),
   exe: Type.Optional(Type.String({ minLength: 1, description: 'a substring of the executable\'s path' })),
   argv: Type.Optional(Type.String({ minLength: 1, description: 'a substring of the command line, arguments joined by spaces' })),
 }, { additionalProperties: false, description: 'since: started at or after' });
@@ -146,11 +166,14 @@ export const ExitsQuery = Type.Object({
   ...EndingFilter,
   how: Type.Optional(Type.Enum(exitHows)),
 }, { additionalProperties: false, description: 'since: ended at or after' });
-export const ExitList = Type.Object({ exits: Type.Array(Exit), ...PageEnd });
+export const ExitList = Type.Object({
+  exits: Type.Array(Exit), ...PageEnd,
+  dropped: Type.Optional(Type.Integer({ description: 'the oldest rows, dropped by retention: not among the pages, nor in total' })),
+});
 
 export const EventsQuery = Type.Object({
   pid: Type.Optional(PidNumber),
-  since: Type.Optional(Type.Integer({ minimum: 0, description: 'replay retained events with a greater id first (as the Last-Event-ID header does)' })),
+  since: Type.Optional(Type.Integer({ minimum: 0, description: 'events with a greater id only; the stream replays the recorded ones first (as for the Last-Event-ID header), at most 10,000' })),
 }, { additionalProperties: false });
 
 /** One lifecycle event: its id, type and time, and what its type says

@@ -12,10 +12,14 @@ import type { ExitJson, ProcessJson, ShimStatus, ThreadJson, ThreadShim, TlsValu
 
 const iso = (d: Date) => d.toISOString();
 
-export function processJson({ record: p, argv }: ProcessView): ProcessJson {
+export function processJson({ record: p, argv, currentRun }: ProcessView): ProcessJson {
+  const { run } = p;
   return {
     pid: p.pid, state: p.state, origin: p.origin, exe: p.exe, argv, libc: p.libc, linkage: p.linkage,
-    threads: p.threads.size, startedAt: iso(p.startedAt),
+    threads: p.threads.size, threadsExited: p.threadsExited, startedAt: iso(p.startedAt), run,
+    ...(run !== currentRun ? { earlierRun: true } : {}),
+    ...(p.exitsDropped ? { exitsDropped: p.exitsDropped } : {}),
+    ...(p.endedAt ? { endedAt: iso(p.endedAt) } : {}),
     ...(p.parentPid ? { parentPid: p.parentPid } : {}),
     ...(p.stdout ? { stdout: p.stdout, stderr: p.stderr } : {}),
     gaps: p.gaps.map((g) => ({ from: iso(g.from), ...(g.to ? { to: iso(g.to) } : {}) })),
@@ -48,8 +52,8 @@ function endingJson(e: { code?: number; signal?: number; coreDumped?: boolean })
   };
 }
 
-export function exitJson(x: ExitRecord, shim?: ExitJson['shim']): ExitJson {
-  return { tid: x.tid, pid: x.pid, leader: x.leader, exitedAt: iso(x.exitedAt), ...endingJson(x), how: x.how, ...(shim ? { shim } : {}) };
+export function exitJson(x: ExitRecord): ExitJson {
+  return { tid: x.tid, pid: x.pid, leader: x.leader, exitedAt: iso(x.exitedAt), ...endingJson(x), how: x.how, ...(x.shim ? { shim: x.shim } : {}) };
 }
 
 export function shimJson({ connection, table }: ShimView): Static<typeof ShimStatus> {

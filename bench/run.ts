@@ -3,10 +3,11 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
- *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,shim
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,records,shim
+ *   BENCH_EXITS (default 10,000,000): threads the records part makes in one program
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -74,9 +75,11 @@ async function until(check: () => boolean): Promise<void> {
   while (!check()) await sleep(10);
 }
 
-async function startDaemon(dir: string): Promise<{ daemon: ChildProcess; client: TlsdClient }> {
+/** A daemon on a socket in `dir`, its records in `dir`/state unless
+ * `args` say otherwise. */
+async function startDaemon(dir: string, args: string[] = []): Promise<{ daemon: ChildProcess; client: TlsdClient }> {
   const socket = path.join(dir, 'tlsd.sock');
-  const daemon = spawn(process.execPath, [daemonEntry, '--socket', socket, '--log-level', 'warn'], { stdio: 'inherit' });
+  const daemon = spawn(process.execPath, [daemonEntry, '--socket', socket, '--state-dir', path.join(dir, 'state'), '--log-level', 'warn', ...args], { stdio: 'inherit' });
   const client = new TlsdClient({ socket });
   for (let i = 0; ; i++) {
     try {
@@ -153,6 +156,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   let interrupted: string | undefined;
   let ledgerTable: string | undefined;
+  let recordsTables: string | undefined;
   try {
     if (wanted('tls')) {
       rows.push(...await tlsReads(client, 1000));
@@ -163,6 +167,10 @@ async function main(): Promise<void> {
     if (wanted('kinds')) rows.push(...await attachesByKind(client, 5000));
     if (wanted('eintr')) interrupted = await interruptedCalls(client);
     if (wanted('ledger')) ledgerTable = await ledger(client, daemon.pid!, path.join(dir, 'tlsd.sock'));
+    if (wanted('records')) {
+      rows.push(...await recordsOnDisk());
+      recordsTables = [await lossOnKill(), await manyExits(Number(process.env.BENCH_EXITS ?? 10_000_000))].join('\n\n');
+    }
   } finally {
     daemon.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
@@ -171,6 +179,7 @@ async function main(): Promise<void> {
   if (rows.length) console.log(table(rows));
   if (interrupted) console.log('\n' + interrupted);
   if (ledgerTable) console.log('\n' + ledgerTable);
+  if (recordsTables) console.log('\n' + recordsTables);
   if (wanted('shim')) console.log('\n' + shimTable(await shimAccesses()));
 }
 
@@ -380,6 +389,118 @@ async function ledger(client: TlsdClient, daemonPid: number, socket: string): Pr
     `| tlsctl exits, every row | ${ms(cli)} |`,
     `| daemon RSS before the program, and after | ${before.toFixed(0)} MB, ${rssMb(daemonPid).toFixed(0)} MB |`,
   ].join('\n');
+}
+
+/** Two daemons side by side, for records/: one `:memory:`, one on disk. */
+async function withDaemon<T>(args: string[], use: (client: TlsdClient, daemon: ChildProcess, dir: string) => Promise<T>, dir?: string): Promise<T> {
+  const own = dir ?? mkdtempSync(path.join(os.tmpdir(), 'tlsd-bench-'));
+  const { daemon, client } = await startDaemon(own, args);
+  try {
+    return await use(client, daemon, own);
+  } finally {
+    if (daemon.exitCode === null && daemon.signalCode === null) {
+      const exited = new Promise((r) => daemon.once('exit', r));
+      daemon.kill('SIGTERM');
+      await exited;
+    }
+    if (!dir) rmSync(own, { recursive: true, force: true });
+  }
+}
+
+/** Thread churn with the records on disk, against the same daemon keeping
+ * them in memory (`--state-dir :memory:`): what writing to the disk costs
+ * the traced program. */
+async function recordsOnDisk(): Promise<Row[]> {
+  const churn = [fixture('churn'), '1', '20000'];
+  const workload = 'thread churn, 20,000 create+join, records';
+  const inMemory: Row = { workload, variant: 'tlsd, records in memory (:memory:)', ms: [], baseline: 'tlsd, records in memory (:memory:)' };
+  const onDisk: Row = { workload, variant: 'tlsd, records on disk', ms: [], baseline: inMemory.variant };
+  await withDaemon(['--state-dir', ':memory:'], (memory) => withDaemon([], async (disk) => {
+    for (let i = 0; i < rounds; i++) {
+      inMemory.ms.push(await underTlsd(memory, churn));
+      onDisk.ms.push(await underTlsd(disk, churn));
+    }
+  }));
+  onDisk.extra = `paired by round: ${median(onDisk.ms.map((ms, i) => ms / inMemory.ms[i]!)).toFixed(3)}×`;
+  process.stderr.write('records on disk done\n');
+  return [inMemory, onDisk];
+}
+
+/** A daemon SIGKILLed while a program churns threads: the events a client
+ * saw (published) against those the next daemon finds recorded. */
+async function lossOnKill(): Promise<string> {
+  const lost: number[] = [];
+  const rates: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-bench-'));
+    try {
+      let seen = 0;
+      let pid = 0;
+      await withDaemon([], async (client, daemon) => {
+        const stop = new AbortController();
+        const watching = (async () => {
+          try {
+            for await (const e of client.events({ signal: stop.signal })) seen = e.id;
+          } catch { /* the daemon is gone */ }
+        })();
+        pid = (await client.spawn({ argv: [fixture('churn'), '1', '1000000'] })).pid;
+        await sleep(1000 + Math.random() * 2000);
+        const before = seen;
+        await sleep(500);
+        rates.push((seen - before) / 500);
+        daemon.kill('SIGKILL');
+        await watching;
+        stop.abort();
+      }, dir);
+      await withDaemon([], async (client) => {
+        const recorded = (await client.request<{ events: Array<{ id: number }> }>('GET', `/v1/events/recent?since=${Math.max(0, seen - 10_000)}&limit=10000`)).events.at(-1)?.id ?? 0;
+        lost.push(Math.max(0, seen - recorded));
+      }, dir);
+      try { process.kill(pid, 'SIGKILL'); } catch { /* it ended */ }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  process.stderr.write('loss on kill done\n');
+  const perMs = median(rates);
+  return [
+    '| daemon SIGKILLed during thread churn | events seen by a client, not recorded |', '| --- | ---: |',
+    `| median of ${rounds} kills | ${median(lost)} (${(median(lost) / perMs).toFixed(0)} ms of events) |`,
+    `| most | ${Math.max(...lost)} (${(Math.max(...lost) / perMs).toFixed(0)} ms of events) |`,
+  ].join('\n');
+}
+
+/** One program making `n` threads under a daemon with no retention: the
+ * daemon's RSS through it, the database's size, the first page after. */
+async function manyExits(n: number): Promise<string> {
+  return withDaemon(['--retain-mb', '0'], async (client, daemon, dir) => {
+    const before = rssMb(daemon.pid!);
+    const p = await client.spawn({ argv: [fixture('churn'), '1', String(n - 1)] });
+    let peak = before;
+    const t0 = performance.now();
+    while ((await client.process(p.pid)).state !== 'exited') {
+      peak = Math.max(peak, rssMb(daemon.pid!));
+      await sleep(1000);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const first: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const t1 = performance.now();
+      await client.request('GET', `/v1/processes/${p.pid}/exits`);
+      first.push(performance.now() - t1);
+    }
+    const health = await client.health();
+    const exits = (await client.process(p.pid)).threadsExited;
+    const file = statSync(path.join(dir, 'state', 'tlsd.db')).size;
+    process.stderr.write('many exits done\n');
+    return [
+      `| one program, ${exits.toLocaleString('en')} thread exits, records on disk, no retention | |`, '| --- | ---: |',
+      `| time under tlsd | ${seconds.toFixed(0)} s |`,
+      `| daemon RSS: before, most (sampled every second), after | ${before.toFixed(0)} MB, ${peak.toFixed(0)} MB, ${rssMb(daemon.pid!).toFixed(0)} MB |`,
+      `| records: bytes used, per million exits | ${(health.records.bytes / 2 ** 20).toFixed(0)} MB, ${(health.records.bytes / 2 ** 20 / (exits / 1e6)).toFixed(0)} MB (file ${(file / 2 ** 20).toFixed(0)} MB) |`,
+      `| first page of its ledger (1,000 exits), median | ${median(first).toFixed(1)} ms |`,
+    ].join('\n');
+  });
 }
 
 await main();

@@ -11,6 +11,9 @@
  *   --rate-limit N      (TLSD_RATE_LIMIT)    requests per second per client, default 1000
  *   --output-dir D      (TLSD_OUTPUT_DIR)    spawned processes' default output
  *   --log-level L       (TLSD_LOG_LEVEL)     pino level, default info
+ *   --state-dir D       (TLSD_STATE_DIR)     where the records are kept, default /var/lib/tlsd (:memory: for none on disk)
+ *   --retain-days N     (TLSD_RETAIN_DAYS)   forget what ended more than N days ago, default 0 (no limit)
+ *   --retain-mb N       (TLSD_RETAIN_MB)     keep the records under N MB, default 1024 (0: no limit)
  */
 import type { Server } from 'node:http';
 import path from 'node:path';
@@ -35,6 +38,9 @@ const { values } = parseArgs({
     'rate-limit': { type: 'string' },
     'output-dir': { type: 'string' },
     'log-level': { type: 'string' },
+    'state-dir': { type: 'string' },
+    'retain-days': { type: 'string' },
+    'retain-mb': { type: 'string' },
   },
 });
 const env = process.env;
@@ -63,6 +69,17 @@ const policy = new AttachPolicy(allowText ? configured('TLSD_ATTACH_ALLOW', () =
 const rateText = values['rate-limit'] ?? env.TLSD_RATE_LIMIT;
 const rateLimit = rateText === undefined ? undefined : Number(rateText);
 if (rateLimit !== undefined && !(Number.isInteger(rateLimit) && rateLimit > 0)) fail(`rate limit "${rateText}" is not a positive integer`);
+const stateDir = values['state-dir'] ?? env.TLSD_STATE_DIR ?? '/var/lib/tlsd';
+/** A retention limit: a number, 0 for none. */
+function retentionLimit(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (text.trim() === '' || !(Number.isFinite(n) && n >= 0)) fail(`${name} "${text}" is not a number of 0 or more`);
+  return n;
+}
+const retainDays = retentionLimit('--retain-days', values['retain-days'] ?? env.TLSD_RETAIN_DAYS);
+const retainMb = retentionLimit('--retain-mb', values['retain-mb'] ?? env.TLSD_RETAIN_MB);
+const retention = { ...(retainDays !== undefined ? { days: retainDays } : {}), ...(retainMb !== undefined ? { megabytes: retainMb } : {}) };
 const httpText = values.http ?? env.TLSD_HTTP;
 const tcp = httpText ? configured('--http', () => parseHostPort(httpText)) : undefined;
 if (tcp && !isLoopback(tcp.host) && !values['allow-remote']) {
@@ -76,7 +93,7 @@ configured('socket directory', () => prepareSocketDirectory(socketPath, gid));
 await claimSocketPath(socketPath, 'API socket').catch((e: Error) => fail(e.message));
 let supervisor: Supervisor;
 try {
-  supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy, shimSocket: shimSocketPath(socketPath) });
+  supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy, shimSocket: shimSocketPath(socketPath), stateDir, retention });
 } catch (e) {
   fail((e as Error).message);
 }
@@ -95,6 +112,7 @@ try {
 }
 log.info({
   socket: socketPath, ...(tcp ? { http: httpText, tokenFile } : {}), version, tracerPid: supervisor.tracerPid, policy: policy.describe(),
+  records: supervisor.records.file, run: supervisor.registry.run,
 }, 'tlsd listening');
 
 let stopping = false;

@@ -128,10 +128,14 @@ export class TlsdClient {
   /** Detaches a process and the processes followed from it (unless
    * `keepChildren`); with `kill`, ends it instead. */
   detach(pid: number, opts: { kill?: boolean; keepChildren?: boolean } = {}) {
-    const query = new URLSearchParams();
+    const query = new URLSearchParams({ ifState: 'running' });
     if (opts.kill) query.set('kill', 'true');
     if (opts.keepChildren) query.set('keepChildren', 'true');
-    return this.request<DetachedJson>('DELETE', `/v1/processes/${pid}${query.size ? `?${query}` : ''}`);
+    return this.request<DetachedJson>('DELETE', `/v1/processes/${pid}?${query}`);
+  }
+  /** Forgets a process that is no longer supervised: its record and ledger. */
+  async forget(pid: number): Promise<void> {
+    await this.request<string>('DELETE', `/v1/processes/${pid}?ifState=ended`);
   }
   threads(pid: number) { return this.request<{ threads: Thread[] }>('GET', `/v1/processes/${pid}/threads`).then((r) => r.threads); }
   thread(pid: number, tid: number) { return this.request<ThreadDetail>('GET', `/v1/processes/${pid}/threads/${tid}`); }
@@ -171,7 +175,7 @@ export class TlsdClient {
   /** The OpenAPI document. */
   openapi() { return this.request<Record<string, unknown>>('GET', '/docs/json'); }
 
-  /** The events the daemon retains (its last 1000), oldest first. */
+  /** The recorded events, oldest first: all the pages. */
   async recentEvents(opts: EventsOptions = {}): Promise<TlsdEvent[]> {
     const all: TlsdEvent[] = [];
     const list = (after?: string) => this.request<EventList>('GET', `/v1/events/recent${queryString({ pid: opts.pid, since: opts.since, after })}`);
@@ -188,8 +192,8 @@ export class TlsdClient {
     }
   }
 
-  /** Lifecycle events as they happen (after the retained ones newer than
-   * `since`, if given), until `signal` aborts (the loop then ends quietly)
+  /** Lifecycle events as they happen (after the recorded ones newer than
+   * `since`, if given: at most 10,000), until `signal` aborts (the loop then ends quietly)
    * or the daemon goes away (it throws UNREACHABLE).
    *
    *   for await (const e of tlsd.events({ pid })) if (e.type === 'thread.exited') ...

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { valueTypes } from '../daemon/tls/values.js';
 import { version } from '../daemon/paths.js';
+import { processStates, type ProcessState } from '../daemon/types.js';
 import { TlsdClient, type Process, type TlsdEvent, type TlsRead } from './client.js';
 import { JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
 
@@ -136,10 +137,10 @@ function threadCount(client: TlsdClient, pid: number): string {
 
 listingOptions(program.command('ps'), 'started')
   .description('list supervised processes, running and ended, oldest first')
-  .addOption(new Option('--state <state>', 'those in this state').choices(['running', 'exited', 'detached']))
+  .addOption(new Option('--state <state>', 'those in this state').choices(processStates))
   .option('--exe <text>', 'those whose executable\'s path contains this')
   .option('--argv <text>', 'those whose command line contains this')
-  .action(async (opts: ListingOptions & { state?: 'running' | 'exited' | 'detached'; exe?: string; argv?: string }, command: Command) => {
+  .action(async (opts: ListingOptions & { state?: ProcessState; exe?: string; argv?: string }, command: Command) => {
     const { client, json } = context(command);
     const query = {
       ...listingQuery(opts), ...(opts.state ? { state: opts.state } : {}), ...(opts.exe ? { exe: opts.exe } : {}), ...(opts.argv ? { argv: opts.argv } : {}),
@@ -331,6 +332,16 @@ program.command('detach')
     if (opts.kill) return void stdout.write(`killed ${pid}\n`);
     const also = p.detachedDescendants;
     stdout.write(`detached from ${pid}${also.length ? ` and ${also.length === 1 ? 'its child' : 'the processes it forked'} ${also.join(', ')}` : ''}; ${also.length ? 'they run' : 'it runs'} on\n`);
+  });
+
+program.command('forget')
+  .description('forget a process that is no longer supervised: its record and its exit ledger')
+  .argument('<pid>', 'process id', positiveInteger)
+  .action(async (pid: number, _opts, command: Command) => {
+    const { client, json } = context(command);
+    await client.forget(pid);
+    if (json) return printJson({ forgotten: pid });
+    stdout.write(`forgot ${pid}\n`);
   });
 
 program.command('health')

@@ -1,8 +1,6 @@
 /* Lifecycle events (docs/api.md "Events") from the registry to
- * whoever listens: the SSE route, metrics, tests. The last RETAINED
- * events are kept, so that a client can see what just happened
- * (`tlsctl events`) and an event stream can resume where it broke off
- * (SSE `Last-Event-ID`). */
+ * whoever listens: the records (which keep them: records/records.ts),
+ * the SSE route, metrics, tests. */
 import { EventEmitter } from 'node:events';
 import type { EventData, LifecycleEventType } from './events.js';
 
@@ -10,36 +8,25 @@ export type { LifecycleEventType } from './events.js';
 export { lifecycleEventTypes } from './events.js';
 
 export type LifecycleEvent = { [K in LifecycleEventType]: {
-  /** 1, 2, 3, ... in the order of publication, for the daemon's life. */
+  /** 1, 2, 3, ... in the order of publication, across the daemon's runs. */
   id: number;
   type: K;
   at: string;
   data: EventData<K>;
 } }[LifecycleEventType];
 
-const RETAINED = 1000;
-
 export class EventBus {
   private readonly emitter = new EventEmitter();
-  private readonly retained: LifecycleEvent[] = [];
-  private lastId = 0;
-  /** Events published so far, by type (for /metrics). */
+  /** Events published so far by this run, by type (for /metrics). */
   readonly counts = new Map<LifecycleEventType, number>();
-  constructor() { this.emitter.setMaxListeners(0); }
+
+  /** `lastId`: the id of the last event an earlier run published. */
+  constructor(private lastId = 0) { this.emitter.setMaxListeners(0); }
 
   publish<K extends LifecycleEventType>(type: K, data: EventData<K>, at = new Date()): void {
     const event = { id: ++this.lastId, type, at: at.toISOString(), data } as LifecycleEvent;
     this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
-    this.retained.push(event);
-    // Trimmed in batches, so that keeping history is O(1) per event.
-    if (this.retained.length >= 2 * RETAINED) this.retained.splice(0, this.retained.length - RETAINED);
     this.emitter.emit('event', event);
-  }
-
-  /** Retained events after `afterId`, oldest first. */
-  since(afterId = 0): LifecycleEvent[] {
-    const first = this.retained.findIndex((e) => e.id > afterId);
-    return first < 0 ? [] : this.retained.slice(Math.max(first, this.retained.length - RETAINED));
   }
 
   subscribe(listener: (e: LifecycleEvent) => void): () => void {

@@ -1,17 +1,20 @@
 /* The live record of every supervised process and thread, and the exit
- * ledger (docs/architecture.md invariant 4), built from the tracer's messages. */
+ * ledger (docs/architecture.md invariant 4), built from the tracer's
+ * messages. What is running is held here; what has ended is in the
+ * records on disk (records/records.ts), which every change goes to. */
 import type { Logger } from 'pino';
+import type { Records } from './records/records.js';
 import type { EventBus } from './event-bus.js';
 import type { EventData } from './events.js';
 import type { TracerEvent } from './tracer/client.js';
 import type { WireTime } from './tracer/protocol.js';
 import { binaryKind, type Libc, type Linkage } from './binary-kind.js';
-import { readStartTime } from './procfs.js';
+import { readStartTime, readThreadStat } from './procfs.js';
 import type { ProcessImage } from './tracer/protocol.js';
 import { decodeWaitStatus, killedBySignal, type Ending } from './wait-status.js';
 import {
   formatAddress, isLeader, leaderTid, type Address, type ExitHow, type FsBaseSource, type Pid,
-  type ProcessOrigin, type Tid,
+  type ProcessOrigin, type ProcessState, type Tid,
 } from './types.js';
 
 export interface ThreadRecord {
@@ -23,6 +26,10 @@ export interface ThreadRecord {
   parentTid?: Tid;
 }
 
+/** What became of an ended thread's libtlsshim slot: freed by the tracer
+ * at its exit, released by the thread itself, or it held none. */
+export type ShimFate = 'reclaimed' | 'released' | 'none';
+
 export interface ExitRecord extends Ending {
   /** 1, 2, 3, ... in the process's ledger: the order of the ledger. */
   seq: number;
@@ -31,6 +38,10 @@ export interface ExitRecord extends Ending {
   leader: boolean;
   exitedAt: Date;
   how: ExitHow;
+  /** The tracer freed the thread's shim slot at its exit. */
+  shimReclaimed?: true;
+  /** For a process with the shim, as recorded. */
+  shim?: ShimFate;
 }
 
 /** A span of time in which no tracer watched the process. */
@@ -40,10 +51,13 @@ export interface Gap {
 }
 
 export interface ProcessRecord {
-  /** 1, 2, 3, ... in the order the registry learnt of processes. */
+  /** 1, 2, 3, ... in the order the daemon learnt of processes, across
+   * its runs: a process's identity in the records (pids are reused). */
   serial: number;
+  /** The run of the daemon that supervised it (records/records.ts). */
+  run: number;
   pid: Pid;
-  state: 'running' | 'exited' | 'detached';
+  state: ProcessState;
   origin: ProcessOrigin;
   exe: string;
   argv: string[];
@@ -57,12 +71,19 @@ export interface ProcessRecord {
   stdout?: string;
   stderr?: string;
   exit?: Ending & { at: Date };
+  /** When it was no longer supervised: exited, detached or found lost. */
+  endedAt?: Date;
   /** How the (latest) attach went, as the tracer measured it. */
   attach?: { passes: number; threads: number; longestStopNs: bigint; interrupted: number };
-  /** Threads whose libtlsshim slot the tracer freed at their exit. */
+  /** Threads whose libtlsshim slot the tracer freed at their exit, until
+   * their end is in the ledger. */
   shimReclaimed?: Set<Tid>;
   threads: Map<Tid, ThreadRecord>;
-  exits: ExitRecord[];
+  /** Threads in the ledger: the last ledger seq. */
+  threadsExited: number;
+  /** Ledger rows that retention dropped (records/retention.ts); the
+   * count above stays exact. */
+  exitsDropped: number;
   gaps: Gap[];
   /** Threads reaped with an exit code but no exit syscall of their own:
    * killed by another thread's exit_group or by an exec, which one is
@@ -73,10 +94,14 @@ export interface ProcessRecord {
   reattachSeen?: Set<Tid>;
 }
 
-/** Ended and detached processes kept for GET (a test farm starts many). */
-const RETAINED_ENDED_PROCESSES = 1000;
+/** Ended and detached processes also kept in memory, without their
+ * ledgers: a detach finds the children it took along among them. */
+const RECENTLY_ENDED = 1000;
 
 const toDate = (t: WireTime): Date => new Date(Number(t) / 1e6);
+
+/** /proc's start times are in clock ticks (10 ms). */
+const START_TIME_SLACK_MS = 20;
 
 const origins: Record<string, ProcessOrigin> = {
   attach: 'attached', spawn: 'spawned', fork: 'forked', vfork: 'forked', clone: 'forked',
@@ -85,12 +110,22 @@ const origins: Record<string, ProcessOrigin> = {
 export class Registry {
   /** In the order of their serials: a pid reused is a new record, last. */
   private readonly processes = new Map<Pid, ProcessRecord>();
-  private lastSerial = 0;
+  private lastSerial: number;
 
-  constructor(private readonly bus: EventBus, private readonly log: Logger) {}
+  /** `run` is this run of the daemon (Records.beginRun). */
+  constructor(private readonly bus: EventBus, readonly records: Records, readonly run: number, private readonly log: Logger) {
+    this.lastSerial = records.lastSerial;
+  }
 
-  get(pid: Pid): ProcessRecord | undefined { return this.processes.get(pid); }
+  /** The latest process with this pid: in memory, or in the records. */
+  get(pid: Pid): ProcessRecord | undefined { return this.processes.get(pid) ?? this.records.latest(pid); }
+  /** The processes held in memory: every running one, and the last ended. */
   list(): ProcessRecord[] { return [...this.processes.values()]; }
+  /** The record held in memory for this pid and serial, if it is. */
+  held(pid: Pid, serial: number): ProcessRecord | undefined {
+    const p = this.processes.get(pid);
+    return p?.serial === serial ? p : undefined;
+  }
 
   /** The processes followed from pid: its forks, theirs, and so on. */
   descendants(pid: Pid): ProcessRecord[] {
@@ -135,26 +170,32 @@ export class Registry {
   private processNew(e: Extract<TracerEvent, { type: 'processNew' }>, existing?: ProcessRecord): void {
     if (existing?.state === 'running') return; // a restarted tracer re-attaching
     const p: ProcessRecord = {
-      serial: ++this.lastSerial, pid: e.pid, state: 'running', origin: origins[e.origin] ?? 'attached',
+      serial: ++this.lastSerial, run: this.run, pid: e.pid, state: 'running', origin: origins[e.origin] ?? 'attached',
       exe: '', argv: [], libc: 'unknown', linkage: 'dynamic', image: 0, startedAt: toDate(e.at),
-      threads: new Map(), exits: [], gaps: [], unresolved: new Map(), groupExitSeen: false,
+      threads: new Map(), threadsExited: 0, exitsDropped: 0, gaps: [], unresolved: new Map(), groupExitSeen: false,
     };
     if (e.parentPid) p.parentPid = e.parentPid;
     this.describe(p, e);
     p.startedAt = readStartTime(p.pid) ?? p.startedAt;
     this.processes.delete(e.pid); // a reused pid: the new one goes last
     this.processes.set(e.pid, p);
-    this.forgetOldEnded();
+    this.changed(p);
+    this.dropOldEnded();
     if (p.origin === 'forked') this.bus.publish('process.spawned', this.summary(p), p.startedAt);
   }
 
-  /** Drops the oldest ended or detached processes beyond the limit (a
-   * Map iterates in insertion order: oldest first). */
-  private forgetOldEnded(): void {
+  /** A record changed: the records get it in their next batch. */
+  changed(p: ProcessRecord): void {
+    this.records.processChanged(p);
+  }
+
+  /** Drops the oldest ended or detached processes beyond the limit from
+   * memory (a Map iterates in insertion order: oldest first). */
+  private dropOldEnded(): void {
     let ended = 0;
     for (const p of this.processes.values()) if (p.state !== 'running') ended++;
     for (const [pid, p] of this.processes) {
-      if (ended <= RETAINED_ENDED_PROCESSES) break;
+      if (ended <= RECENTLY_ENDED) break;
       if (p.state !== 'running') {
         this.processes.delete(pid);
         ended--;
@@ -168,6 +209,26 @@ export class Registry {
     p.argv = image.argv;
     p.image++;
     Object.assign(p, binaryKind(p.pid, image.exe));
+    this.changed(p);
+  }
+
+  /** Forgets an ended process: from memory and from the records. */
+  forget(p: ProcessRecord): void {
+    if (this.processes.get(p.pid) === p) this.processes.delete(p.pid);
+    this.records.forget(p);
+  }
+
+  /** Processes an earlier run left running: those still running (the same
+   * pid, started at the same time) are unsupervised now, the others lost. */
+  settleEarlierRuns(at: Date): void {
+    for (const p of this.records.leftRunning(this.run)) {
+      const started = readStartTime(p.pid);
+      const zombie = readThreadStat(p.pid, leaderTid(p.pid))?.state === 'zombie';
+      const same = !zombie && started !== undefined && Math.abs(started.getTime() - p.startedAt.getTime()) < START_TIME_SLACK_MS;
+      p.state = same ? 'unsupervised' : 'lost';
+      if (!same) p.endedAt = at;
+      this.changed(p);
+    }
   }
 
   summary(p: ProcessRecord): EventData<'process.spawned'> {
@@ -222,9 +283,19 @@ export class Registry {
     // The leader is reaped last: the process is over.
     this.resolve(p, killedBySignal(e.waitStatus) ? 'signal' : 'exit_group');
     for (const tid of p.threads.keys()) this.ledger(p, tid, 'unknown', {}, at);
-    p.state = 'exited';
-    p.exit = { ...ending, at };
-    this.bus.publish('process.exited', { pid: p.pid, ...ending }, at);
+    this.end(p, 'exited', at, ending);
+  }
+
+  /** The process is no longer supervised: its record is final. */
+  private end(p: ProcessRecord, state: 'exited' | 'detached', at: Date, ending?: Ending): void {
+    p.state = state;
+    p.endedAt = at;
+    if (ending) p.exit = { ...ending, at };
+    p.threads.clear();
+    delete p.shimReclaimed;
+    this.changed(p);
+    if (state === 'exited') this.bus.publish('process.exited', { pid: p.pid, ...ending }, at);
+    else this.bus.publish('process.detached', { pid: p.pid });
   }
 
   private exec(p: ProcessRecord, e: Extract<TracerEvent, { type: 'exec' }>): void {
@@ -241,9 +312,7 @@ export class Registry {
 
   private detached(p: ProcessRecord): void {
     this.resolve(p, 'unknown');
-    p.threads.clear();
-    p.state = 'detached';
-    this.bus.publish('process.detached', { pid: p.pid });
+    this.end(p, 'detached', new Date());
   }
 
   /** Settles threads whose way of ending was waiting on this news. */
@@ -260,8 +329,9 @@ export class Registry {
   }
 
   private record(p: ProcessRecord, ending: Omit<ExitRecord, 'seq'>): void {
-    const x: ExitRecord = { seq: p.exits.length + 1, ...ending };
-    p.exits.push(x);
+    const x: ExitRecord = { seq: ++p.threadsExited, ...ending };
+    if (p.shimReclaimed?.delete(x.tid)) x.shimReclaimed = true;
+    this.records.exit(p, x);
     this.bus.publish('thread.exited', { ...ending, exitedAt: x.exitedAt.toISOString() }, x.exitedAt);
   }
 
@@ -269,7 +339,11 @@ export class Registry {
    * everything; the daemon re-attaches and records the gap. */
 
   tracerLost(at: Date): void {
-    for (const p of this.processes.values()) if (p.state === 'running') p.gaps.push({ from: at });
+    for (const p of this.processes.values()) {
+      if (p.state !== 'running') continue;
+      p.gaps.push({ from: at });
+      this.changed(p);
+    }
   }
 
   beginReattach(p: ProcessRecord): void {
@@ -283,12 +357,11 @@ export class Registry {
     delete p.reattachSeen;
     const gap = p.gaps[p.gaps.length - 1];
     if (gap && !gap.to) gap.to = at;
+    this.changed(p);
     for (const tid of [...p.threads.keys()]) if (!ok || !seen.has(tid)) this.ledger(p, tid, 'unknown', {}, at);
     if (!ok) {
       this.resolve(p, 'unknown');
-      p.state = 'exited';
-      p.exit = { at };
-      this.bus.publish('process.exited', { pid: p.pid }, at);
+      this.end(p, 'exited', at, {});
     }
   }
 }

@@ -1,6 +1,7 @@
 /* The daemon's domain, composed: the tracer (kept running by
- * tracer/keeper.ts), the registry its messages build, the shims, TLS
- * reads; and what the API asks of them: attach, spawn, detach. */
+ * tracer/keeper.ts), the registry its messages build, the records it
+ * keeps, the shims, TLS reads; and what the API asks of them: attach,
+ * spawn, detach, forget. */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +12,9 @@ import { AttachPolicy } from './attach-policy.js';
 import { EventBus } from './event-bus.js';
 import { TlsdError } from './errors.js';
 import { FsBases } from './fs-base.js';
+import { openDatabase } from './records/database.js';
+import { Records } from './records/records.js';
+import { Retention, type RetentionPolicy } from './records/retention.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
 import { ShimServer } from './shim/server.js';
 import { prepareSpawn, type SpawnRequest } from './spawn-request.js';
@@ -28,6 +32,9 @@ export interface SupervisorOptions {
   policy?: AttachPolicy;
   /** Where spawned processes' shims connect; default: in a new temporary directory. */
   shimSocket?: string;
+  /** Where the records are kept (records/database.ts), or VOLATILE. */
+  stateDir: string;
+  retention?: RetentionPolicy;
 }
 
 const { ESRCH } = os.constants.errno;
@@ -35,8 +42,12 @@ const { ESRCH } = os.constants.errno;
 const KILL_WAIT_MS = 5000;
 
 export class Supervisor {
-  readonly bus = new EventBus();
+  readonly bus: EventBus;
+  readonly records: Records;
   readonly registry: Registry;
+  /** Where a records file SQLite could not read was moved, if one was. */
+  readonly recordsKeptAside: string | undefined;
+  private readonly retention: Retention;
   readonly tls: TlsReader;
   readonly shims: ShimServer;
   readonly fsBases: FsBases;
@@ -52,7 +63,17 @@ export class Supervisor {
   private constructor(private readonly opts: SupervisorOptions) {
     this.log = opts.log.child({ component: 'supervisor' });
     this.policy = opts.policy ?? new AttachPolicy();
-    this.registry = new Registry(this.bus, opts.log.child({ component: 'registry' }));
+    const { db, file, keptAside } = openDatabase(opts.stateDir, opts.log.child({ component: 'records' }));
+    this.recordsKeptAside = keptAside;
+    this.records = new Records(db, file, opts.log.child({ component: 'records' }));
+    this.bus = new EventBus(this.records.lastEventId);
+    this.bus.subscribe((e) => this.records.event(e)); // first: every other listener sees a kept event
+    this.registry = new Registry(this.bus, this.records, this.records.beginRun(process.pid), opts.log.child({ component: 'registry' }));
+    this.registry.settleEarlierRuns(new Date());
+    this.retention = new Retention(db, this.records, opts.retention ?? {}, (pid, serial, n) => {
+      const held = this.registry.held(pid as Pid, serial);
+      if (held) held.exitsDropped += n;
+    }, opts.log.child({ component: 'retention' }));
     this.fsBases = new FsBases((c) => this.request(c));
     this.tls = new TlsReader({ getProcess: (pid) => this.getProcess(pid), refreshFsBase: (t) => this.fsBases.refresh(t) }, opts.log.child({ component: 'tls' }));
     if (!opts.shimSocket) this.shimTempDir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-'));
@@ -60,6 +81,7 @@ export class Supervisor {
       opts.shimSocket ?? path.join(this.shimTempDir!, 'shim.sock'),
       this.registry, this.bus, opts.log.child({ component: 'shim' }), (pid) => void this.tellTracerShim(pid),
     );
+    this.records.shimFate = (p, x) => this.shims.settleFate(p, x);
   }
 
   static async start(opts: SupervisorOptions): Promise<Supervisor> {
@@ -73,6 +95,7 @@ export class Supervisor {
       onRestarted: () => s.reattachAll(),
     });
     await s.shims.listen();
+    s.retention.start();
     return s;
   }
 
@@ -122,6 +145,7 @@ export class Supervisor {
       if (reply.errno !== 0) throw attachError(pid, reply.errno);
       const p = this.getProcess(pid);
       p.attach = { passes: reply.passes, threads: reply.threads, longestStopNs: reply.value, interrupted: reply.interrupted };
+      this.registry.changed(p);
       this.bus.publish('process.attached', { ...this.registry.summary(p), threads: p.threads.size });
       this.log.info({ tracee: pid, threads: reply.threads, passes: reply.passes }, 'attached');
       return { process: p, reply };
@@ -142,6 +166,7 @@ export class Supervisor {
     const p = this.getProcess(reply.pid);
     const { stdout, stderr } = prepared;
     Object.assign(p, { stdout, stderr });
+    this.registry.changed(p);
     this.bus.publish('process.spawned', { ...this.registry.summary(p), stdout, stderr });
     return p;
   }
@@ -166,7 +191,7 @@ export class Supervisor {
    * `kill`, ends that one process instead. */
   async detach(pid: Pid, opts: { kill?: boolean; keepChildren?: boolean } = {}): Promise<{ process: ProcessRecord; descendants: ProcessRecord[] }> {
     const p = this.getProcess(pid);
-    if (p.state !== 'running') throw new TlsdError('GONE', `process ${pid} is already ${p.state}`);
+    if (p.state !== 'running') throw new TlsdError('GONE', `process ${pid} is ${p.state === 'unsupervised' ? 'no longer supervised' : `already ${p.state}`}`);
     const kill = opts.kill ?? false;
     const exited = kill ? this.whenExited(p) : undefined;
     const detachedBefore = new Set(this.registry.descendants(pid).filter((q) => q.state === 'detached'));
@@ -192,17 +217,21 @@ export class Supervisor {
     const p = this.getProcess(pid);
     const t = p.threads.get(tid);
     if (!t) {
-      const ended = p.exits.some((x) => x.tid === tid);
+      const ended = this.records.hasExit(p, tid);
       throw new TlsdError(ended ? 'GONE' : 'NOT_FOUND', `thread ${tid} of process ${pid} ${ended ? 'has exited' : 'is not known'}`);
     }
     return { process: p, thread: t };
   }
 
   /** Detaches every tracee (the tracer does it when its socket closes). */
+  /** Detaches every tracee (the tracer does it when its socket closes),
+   * then commits the records. */
   async close(): Promise<void> {
     this.shims.close();
+    this.retention.stop();
     if (this.shimTempDir) rmSync(this.shimTempDir, { recursive: true, force: true });
     await this.tracer?.close();
+    this.records.close();
   }
 
   /** For tests of crash safety: kill the tracer helper outright. */

@@ -18,6 +18,12 @@ export function formatAddress(a: Address): string {
 /** Where a thread's FS base was read (Thread.fsBaseSource, docs/api.md). */
 export const fsBaseSources = ['attach', 'clone', 'exec', 'stop', 'refresh'] as const;
 export type FsBaseSource = (typeof fsBaseSources)[number];
+/** A process's state (Process.state, docs/api.md): running, supervised
+ * now; exited, detached, supervised until then; unsupervised, still
+ * running but supervised only by an earlier run of the daemon; lost, an
+ * earlier run supervised it until that run ended, and it ended unseen. */
+export const processStates = ['running', 'exited', 'detached', 'unsupervised', 'lost'] as const;
+export type ProcessState = (typeof processStates)[number];
 export const processOrigins = ['attached', 'spawned', 'forked'] as const;
 export type ProcessOrigin = (typeof processOrigins)[number];
 /** How a thread ended (Exit.how, docs/api.md). */

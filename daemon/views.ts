@@ -8,6 +8,8 @@ import type { ProcessRecord, ThreadRecord } from './registry.js';
 export interface ProcessView {
   record: ProcessRecord;
   argv: string[];
+  /** This run of the daemon: a record of another is from an earlier one. */
+  currentRun: number;
 }
 
 export interface ThreadView {
@@ -17,8 +19,9 @@ export interface ThreadView {
   state: string;
 }
 
-export function viewProcess(p: ProcessRecord): ProcessView {
-  return { record: p, argv: (p.state === 'running' && readCmdline(p.pid)) || p.argv };
+export function viewProcess(p: ProcessRecord, currentRun: number): ProcessView {
+  const live = p.state === 'running' || p.state === 'unsupervised';
+  return { record: p, argv: (live && readCmdline(p.pid)) || p.argv, currentRun };
 }
 
 export function viewThread(t: ThreadRecord): ThreadView {

@@ -37,8 +37,12 @@ test('unknown routes, processes and threads are 404; a thread that ended is 410'
   await waitUntil('the exit', async () => (await call(app, 'GET', `/v1/processes/${fixture.pid}/exits`)).body.exits.length === 1);
   t.is((await call(app, 'GET', `/v1/processes/${fixture.pid}/threads/${gone.tid}`)).body.error.code, 'GONE');
   t.is((await call(app, 'GET', `/v1/processes/${fixture.pid}/threads/99999`)).status, 404);
-  t.is((await call(app, 'DELETE', `/v1/processes/${fixture.pid}`)).status, 200);
-  t.is((await call(app, 'DELETE', `/v1/processes/${fixture.pid}`)).body.error.code, 'GONE');
+  t.is((await call(app, 'DELETE', `/v1/processes/${fixture.pid}?ifState=ended`)).body.error.code, 'STILL_RUNNING', 'a running process is not forgotten');
+  t.is((await call(app, 'DELETE', `/v1/processes/${fixture.pid}`)).status, 200, 'detached');
+  t.is((await call(app, 'DELETE', `/v1/processes/${fixture.pid}?ifState=running`)).body.error.code, 'GONE', 'a detached one is not forgotten on ifState=running');
+  t.is((await call(app, 'DELETE', `/v1/processes/${fixture.pid}`)).status, 204, 'forgotten');
+  t.is((await call(app, 'GET', `/v1/processes/${fixture.pid}`)).status, 404);
+  t.is((await call(app, 'GET', `/v1/processes/${fixture.pid}/exits`)).status, 404);
 });
 
 test('DELETE ?kill=true ends a spawned process and reports how', async (t) => {

@@ -3,7 +3,6 @@
  * or a repeat, with the same total on every page; the filters a test farm
  * uses; and tlsctl printing pages as they come, up to --limit. */
 import test from 'ava';
-import { pageOf } from '../daemon/paging.js';
 import { startDaemon, processEnd } from './helpers/daemon.js';
 import { fixturePath } from './helpers/fixture.js';
 import { tlsctl } from './helpers/tlsctl.js';
@@ -75,15 +74,4 @@ test('processes filtered by state, executable, command line and end, a page at a
   t.is(ps.code, 0, ps.stderr);
   t.regex(ps.stdout, new RegExp(`^${sleeper.pid}\\s+running`, 'm'));
   t.notRegex(ps.stdout, new RegExp(`^${churn.pid}\\s`, 'm'));
-});
-
-test('a page found by bisection is the page a scan finds', (t) => {
-  // Positions with gaps (a ledger's process forgotten, events trimmed).
-  const items = Array.from({ length: 57 }, (_, i) => ({ at: 3 * i + (i % 2) + 1 }));
-  for (const limit of [1, 5, 56, 57, 1000]) {
-    for (const after of [undefined, '0', '2', '3', '50', '170', '999']) {
-      const request = { limit, ...(after ? { after } : {}) };
-      t.deepEqual(pageOf(items, (x) => x.at, request), pageOf(items, (x) => x.at, request, () => true), `${limit} after ${after}`);
-    }
-  }
 });

@@ -1,11 +1,11 @@
 /* Lifecycle events: GET /v1/events streams them as server-sent events
- * (text/event-stream); GET /v1/events/recent lists the retained ones.
- * Both can be limited to one process; both take `since` (an event id), and
- * the stream also the standard Last-Event-ID header, to resume. */
+ * (text/event-stream); GET /v1/events/recent pages through the recorded
+ * ones. Both can be limited to one process; both take `since` (an event
+ * id), and the stream also the standard Last-Event-ID header, to resume
+ * (with at most MAX_REPLAY recorded events: more is for paging). */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { LifecycleEvent } from '../../daemon/event-bus.js';
 import { asPid } from '../../daemon/types.js';
-import { eventPage } from '../../daemon/queries.js';
 import { pageRequest } from '../query.js';
 import { EventList, EventsQuery, RecentEventsQuery } from '../schemas.js';
 import type { RouteDeps } from '../server.js';
@@ -16,11 +16,11 @@ const eventJson = (e: LifecycleEvent) => ({ id: e.id, type: e.type, at: e.at, ..
 
 export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { supervisor }) => {
   app.get('/v1/events/recent', {
-    schema: { summary: 'The retained lifecycle events (the last 1000), oldest first, a page at a time', querystring: RecentEventsQuery, response: { 200: EventList } },
+    schema: { summary: 'The recorded lifecycle events, oldest first, a page at a time', querystring: RecentEventsQuery, response: { 200: EventList } },
   }, async (request) => {
     const { pid, since } = request.query;
     const filter = { ...(pid !== undefined ? { pid: asPid(pid) } : {}), ...(since !== undefined ? { sinceId: since } : {}) };
-    const { items, ...rest } = eventPage(supervisor.bus, filter, pageRequest(request.query));
+    const { items, ...rest } = supervisor.records.eventPage(filter, pageRequest(request.query));
     return { events: items.map(eventJson), ...rest };
   });
 
@@ -40,7 +40,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
       out.write(`id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
     };
     // Replay and subscribe in one turn of the event loop: nothing between.
-    if (since !== undefined) supervisor.bus.since(since).forEach(send);
+    if (since !== undefined) supervisor.records.eventsAfter(since, pid === undefined ? undefined : asPid(pid)).forEach(send);
     const unsubscribe = supervisor.bus.subscribe(send);
     const keepalive = setInterval(() => out.write(': keepalive\n\n'), KEEPALIVE_MS);
     request.raw.on('close', () => {

@@ -15,6 +15,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
       processes: running.length,
       threads: supervisor.registry.liveThreadCount,
       tracerRestarts: supervisor.tracerRestarts,
+      run: supervisor.registry.run,
+      records: { ...supervisor.records.summary(), ...(supervisor.recordsKeptAside ? { keptAside: supervisor.recordsKeptAside } : {}) },
     };
   });
 };

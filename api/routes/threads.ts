@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { viewThread } from '../../daemon/views.js';
-import { exitPage } from '../../daemon/queries.js';
 import { endingFilter, pageRequest } from '../query.js';
 import { ErrorBody, ExitList, ExitsQuery, ProcessParams, Thread, ThreadParams, ThreadWithTcb } from '../schemas.js';
 import { exitJson, tcbJson, threadJson } from '../serialize.js';
@@ -29,7 +28,7 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   }, async (request) => {
     const p = supervisor.getProcess(request.params.pid);
     const { how } = request.query;
-    const { items, ...rest } = exitPage(p, { ...endingFilter(request.query), ...(how ? { how } : {}) }, pageRequest(request.query));
-    return { exits: items.map((x) => exitJson(x, supervisor.shims.fate(p, x.tid))), ...rest };
+    const { items, ...rest } = supervisor.records.exitPage(p, { ...endingFilter(request.query), ...(how ? { how } : {}) }, pageRequest(request.query));
+    return { exits: items.map(exitJson), ...rest, ...(p.exitsDropped ? { dropped: p.exitsDropped } : {}) };
   });
 };

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import { claimSocketPath } from '../socket-file.js';
 import type { EventBus } from '../event-bus.js';
-import type { ProcessRecord, Registry } from '../registry.js';
+import type { ExitRecord, ProcessRecord, Registry, ShimFate } from '../registry.js';
 import { asAddress, asPid, asTid, formatAddress, type Address, type Pid, type ShimMode, type Tid } from '../types.js';
 import { parseShimMessage, type ShimAnswer, type ShimHelloMessage, type ShimMessage, type ShimRequestType } from './messages.js';
 
@@ -31,7 +31,8 @@ export interface ShimHello {
 
 export interface ShimConnection {
   hello: ShimHello;
-  /** Threads that claimed a slot, by the shim's events. */
+  /** Threads that claimed a slot, by the shim's events, until their
+   * end is in the ledger (settleFate). */
   claimedBy: Set<Tid>;
   /** The tracer has the table: it frees the slots of threads that end holding one. */
   reclaiming: boolean;
@@ -107,13 +108,15 @@ export class ShimServer {
     });
   }
 
-  /** What became of a thread's slot (the exit ledger's `shim`), or
-   * undefined for a process without a shim. */
-  fate(p: ProcessRecord, tid: Tid): 'reclaimed' | 'released' | 'none' | undefined {
+  /** What became of an ended thread's slot (the exit ledger's `shim`), or
+   * undefined for a process without a shim; asked once per thread, when
+   * its ledger row is written, after which the thread is forgotten here. */
+  settleFate(p: ProcessRecord, x: ExitRecord): ShimFate | undefined {
     const shim = this.shims.get(p.pid);
     if (!shim) return undefined;
-    if (p.shimReclaimed?.has(tid)) return 'reclaimed';
-    return shim.claimedBy.has(tid) ? 'released' : 'none';
+    const claimed = shim.claimedBy.delete(x.tid);
+    if (x.shimReclaimed) return 'reclaimed';
+    return claimed ? 'released' : 'none';
   }
 
   /** Asks a shim (ping, stats); its answer, or UNAVAILABLE. */

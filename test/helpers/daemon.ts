@@ -18,11 +18,13 @@ export interface TestDaemon {
   dir: string;
 }
 
-/** `args` are more daemon flags (--http, --attach-allow, ...). */
-export async function startDaemon(t: ExecutionContext, args: string[] = [], opts: { socket?: string } = {}): Promise<TestDaemon> {
+/** `args` are more daemon flags (--http, --attach-allow, ...). The
+ * records are in `stateDir`, by default a directory of this daemon's own. */
+export async function startDaemon(t: ExecutionContext, args: string[] = [], opts: { socket?: string; stateDir?: string } = {}): Promise<TestDaemon> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-test-'));
   const socket = opts.socket ?? path.join(dir, 'tlsd.sock');
-  const child = spawn(process.execPath, [daemonEntry, '--socket', socket, '--log-level', 'warn', ...args], {
+  const stateDir = opts.stateDir ?? path.join(dir, 'state');
+  const child = spawn(process.execPath, [daemonEntry, '--socket', socket, '--state-dir', stateDir, '--log-level', 'warn', ...args], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const exited = new Promise((r) => child.once('exit', r));

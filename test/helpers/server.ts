@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildServer } from '../../api/server.js';
 import type { AttachPolicy } from '../../daemon/attach-policy.js';
 import { tracerBinary, version } from '../../daemon/paths.js';
+import { VOLATILE } from '../../daemon/records/database.js';
 import { Supervisor } from '../../daemon/supervisor.js';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import path from 'node:path';
 export async function startApp(t: ExecutionContext, opts: { policy?: AttachPolicy } = {}): Promise<{ app: FastifyInstance; supervisor: Supervisor }> {
   const log = pino({ level: 'silent' });
   const supervisor = await Supervisor.start({
-    tracerPath: tracerBinary, outputDir: path.join(os.tmpdir(), 'tlsd-test-output'), log, ...(opts.policy ? { policy: opts.policy } : {}),
+    tracerPath: tracerBinary, outputDir: path.join(os.tmpdir(), 'tlsd-test-output'), log, stateDir: VOLATILE, ...(opts.policy ? { policy: opts.policy } : {}),
   });
   const app = buildServer({ supervisor, version, log });
   t.teardown(async () => {
