@@ -178,9 +178,12 @@ export class TlsdClient {
   /** The recorded events, oldest first: all the pages. */
   async recentEvents(opts: EventsOptions = {}): Promise<TlsdEvent[]> {
     const all: TlsdEvent[] = [];
-    const list = (after?: string) => this.request<EventList>('GET', `/v1/events/recent${queryString({ pid: opts.pid, since: opts.since, after })}`);
-    for await (const page of this.pages(list)) all.push(...page.events);
+    for await (const page of this.eventPages(opts)) all.push(...page.events);
     return all;
+  }
+  /** The pages of recorded events, one request each, until the last. */
+  eventPages(opts: EventsOptions & { limit?: number } = {}): AsyncGenerator<EventList> {
+    return this.pages((after) => this.request<EventList>('GET', `/v1/events/recent${queryString({ pid: opts.pid, since: opts.since, limit: opts.limit, after })}`));
   }
 
   private async *pages<P extends { next?: string }>(get: (after?: string) => Promise<P>, after?: string): AsyncGenerator<P> {

@@ -99,10 +99,12 @@ async function printPages<T>(pages: AsyncGenerator<T[]>, name: string, json: boo
   writer.end();
 }
 
+/** RUN: the daemon's run that supervised it, starred when it is an
+ * earlier one (from before a restart). */
 const processRow = (p: Process) => [
-  String(p.pid), p.state, p.origin, p.libc, p.linkage, String(p.threads), shortTime(p.startedAt), commandLine(p),
+  String(p.pid), p.state, p.origin, p.libc, p.linkage, String(p.threads), shortTime(p.startedAt), `${p.run}${p.earlierRun ? '*' : ''}`, commandLine(p),
 ];
-const PROCESS_HEADERS = ['PID', 'STATE', 'ORIGIN', 'LIBC', 'LINKAGE', 'THREADS', 'STARTED', 'COMMAND'];
+const PROCESS_HEADERS = ['PID', 'STATE', 'ORIGIN', 'LIBC', 'LINKAGE', 'THREADS', 'STARTED', 'RUN', 'COMMAND'];
 
 
 /** On a terminal, shows that a long request (an attach to 10,000 threads)
@@ -280,19 +282,29 @@ function printEvent(e: TlsdEvent, json: boolean): void {
 }
 
 program.command('events')
-  .description('lifecycle events: the recent ones the daemon kept, then (--follow) new ones as they happen')
+  .description('lifecycle events: the recorded ones, oldest first, as the pages come, then (--follow) new ones as they happen')
   .option('-f, --follow', 'keep printing events as they happen, until interrupted')
   .option('--pid <pid>', 'one process only', positiveInteger)
-  .action(async (opts: { follow?: boolean; pid?: number }, command: Command) => {
+  .option('--since <id>', 'those after this event id', nonNegativeInteger)
+  .option('--limit <n>', 'print at most this many recorded ones', positiveInteger)
+  .action(async (opts: { follow?: boolean; pid?: number; since?: number; limit?: number }, command: Command) => {
     const { client, json } = context(command);
-    const recent = await client.recentEvents(opts);
-    for (const e of recent) printEvent(e, json);
-    if (!opts.follow) return;
+    const { follow, limit = Infinity, ...filter } = opts;
+    let last = filter.since ?? 0;
+    let left = limit;
+    for await (const page of client.eventPages({ ...filter, ...(limit < Infinity ? { limit: Math.min(limit, 1000) } : {}) })) {
+      for (const e of page.events.slice(0, left)) {
+        printEvent(e, json);
+        last = e.id;
+      }
+      left -= page.events.length;
+      if (left <= 0) break;
+    }
+    if (!follow) return;
     const stop = new AbortController();
     process.once('SIGINT', () => stop.abort());
-    // Nothing retained and printed: the stream replays whatever came since.
-    const since = recent.at(-1)?.id ?? 0;
-    for await (const e of client.events({ ...opts, since, signal: stop.signal })) printEvent(e, json);
+    // The stream replays whatever was recorded after the last one printed.
+    for await (const e of client.events({ ...filter, since: last, signal: stop.signal })) printEvent(e, json);
   });
 
 program.command('shim')

@@ -212,9 +212,14 @@ export class Registry {
     this.changed(p);
   }
 
+  /** Lets go of a record held in memory (it stays in the records). */
+  release(p: ProcessRecord): void {
+    if (this.processes.get(p.pid) === p) this.processes.delete(p.pid);
+  }
+
   /** Forgets an ended process: from memory and from the records. */
   forget(p: ProcessRecord): void {
-    if (this.processes.get(p.pid) === p) this.processes.delete(p.pid);
+    this.release(p);
     this.records.forget(p);
   }
 

@@ -21,7 +21,7 @@ import { prepareSpawn, type SpawnRequest } from './spawn-request.js';
 import { TlsReader } from './tls/tls-reader.js';
 import type { TracerReply } from './tracer/client.js';
 import { TracerKeeper, type TracerRequest } from './tracer/keeper.js';
-import type { Pid, Tid } from './types.js';
+import { asPid, type Pid, type Tid } from './types.js';
 
 export interface SupervisorOptions {
   tracerPath: string;
@@ -70,10 +70,7 @@ export class Supervisor {
     this.bus.subscribe((e) => this.records.event(e)); // first: every other listener sees a kept event
     this.registry = new Registry(this.bus, this.records, this.records.beginRun(process.pid), opts.log.child({ component: 'registry' }));
     this.registry.settleEarlierRuns(new Date());
-    this.retention = new Retention(db, this.records, opts.retention ?? {}, (pid, serial, n) => {
-      const held = this.registry.held(pid as Pid, serial);
-      if (held) held.exitsDropped += n;
-    }, opts.log.child({ component: 'retention' }));
+    this.retention = new Retention(db, this.records, opts.retention ?? {}, this.registry, opts.log.child({ component: 'retention' }));
     this.fsBases = new FsBases((c) => this.request(c));
     this.tls = new TlsReader({ getProcess: (pid) => this.getProcess(pid), refreshFsBase: (t) => this.fsBases.refresh(t) }, opts.log.child({ component: 'tls' }));
     if (!opts.shimSocket) this.shimTempDir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-'));
@@ -82,6 +79,11 @@ export class Supervisor {
       this.registry, this.bus, opts.log.child({ component: 'shim' }), (pid) => void this.tellTracerShim(pid),
     );
     this.records.shimFate = (p, x) => this.shims.settleFate(p, x);
+    this.bus.subscribe((e) => {
+      if (e.type !== 'process.exited') return;
+      this.records.flush(); // its threads' slot fates, while the shim is known
+      this.shims.ended(asPid(e.data.pid));
+    });
   }
 
   static async start(opts: SupervisorOptions): Promise<Supervisor> {

@@ -47,6 +47,9 @@ test('a daemon SIGKILLed and started again answers what the first one recorded',
   t.like(await second.client.process(sleeper.pid), { state: 'unsupervised', earlierRun: true });
   t.like(await second.client.process(brief.pid), { state: 'lost', earlierRun: true });
   t.is(tracerOf(sleeper.pid), 0, 'nobody traces the unsupervised one');
+  const ps = await tlsctl(second.socket, 'ps');
+  t.regex(ps.stdout, new RegExp(`^${churn.pid}\\s+exited\\s.*\\s1\\*\\s`, 'm'), 'tlsctl ps marks the earlier run');
+  t.regex(ps.stdout, new RegExp(`^${sleeper.pid}\\s+unsupervised\\s`, 'm'));
 
   const before = await second.client.recentEvents({ pid: churn.pid });
   t.true(before.some((e) => e.type === 'process.exited'), 'the first run\'s events are there');
@@ -98,6 +101,27 @@ test('a database that cannot be read is kept aside, and a new one started', asyn
   t.is((await client.exits(p.pid)).length, 4, 'the new database records');
 });
 
+test('a database whose pages are damaged is kept aside too', async (t) => {
+  const state = stateDir(t);
+  const first = await startDaemon(t, [], { stateDir: state });
+  const p = await first.client.spawn({ argv: [fixturePath('churn'), '1', '300'] });
+  await processEnd(first.client, p.pid);
+  const stopped = new Promise((r) => first.child.once('exit', r));
+  first.child.kill('SIGTERM'); // a clean close: everything is in the file
+  await stopped;
+  const file = path.join(state, 'tlsd.db');
+  const bytes = readFileSync(file);
+  t.true(bytes.length > 8 * 4096);
+  bytes.fill(0xab, 4096, bytes.length - 4096); // the schema page intact, the others not
+  writeFileSync(file, bytes);
+
+  const second = await startDaemon(t, [], { stateDir: state });
+  const { records } = await second.client.health();
+  t.truthy(records.keptAside);
+  t.deepEqual(readFileSync(records.keptAside!), bytes);
+  t.is((await second.client.processes()).length, 0, 'a new, empty database');
+});
+
 test('retention by size drops the oldest first, and the totals stay exact; forget drops one', async (t) => {
   const { client, socket } = await startDaemon(t, ['--retain-mb', '1']);
   // About 300 bytes a thread in the records (docs/records.md "Size"):
@@ -115,6 +139,10 @@ test('retention by size drops the oldest first, and the totals stay exact; forge
   const kept = (await client.processes()).map((p) => p.pid);
   t.deepEqual(kept, pids.slice(pids.length - kept.length), 'the oldest went first');
   t.is(kept.length + records.forgotten.processes, 3);
+  for (const pid of pids.slice(0, pids.length - kept.length)) {
+    const err = await t.throwsAsync(client.process(pid));
+    t.is((err as { code?: string }).code, 'NOT_FOUND', `process ${pid}, dropped, is not found`);
+  }
   let exitsKept = 0;
   for (const pid of kept) {
     const p = await client.process(pid);

@@ -72,7 +72,7 @@ CREATE TABLE events (
   pid INTEGER,
   data TEXT NOT NULL
 );
-CREATE INDEX events_pid ON events (pid, id);
+
 CREATE TABLE forgotten (
   what TEXT PRIMARY KEY,
   count INTEGER NOT NULL

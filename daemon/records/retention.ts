@@ -7,8 +7,20 @@
  * exact when details go. Runs at start and every CHECK_MS: a round
  * that finds nothing to drop reads a few rows. */
 import type { Logger } from 'pino';
+import type { ProcessRecord } from '../registry.js';
+import { asPid, type Pid } from '../types.js';
 import type { Db } from './database.js';
 import { usedBytes, type Records } from './records.js';
+
+/** The records the daemon holds in memory (the registry's): kept true
+ * when retention drops rows. */
+export interface HeldRecords {
+  held(pid: Pid, serial: number): ProcessRecord | undefined;
+  /** Lets go of a record held in memory. */
+  release(p: ProcessRecord): void;
+}
+
+type ProcessKey = { pid: number; serial: number };
 
 export interface RetentionPolicy {
   /** Ended processes and events older than this many days (fractions
@@ -30,11 +42,9 @@ export class Retention {
   private readonly bytes: number;
   private timer: NodeJS.Timeout | undefined;
 
-  /** `exitsDropped` hears of ledger rows dropped from a process (which
-   * may be running, its record in memory). */
   constructor(
     private readonly db: Db, private readonly records: Records, policy: RetentionPolicy,
-    private readonly exitsDropped: (pid: number, serial: number, n: number) => void, private readonly log: Logger,
+    private readonly memory: HeldRecords, private readonly log: Logger,
   ) {
     this.days = policy.days ?? DEFAULT_RETENTION.days;
     this.bytes = (policy.megabytes ?? DEFAULT_RETENTION.megabytes) * 1024 * 1024;
@@ -63,12 +73,12 @@ export class Retention {
 
   private dropOlderThan(cutoff: number): void {
     for (;;) {
-      const serials = this.db.prepare(`SELECT serial FROM processes WHERE ended_at < ? AND state IN ('exited', 'detached', 'lost')
-        LIMIT 100`).pluck().all(cutoff) as number[];
+      const ended = this.db.prepare(`SELECT pid, serial FROM processes WHERE ended_at < ? AND state IN ('exited', 'detached', 'lost')
+        LIMIT 100`).all(cutoff) as ProcessKey[];
       // Events are in the order of their times (near enough: each is
       // stamped when it happened, published when the daemon learnt of it),
       // so the old ones are at the head.
-      const dropped = this.dropProcesses(serials) + this.dropEvents(cutoff);
+      const dropped = this.dropProcesses(ended) + this.dropEvents(cutoff);
       if (!dropped) return;
     }
   }
@@ -81,8 +91,8 @@ export class Retention {
         ORDER BY ended_at LIMIT 1`).pluck().get() as number | undefined;
       if (oldest !== undefined) {
         if (this.dropEvents(oldest)) continue;
-        this.dropProcesses(this.db.prepare(`SELECT serial FROM processes WHERE state IN ('exited', 'detached', 'lost')
-          AND ended_at <= ? LIMIT 100`).pluck().all(oldest) as number[]);
+        this.dropProcesses(this.db.prepare(`SELECT pid, serial FROM processes WHERE state IN ('exited', 'detached', 'lost')
+          AND ended_at <= ? LIMIT 100`).all(oldest) as ProcessKey[]);
         continue;
       }
       const dropped = this.dropEvents(Infinity) + this.dropOldestExits();
@@ -94,18 +104,23 @@ export class Retention {
   }
 
   /** Whole processes, with their ledgers. */
-  private dropProcesses(serials: number[]): number {
-    if (!serials.length) return 0;
-    return this.db.transaction(() => {
-      let exits = 0;
-      for (const serial of serials) {
-        exits += this.db.prepare('DELETE FROM exits WHERE serial = ?').run(serial).changes;
+  private dropProcesses(keys: ProcessKey[]): number {
+    if (!keys.length) return 0;
+    const exits = this.db.transaction(() => {
+      let n = 0;
+      for (const { serial } of keys) {
+        n += this.db.prepare('DELETE FROM exits WHERE serial = ?').run(serial).changes;
         this.db.prepare('DELETE FROM processes WHERE serial = ?').run(serial);
       }
-      this.records.countForgotten({ processes: serials.length, exits });
-      this.log.info({ processes: serials.length, exits }, 'retention dropped ended processes');
-      return serials.length;
+      this.records.countForgotten({ processes: keys.length, exits: n });
+      return n;
     })();
+    for (const { pid, serial } of keys) {
+      const p = this.memory.held(asPid(pid), serial);
+      if (p) this.memory.release(p);
+    }
+    this.log.info({ processes: keys.length, exits }, 'retention dropped ended processes');
+    return keys.length;
   }
 
   /** Of the oldest BATCH events, those from before `cutoff`. */
@@ -129,7 +144,8 @@ export class Retention {
         .run(serial, serial, BATCH).changes;
       this.db.prepare('UPDATE processes SET exits_dropped = exits_dropped + ? WHERE serial = ?').run(n, serial);
       this.records.countForgotten({ exits: n });
-      this.exitsDropped(pid, serial, n);
+      const p = this.memory.held(asPid(pid), serial);
+      if (p) p.exitsDropped += n;
       return n;
     })();
   }

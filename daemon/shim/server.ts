@@ -95,6 +95,13 @@ export class ShimServer {
     return this.shims.get(pid);
   }
 
+  /** A process that ended: its shim is forgotten (the ledger has what
+   * became of its threads' slots). */
+  ended(pid: Pid): void {
+    this.shims.get(pid)?.socket?.destroy();
+    this.shims.delete(pid);
+  }
+
   /** A child with a copy of its parent's memory (a fork, or a clone
    * without CLONE_VM: the tracer says which) has a copy of its table at
    * the same address, which the tracer fixed at the child's first stop

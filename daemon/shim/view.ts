@@ -24,9 +24,9 @@ export interface ThreadShimView {
 
 /** Undefined for a process without a shim. */
 export function viewShim(shims: ShimServer, p: ProcessRecord): ShimView | undefined {
+  if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} is ${p.state}`);
   const connection = shims.get(p.pid);
   if (!connection) return undefined;
-  if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} is ${p.state}`);
   return { connection, table: readShimTable(p.pid, connection.hello.table) };
 }
 
