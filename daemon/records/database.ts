@@ -6,6 +6,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync, stat
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
+import { EVENT_SCHEMA } from './event-log.js';
 
 export type Db = Database.Database;
 
@@ -65,14 +66,6 @@ CREATE TABLE exits (
   shim INTEGER,
   PRIMARY KEY (serial, seq)
 ) WITHOUT ROWID;
-CREATE TABLE events (
-  id INTEGER PRIMARY KEY,
-  at INTEGER NOT NULL,
-  type TEXT NOT NULL,
-  pid INTEGER,
-  data TEXT NOT NULL
-);
-
 CREATE TABLE forgotten (
   what TEXT PRIMARY KEY,
   count INTEGER NOT NULL
@@ -140,7 +133,7 @@ function prepare(db: Db): Db {
     db.pragma('synchronous = NORMAL');
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version === 0) {
-      db.exec(SCHEMA);
+      db.exec(SCHEMA + EVENT_SCHEMA);
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
     } else if (version !== SCHEMA_VERSION) {
       throw Object.assign(new Error(`the records database has schema version ${version}; this tlsd reads ${SCHEMA_VERSION}`), { code: 'TLSD_SCHEMA' });

@@ -11,6 +11,7 @@ import { type Page, type PageRequest, pageLimit, cursorPosition } from '../pagin
 import type { ExitRecord, ProcessRecord, ShimFate } from '../registry.js';
 import { asPid, asTid, exitHows, isLeader, type ExitHow, type Pid, type Tid } from '../types.js';
 import type { Db } from './database.js';
+import { EventLog } from './event-log.js';
 
 const FLUSH_MS = 100;
 const FLUSH_ROWS = 20_000;
@@ -64,8 +65,6 @@ interface ProcessRow {
 
 interface ExitRow { seq: number; tid: number; at: number; how: number; code: number | null; signal: number | null; core: number | null; shim: number | null }
 
-interface EventRow { id: number; at: number; type: string; data: string }
-
 /** A condition and its parameters, ANDed into a WHERE clause. */
 type Where = Array<[sql: string, ...params: unknown[]]>;
 
@@ -77,20 +76,16 @@ export class Records {
   private pendingExits: Array<{ p: ProcessRecord; x: ExitRecord }> = [];
   private pendingEvents: LifecycleEvent[] = [];
   private timer: NodeJS.Timeout | undefined;
-  /** Rows in the events table: counted once, then kept, because SQLite
-   * counts a table by reading all of it. */
-  private eventCount: number;
+  private readonly events: EventLog;
   /** What became of an ended thread's shim slot, asked when its row is
    * written (the shim's news of a claim can come after the tracer's of the exit). */
   shimFate: (p: ProcessRecord, x: ExitRecord) => ShimFate | undefined = () => undefined;
   private readonly insertExit;
-  private readonly insertEvent;
   private readonly upsertProcess;
   private readonly commit;
 
   constructor(private readonly db: Db, readonly file: string, private readonly log: Logger) {
     this.insertExit = db.prepare('INSERT INTO exits (serial, seq, tid, at, how, code, signal, core, shim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
-    this.insertEvent = db.prepare('INSERT INTO events (id, at, type, pid, data) VALUES (?, ?, ?, ?, ?)');
     this.upsertProcess = db.prepare(`INSERT INTO processes (serial, run, pid, state, origin, exe, argv, libc, linkage, image, started_at,
         parent_pid, stdout, stderr, exit_code, exit_signal, exit_core, ended_at, attach, gaps, threads_exited)
       VALUES (@serial, @run, @pid, @state, @origin, @exe, @argv, @libc, @linkage, @image, @started_at,
@@ -103,7 +98,7 @@ export class Records {
     // The argv column is a JSON array; the filter is on its arguments
     // joined by spaces.
     db.function('command_line', { deterministic: true }, (argv) => (JSON.parse(String(argv)) as string[]).join(' '));
-    this.eventCount = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
+    this.events = new EventLog(db);
   }
 
   /* Writes: O(1) now, in the next batch. */
@@ -136,7 +131,7 @@ export class Records {
     if (!this.pendingProcesses.size && !this.pendingExits.length && !this.pendingEvents.length) return;
     try {
       this.commit();
-      this.eventCount += this.pendingEvents.length;
+      this.events.committed(this.pendingEvents.length);
     } catch (e) {
       // A full disk, say: the daemon goes on supervising; what it could
       // not write is lost, and said so.
@@ -154,10 +149,7 @@ export class Records {
       this.insertExit.run(p.serial, x.seq, x.tid, x.exitedAt.getTime(), exitHows.indexOf(x.how), x.code ?? null, x.signal ?? null,
         x.coreDumped === undefined ? null : Number(x.coreDumped), fate === undefined ? null : shimFates.indexOf(fate));
     }
-    for (const e of this.pendingEvents) {
-      const { pid, ...data } = e.data as { pid?: number };
-      this.insertEvent.run(e.id, Date.parse(e.at), e.type, pid ?? null, JSON.stringify(data));
-    }
+    this.events.write(this.pendingEvents);
   }
 
   close(): void {
@@ -177,7 +169,7 @@ export class Records {
   }
 
   get lastEventId(): number {
-    return this.read(() => (this.db.prepare('SELECT max(id) AS n FROM events').get() as { n: number | null }).n ?? 0);
+    return this.read(() => this.events.lastId);
   }
 
   /** A new run of the daemon: its number. */
@@ -229,11 +221,16 @@ export class Records {
   }
 
   eventPage(f: EventFilter, request: PageRequest): Page<LifecycleEvent> {
-    const where: Where = [];
-    if (f.pid !== undefined) where.push(['pid = ?', f.pid]);
-    if (f.sinceId !== undefined) where.push(['id > ?', f.sinceId]);
-    const page = this.read(() => this.page<EventRow & { pid: number | null }>('events', 'id', where, request, where.length ? undefined : this.eventCount));
-    return { ...page, items: page.items.map(lifecycleEvent) };
+    const after = Math.max(cursorPosition(request.after), f.sinceId ?? 0);
+    const { items, more, total } = this.read(() => this.events.page({ after, limit: pageLimit(request), ...(f.pid !== undefined ? { pid: f.pid } : {}) }));
+    return { items, total, ...(more ? { next: String(items.at(-1)!.id) } : {}) };
+  }
+
+  /** Retention: see EventLog.dropOlderThan; counted as forgotten. */
+  dropEvents(cutoff: number, batches: number): number {
+    const n = this.events.dropOlderThan(cutoff, batches);
+    this.countForgotten({ events: n });
+    return n;
   }
 
   /** For an event stream that resumes: the first MAX_REPLAY after an id. */
@@ -265,7 +262,6 @@ export class Records {
   countForgotten(n: Partial<RecordsSummary['forgotten']>): void {
     const add = this.db.prepare('INSERT INTO forgotten (what, count) VALUES (?, ?) ON CONFLICT (what) DO UPDATE SET count = count + excluded.count');
     for (const [what, count] of Object.entries(n)) if (count) add.run(what, count);
-    this.eventCount -= n.events ?? 0;
   }
 
   summary(): RecordsSummary {
@@ -335,9 +331,4 @@ function exitRecord(p: ProcessRecord, r: ExitRow): ExitRecord {
     seq: r.seq, tid, pid: p.pid, leader: isLeader(tid, p.pid), exitedAt: new Date(r.at), how: exitHows[r.how]!,
     ...ending(r.code, r.signal, r.core), ...(r.shim !== null ? { shim: shimFates[r.shim]! } : {}),
   };
-}
-
-function lifecycleEvent(r: EventRow & { pid: number | null }): LifecycleEvent {
-  const data = JSON.parse(r.data) as object;
-  return { id: r.id, type: r.type, at: new Date(r.at).toISOString(), data: r.pid === null ? data : { pid: r.pid, ...data } } as LifecycleEvent;
 }

@@ -35,6 +35,8 @@ export const DEFAULT_RETENTION = { days: 0, megabytes: 1024 } as const;
 const CHECK_MS = 1000;
 /** Rows dropped per transaction, so that a round never holds the daemon long. */
 const BATCH = 10_000;
+/** Event batches (records/event-log.ts) dropped per transaction. */
+const EVENT_BATCHES = 100;
 const DAY_MS = 86_400_000;
 
 export class Retention {
@@ -123,14 +125,9 @@ export class Retention {
     return keys.length;
   }
 
-  /** Of the oldest BATCH events, those from before `cutoff`. */
+  /** Of the oldest event batches, those wholly from before `cutoff`. */
   private dropEvents(cutoff: number): number {
-    return this.db.transaction(() => {
-      const n = this.db.prepare('DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?) AND at < ?')
-        .run(BATCH, Number.isFinite(cutoff) ? cutoff : Number.MAX_SAFE_INTEGER).changes;
-      this.records.countForgotten({ events: n });
-      return n;
-    })();
+    return this.db.transaction(() => this.records.dropEvents(Number.isFinite(cutoff) ? cutoff : Number.MAX_SAFE_INTEGER, EVENT_BATCHES))();
   }
 
   /** The oldest ledger rows of the running process with the most: its
