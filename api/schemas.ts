@@ -212,7 +212,9 @@ export const SymbolsQuery = Type.Object({
 }, { additionalProperties: false });
 
 export const TlsSymbol = Type.Object({
-  name: Type.String(), module: Type.String(), size: Type.Integer(),
+  name: Type.String({ description: 'the symbol, as the file has it' }),
+  readable: Type.Optional(Type.String({ description: 'for a mangled C++ or Rust name: the name its programmer knows (proj::CONST_TLS); it, or its last component when no other variable has that, reads the variable too' })),
+  module: Type.String(), size: Type.Integer(),
   offset: Type.Optional(Type.Integer({ description: 'in its module\'s TLS block (not for musl\'s errno, which is in the TCB)' })),
 });
 
@@ -238,6 +240,7 @@ export const SymbolQuery = Type.Object({
 
 export const TlsValues = Type.Object({
   symbol: Type.String(),
+  readable: Type.Optional(Type.String({ description: 'the readable name of a mangled symbol' })),
   module: Type.String(),
   type: Type.String(),
   values: Type.Array(Type.Object({

@@ -77,7 +77,7 @@ export function threadShimJson(tid: Tid, { key, slot, variables, table }: Thread
 /** A TLS read: one value per thread. */
 export function valuesJson(result: ReadResult): Static<typeof TlsValues> {
   return {
-    symbol: result.variable.name, module: result.variable.module, type: result.type,
+    symbol: result.variable.name, ...(result.variable.readable ? { readable: result.variable.readable } : {}), module: result.variable.module, type: result.type,
     values: result.values.map((v) => ({
       tid: v.tid, address: v.address !== undefined ? formatAddress(v.address) : null, state: v.state, value: v.value ?? null,
       ...(v.error !== undefined ? { error: v.error } : {}),

@@ -213,7 +213,7 @@ program.command('threads')
 /** A read: the API's JSON, or one value per thread under a title line. */
 function printRead(r: TlsRead, json: boolean): void {
   if (json) return printJson(r);
-  stdout.write(`${r.symbol} in ${r.module} (${r.type})\n`);
+  stdout.write(`${r.readable ?? r.symbol} in ${r.module} (${r.type})${r.readable ? `, symbol ${r.symbol}` : ''}\n`);
   printTable(stdout, ['TID', 'ADDRESS', 'STATE', 'VALUE'], r.values.map((v) => [
     String(v.tid), v.address ?? '', v.state, v.error ?? (v.value === null ? '' : String(v.value)),
   ]));
@@ -232,7 +232,7 @@ function valueOptions(command: Command, typeDefault: string, lengthDefault: stri
 valueOptions(program.command('tls'), 'from its size', '')
   .description('a thread-local variable in every thread of a process')
   .argument('<pid>', 'process id', positiveInteger)
-  .argument('<symbol>', 'the variable (errno for libc\'s errno)')
+  .argument('<name>', 'the variable: its symbol, or its C++ or Rust name (app::counter; CONST_TLS when unique); errno for libc\'s errno')
   .option('--module <module>', 'the module that defines it, when several do (path, file name or id)')
   .action(async (pid: number, symbol: string, opts: ValueOptions & { module?: string }, command: Command) => {
     const { client, json } = context(command);
@@ -257,7 +257,8 @@ program.command('symbols')
     const { client, json } = context(command);
     const symbols = await client.tlsSymbols(pid, match);
     if (json) return printJson({ symbols });
-    printTable(stdout, ['NAME', 'SIZE', 'MODULE'], symbols.map((s) => [s.name, String(s.size), s.module]));
+    // As gdb shows them: the readable name; the symbol too when mangled.
+    printTable(stdout, ['NAME', 'SIZE', 'MODULE', 'SYMBOL'], symbols.map((s) => [s.readable ?? s.name, String(s.size), s.module, s.readable ? s.name : '']));
   });
 
 listingOptions(program.command('exits'), 'ended')

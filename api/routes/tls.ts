@@ -29,8 +29,9 @@ export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { sup
     const { match } = request.query;
     const variables = await supervisor.tls.variables(request.params.pid);
     return {
-      symbols: variables.filter((v) => match === undefined || v.name.includes(match)).map((v) => ({
-        name: v.name, module: v.module, size: v.size, ...(v.location.kind === 'block' ? { offset: Number(v.location.offset) } : {}),
+      symbols: variables.filter((v) => match === undefined || v.name.includes(match) || v.readable?.includes(match)).map((v) => ({
+        name: v.name, ...(v.readable ? { readable: v.readable } : {}), module: v.module, size: v.size,
+        ...(v.location.kind === 'block' ? { offset: Number(v.location.offset) } : {}),
       })),
     };
   });

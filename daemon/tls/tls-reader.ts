@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import type { ProcessRecord, ThreadRecord } from '../registry.js';
 import type { Address, Pid, Tid } from '../types.js';
+import { demangle, shortName } from './demangle.js';
+import type { ElfImage } from './elf.js';
 import { discoverLayout, readState, type TlsLayout, type TlsModule, type TlsState } from './layout.js';
 import { NotReadyError } from './objects.js';
 import { readAll, type Location, type ThreadRead } from './resolve.js';
@@ -20,7 +22,11 @@ export interface ThreadSource {
 }
 
 export interface Variable {
+  /** The symbol's name, as the file has it. */
   name: string;
+  /** For a mangled name (C++, Rust), the name its programmer knows
+   * (demangle.ts). */
+  readable?: string;
   /** Path of the module that defines it. */
   module: string;
   moduleId: number;
@@ -61,7 +67,15 @@ export const MAX_READ_LENGTH = 65536;
 interface Cached {
   image: number;
   layout: TlsLayout;
-  variables: Map<string, Variable[]>;
+  variables: Catalogue;
+}
+
+/** Every TLS variable by its symbol's name, and by the names a programmer
+ * may use instead: the readable name of a mangled one, and the last
+ * component of that (`CONST_TLS` of `proj::CONST_TLS`). */
+interface Catalogue {
+  bySymbol: Map<string, Variable[]>;
+  byAlias: Map<string, Variable[]>;
 }
 
 interface Current extends Cached {
@@ -78,15 +92,17 @@ export class TlsReader {
   }
 
   async variables(pid: Pid): Promise<Variable[]> {
-    return [...(await this.current(this.running(pid))).variables.values()].flat();
+    return [...(await this.current(this.running(pid))).variables.bySymbol.values()].flat();
   }
 
+  /** `name`: the symbol's, or the readable name of a mangled one, or the
+   * last component of that when no other variable has it. */
   async read(pid: Pid, name: string, opts: ReadOptions): Promise<ReadResult> {
     const p = this.running(pid);
     let cached = await this.current(p);
     // A name we do not know may be in a library loaded since the last look.
-    if (!cached.variables.has(name)) cached = await this.current(p, true);
-    const variable = pick(name, cached.variables.get(name) ?? [], opts.module);
+    if (!named(cached.variables, name).length) cached = await this.current(p, true);
+    const variable = pick(name, named(cached.variables, name), opts.module);
     const type = opts.type ?? defaultType(variable.size);
     return this.readVariable(p, cached, variable, type, readLength(type, variable.size, opts.length), opts.tid);
   }
@@ -202,27 +218,48 @@ export class TlsReader {
   }
 }
 
-/** Every TLS variable of every module, by name; musl's errno too. */
-function catalogue(layout: TlsLayout): Map<string, Variable[]> {
-  const byName = new Map<string, Variable[]>();
-  const add = (v: Variable) => byName.set(v.name, [...(byName.get(v.name) ?? []), v]);
+/** Every TLS variable of every module; musl's errno too. */
+function catalogue(layout: TlsLayout): Catalogue {
+  const bySymbol = new Map<string, Variable[]>();
+  const byAlias = new Map<string, Variable[]>();
+  const add = (index: Map<string, Variable[]>, key: string, v: Variable) => index.set(key, [...(index.get(key) ?? []), v]);
   for (const m of layout.modules) {
+    const readableNames = readableNamesOf(m.object.elf);
     for (const s of m.object.elf.tlsSymbols.values()) {
-      add({
-        name: s.name, module: m.object.path, moduleId: m.id, size: s.size,
+      const readable = readableNames.get(s.name);
+      const v: Variable = {
+        name: s.name, ...(readable ? { readable } : {}), module: m.object.path, moduleId: m.id, size: s.size,
         location: { kind: 'block', module: m, offset: s.offset },
         initial: (length) => initialBytes(m.tls.initImage, Number(s.offset), length),
-      });
+      };
+      add(bySymbol, s.name, v);
+      if (readable) {
+        add(byAlias, readable, v);
+        if (shortName(readable) !== readable) add(byAlias, shortName(readable), v);
+      }
     }
   }
-  if (layout.muslErrno && !byName.has('errno')) {
-    add({
+  if (layout.muslErrno && !bySymbol.has('errno')) {
+    add(bySymbol, 'errno', {
       name: 'errno', module: layout.muslErrno.object.path, moduleId: 0, size: 4,
       location: { kind: 'thread-pointer', offset: layout.muslErrno.offset },
       initial: (length) => Buffer.alloc(length),
     });
   }
-  return byName;
+  return { bySymbol, byAlias };
+}
+
+/** The variables a name may mean: by symbol first, else by alias. */
+function named(c: Catalogue, name: string): Variable[] {
+  return c.bySymbol.get(name) ?? c.byAlias.get(name) ?? [];
+}
+
+/** Demangled once per ELF file (c++filt is a process). */
+const readableCache = new WeakMap<ElfImage, Map<string, string>>();
+function readableNamesOf(elf: ElfImage): Map<string, string> {
+  let names = readableCache.get(elf);
+  if (!names) readableCache.set(elf, (names = demangle([...elf.tlsSymbols.keys()])));
+  return names;
 }
 
 /** .tdata bytes from `offset`, then the zeros of .tbss. */
@@ -247,6 +284,10 @@ function pick(name: string, candidates: Variable[], module?: string): Variable {
   if (matching.length === 1) return matching[0]!;
   if (candidates.length === 0) throw new TlsdError('NOT_FOUND', `no TLS variable named ${name}`);
   if (matching.length === 0) throw new TlsdError('NOT_FOUND', `no TLS variable named ${name} in module ${module}`);
+  const readableNames = new Set(matching.map((v) => v.readable ?? v.name));
+  if (readableNames.size > 1) {
+    throw new TlsdError('INVALID_ARGUMENT', `${name} names several TLS variables; give the whole name: ${[...readableNames].join(', ')}`);
+  }
   throw new TlsdError('INVALID_ARGUMENT',
     `${name} is defined in several modules; name one with ?module=: ${matching.map((v) => `${v.module} (id ${v.moduleId})`).join(', ')}`);
 }
