@@ -47,6 +47,8 @@ test('a daemon SIGKILLed and started again answers what the first one recorded',
   t.like(await second.client.process(sleeper.pid), { state: 'unsupervised', earlierRun: true });
   t.like(await second.client.process(brief.pid), { state: 'lost', earlierRun: true });
   t.is(tracerOf(sleeper.pid), 0, 'nobody traces the unsupervised one');
+  const unread = await t.throwsAsync(second.client.readTls(sleeper.pid, 'errno'));
+  t.regex(unread!.message, /no longer supervised \(unsupervised\): attach to it/);
   const ps = await tlsctl(second.socket, 'ps');
   t.regex(ps.stdout, new RegExp(`^${churn.pid}\\s+exited\\s.*\\s1\\*\\s`, 'm'), 'tlsctl ps marks the earlier run');
   t.regex(ps.stdout, new RegExp(`^${sleeper.pid}\\s+unsupervised\\s`, 'm'));

@@ -167,8 +167,8 @@ export class TlsReader {
 
   private running(pid: Pid): ProcessRecord {
     const p = this.threads.getProcess(pid);
-    if (p.state === 'exited') throw new TlsdError('GONE', `process ${pid} has exited`);
-    if (p.state === 'detached') throw new TlsdError('NOT_FOUND', `process ${pid} is no longer supervised (detached)`);
+    if (p.state === 'exited' || p.state === 'lost') throw new TlsdError('GONE', `process ${pid} has exited`);
+    if (p.state !== 'running') throw new TlsdError('NOT_FOUND', `process ${pid} is no longer supervised (${p.state}): attach to it`);
     if (p.libc === 'unknown' || p.libc === 'none') {
       throw new TlsdError('INVALID_ARGUMENT', `process ${pid} runs on ${p.libc === 'none' ? 'no C library' : 'a C library tlsd does not recognise'}: its TLS layout is unknown`);
     }
