@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { valueTypes } from '../daemon/tls/values.js';
 import { version } from '../daemon/paths.js';
-import { processStates, type ProcessState } from '../daemon/types.js';
+import { exitHows, processStates, type ExitHow, type ProcessState } from '../daemon/types.js';
 import { TlsdClient, type Process, type TlsdEvent, type TlsRead } from './client.js';
 import { JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
 
@@ -75,26 +75,35 @@ function listingOptions(command: Command, since: string): Command {
 
 interface ListingOptions { exitCode?: number; signal?: number; since?: string; limit?: number }
 
-/** The query for a listing: its filters, and pages no larger than what
- * --limit will print. */
+/** Pages no larger than what --limit will print. */
+const pageSize = (limit?: number) => (limit !== undefined ? { limit: Math.min(limit, 1000) } : {});
+
+/** The query for a listing: its filters and its page size. */
 function listingQuery(o: ListingOptions) {
   return {
     ...(o.exitCode !== undefined ? { exitCode: o.exitCode } : {}), ...(o.signal !== undefined ? { signal: o.signal } : {}),
-    ...(o.since !== undefined ? { since: o.since } : {}), ...(o.limit !== undefined ? { limit: Math.min(o.limit, 1000) } : {}),
+    ...(o.since !== undefined ? { since: o.since } : {}), ...pageSize(o.limit),
   };
+}
+
+/** The items of the pages, a page at a time, the first `limit` only. */
+async function* firstItems<T>(pages: AsyncIterable<T[]>, limit = Infinity): AsyncGenerator<T[]> {
+  let left = limit;
+  for await (const items of pages) {
+    const some = items.slice(0, left);
+    yield some;
+    left -= some.length;
+    if (left <= 0) return;
+  }
 }
 
 /** Prints a list a page at a time, as a table or as the API's JSON, up
  * to `limit` rows: a ledger of millions of exits is never held whole. */
-async function printPages<T>(pages: AsyncGenerator<T[]>, name: string, json: boolean, headers: string[], row: (item: T) => string[], limit = Infinity): Promise<void> {
+async function printPages<T>(pages: AsyncIterable<T[]>, name: string, json: boolean, headers: string[], row: (item: T) => string[], limit?: number): Promise<void> {
   const writer = json ? new JsonListWriter(stdout, name) : new TableWriter(stdout, headers);
-  let left = limit;
-  for await (const items of pages) {
-    const some = items.slice(0, left);
+  for await (const some of firstItems(pages, limit)) {
     if (json) (writer as JsonListWriter).add(some);
     else (writer as TableWriter).add(some.map(row));
-    left -= some.length;
-    if (left <= 0) break;
   }
   writer.end();
 }
@@ -105,7 +114,6 @@ const processRow = (p: Process) => [
   String(p.pid), p.state, p.origin, p.libc, p.linkage, String(p.threads), shortTime(p.startedAt), `${p.run}${p.earlierRun ? '*' : ''}`, commandLine(p),
 ];
 const PROCESS_HEADERS = ['PID', 'STATE', 'ORIGIN', 'LIBC', 'LINKAGE', 'THREADS', 'STARTED', 'RUN', 'COMMAND'];
-
 
 /** On a terminal, shows that a long request (an attach to 10,000 threads)
  * is under way; elsewhere, nothing. */
@@ -264,8 +272,8 @@ program.command('symbols')
 listingOptions(program.command('exits'), 'ended')
   .description('the exit ledger: how each thread of a process ended, in order')
   .argument('<pid>', 'process id', positiveInteger)
-  .addOption(new Option('--how <how>', 'those that ended so').choices(['exit', 'exit_group', 'signal', 'exec', 'unknown']))
-  .action(async (pid: number, opts: ListingOptions & { how?: 'exit' | 'exit_group' | 'signal' | 'exec' | 'unknown' }, command: Command) => {
+  .addOption(new Option('--how <how>', 'those that ended so').choices(exitHows))
+  .action(async (pid: number, opts: ListingOptions & { how?: ExitHow }, command: Command) => {
     const { client, json } = context(command);
     const query = { ...listingQuery(opts), ...(opts.how ? { how: opts.how } : {}) };
     const pages = (async function* () { for await (const page of client.exitPages(pid, query)) yield page.exits; })();
@@ -290,16 +298,14 @@ program.command('events')
   .option('--limit <n>', 'print at most this many recorded ones', positiveInteger)
   .action(async (opts: { follow?: boolean; pid?: number; since?: number; limit?: number }, command: Command) => {
     const { client, json } = context(command);
-    const { follow, limit = Infinity, ...filter } = opts;
+    const { follow, limit, ...filter } = opts;
     let last = filter.since ?? 0;
-    let left = limit;
-    for await (const page of client.eventPages({ ...filter, ...(limit < Infinity ? { limit: Math.min(limit, 1000) } : {}) })) {
-      for (const e of page.events.slice(0, left)) {
+    const pages = (async function* () { for await (const page of client.eventPages({ ...filter, ...pageSize(limit) })) yield page.events; })();
+    for await (const some of firstItems(pages, limit)) {
+      for (const e of some) {
         printEvent(e, json);
         last = e.id;
       }
-      left -= page.events.length;
-      if (left <= 0) break;
     }
     if (!follow) return;
     const stop = new AbortController();

@@ -178,8 +178,7 @@ export class Registry {
     this.describe(p, e);
     p.startedAt = readStartTime(p.pid) ?? p.startedAt;
     this.processes.delete(e.pid); // a reused pid: the new one goes last
-    this.processes.set(e.pid, p);
-    this.changed(p);
+    this.processes.set(e.pid, p); // describe() marked it changed
     this.dropOldEnded();
     if (p.origin === 'forked') this.bus.publish('process.spawned', this.summary(p), p.startedAt);
   }
@@ -220,7 +219,7 @@ export class Registry {
   /** Forgets an ended process: from memory and from the records. */
   forget(p: ProcessRecord): void {
     this.release(p);
-    this.records.forget(p);
+    this.records.forget([p.serial]);
   }
 
   /** Processes an earlier run left running: those still running (the same

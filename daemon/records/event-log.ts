@@ -68,9 +68,9 @@ export class EventLog {
     this.total += n;
   }
 
-  /** Up to `limit` events after `after` (of one pid), whether there are
-   * more, and how many match in all. */
-  page(q: EventQuery): { items: LifecycleEvent[]; more: boolean; total: number } {
+  /** Up to `limit` events after `after` (of one pid), and whether there
+   * are more. */
+  page(q: EventQuery): { items: LifecycleEvent[]; more: boolean } {
     const items: LifecycleEvent[] = [];
     let more = false;
     for (const batch of this.batchesAfter(q)) {
@@ -84,12 +84,12 @@ export class EventLog {
       }
       if (more) break;
     }
-    return { items, more, total: this.matching(q) };
+    return { items, more };
   }
 
   /** The batches that may hold events after `after` of `pid`, oldest
    * first: their counts, not their events (which are read only when used). */
-  private *batchesAfter(q: EventQuery): Generator<Omit<BatchRow, 'events'>> {
+  private *batchesAfter(q: Omit<EventQuery, 'limit'>): Generator<Omit<BatchRow, 'events'>> {
     const rows = this.db.prepare('SELECT first_id, last_id, count, pids FROM event_batches WHERE last_id > ? ORDER BY first_id').iterate(q.after) as IterableIterator<Omit<BatchRow, 'events'>>;
     for (const row of rows) if (q.pid === undefined || q.pid in (JSON.parse(row.pids) as Record<number, number>)) yield row;
   }
@@ -101,7 +101,7 @@ export class EventLog {
   /** Events after `q.after` (of `q.pid`), from the batches' own counts:
    * a batch that straddles `after` is decoded only for a pid (its ids are
    * consecutive). */
-  private matching(q: EventQuery): number {
+  matching(q: Omit<EventQuery, 'limit'>): number {
     if (q.pid === undefined && q.after === 0) return this.total;
     if (q.pid === undefined) {
       const whole = (this.db.prepare('SELECT total(count) FROM event_batches WHERE first_id > ?').pluck().get(q.after) as number);

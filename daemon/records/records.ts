@@ -221,8 +221,8 @@ export class Records {
   }
 
   eventPage(f: EventFilter, request: PageRequest): Page<LifecycleEvent> {
-    const after = Math.max(cursorPosition(request.after), f.sinceId ?? 0);
-    const { items, more, total } = this.read(() => this.events.page({ after, limit: pageLimit(request), ...(f.pid !== undefined ? { pid: f.pid } : {}) }));
+    const q = { after: Math.max(cursorPosition(request.after), f.sinceId ?? 0), limit: pageLimit(request), ...(f.pid !== undefined ? { pid: f.pid } : {}) };
+    const { items, more, total } = this.read(() => ({ ...this.events.page(q), total: this.events.matching(q) }));
     return { items, total, ...(more ? { next: String(items.at(-1)!.id) } : {}) };
   }
 
@@ -233,9 +233,10 @@ export class Records {
     return n;
   }
 
-  /** For an event stream that resumes: the first MAX_REPLAY after an id. */
+  /** For an event stream that resumes: the first MAX_REPLAY after an id
+   * (no total: nobody reads it). */
   eventsAfter(id: number, pid?: Pid): LifecycleEvent[] {
-    return this.eventPage({ sinceId: id, ...(pid !== undefined ? { pid } : {}) }, { limit: MAX_REPLAY }).items;
+    return this.read(() => this.events.page({ after: id, limit: MAX_REPLAY, ...(pid !== undefined ? { pid } : {}) }).items);
   }
 
   /** A page of `table` in the order of `position`, with the total that
@@ -250,12 +251,19 @@ export class Records {
     return { items, total: counted, ...(rows.length > limit ? { next: String(items.at(-1)![position]) } : {}) };
   }
 
-  /** Forgets an ended process: its row and its ledger. */
-  forget(p: ProcessRecord): void {
-    this.read(() => this.db.transaction(() => {
-      const exits = this.db.prepare('DELETE FROM exits WHERE serial = ?').run(p.serial).changes;
-      this.db.prepare('DELETE FROM processes WHERE serial = ?').run(p.serial);
-      this.countForgotten({ processes: 1, exits });
+  /** Forgets processes that are no longer supervised, by serial: their
+   * rows and their ledgers, counted. Returns the ledger rows dropped. */
+  forget(serials: readonly number[]): number {
+    return this.read(() => this.db.transaction(() => {
+      const dropExits = this.db.prepare('DELETE FROM exits WHERE serial = ?');
+      const dropProcess = this.db.prepare('DELETE FROM processes WHERE serial = ?');
+      let exits = 0;
+      for (const serial of serials) {
+        exits += dropExits.run(serial).changes;
+        dropProcess.run(serial);
+      }
+      this.countForgotten({ processes: serials.length, exits });
+      return exits;
     })());
   }
 

@@ -108,15 +108,7 @@ export class Retention {
   /** Whole processes, with their ledgers. */
   private dropProcesses(keys: ProcessKey[]): number {
     if (!keys.length) return 0;
-    const exits = this.db.transaction(() => {
-      let n = 0;
-      for (const { serial } of keys) {
-        n += this.db.prepare('DELETE FROM exits WHERE serial = ?').run(serial).changes;
-        this.db.prepare('DELETE FROM processes WHERE serial = ?').run(serial);
-      }
-      this.records.countForgotten({ processes: keys.length, exits: n });
-      return n;
-    })();
+    const exits = this.records.forget(keys.map((k) => k.serial));
     for (const { pid, serial } of keys) {
       const p = this.memory.held(asPid(pid), serial);
       if (p) this.memory.release(p);

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { loadElf } from './elf-cache.js';
-import type { ElfImage } from './elf.js';
+import { parseElf, type ElfImage } from './elf.js';
 
 const DEBUG_ROOT = '/usr/lib/debug';
 
@@ -35,29 +35,27 @@ export function withDebugSymbols(image: ElfImage, root: string, file: string): E
 function findDebugFile(image: ElfImage, root: string, file: string): ElfImage | undefined {
   const id = image.buildId;
   if (id && id.length > 2) {
-    const debug = tryLoad(path.join(root, DEBUG_ROOT, '.build-id', id.slice(0, 2), `${id.slice(2)}.debug`));
+    const debug = attempt(() => loadElf(path.join(root, DEBUG_ROOT, '.build-id', id.slice(0, 2), `${id.slice(2)}.debug`)));
     if (debug?.buildId === id) return debug;
   }
   const link = image.debugLink;
   if (!link) return undefined;
   const dir = path.dirname(file);
   for (const candidate of [path.join(dir, link.file), path.join(dir, '.debug', link.file), path.join(DEBUG_ROOT, dir, link.file)]) {
-    const inRoot = path.join(root, candidate);
     if (candidate === file) continue;
-    try {
-      if (crc32(readFileSync(inRoot)) !== link.crc) continue;
-    } catch {
-      continue;
-    }
-    const debug = tryLoad(inRoot);
+    // Read once: its CRC, then its symbols from the same bytes.
+    const bytes = attempt(() => readFileSync(path.join(root, candidate)));
+    if (!bytes || crc32(bytes) !== link.crc) continue;
+    const debug = attempt(() => parseElf(bytes));
     if (debug) return debug;
   }
   return undefined;
 }
 
-function tryLoad(file: string): ElfImage | undefined {
+/** What `read` gives, or undefined when it throws (a missing file, one that is not ELF). */
+function attempt<T>(read: () => T): T | undefined {
   try {
-    return loadElf(file);
+    return read();
   } catch {
     return undefined;
   }
