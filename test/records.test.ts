@@ -7,7 +7,12 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import pino from 'pino';
 import { daemonEntry } from '../daemon/paths.js';
+import { openDatabase, VOLATILE } from '../daemon/records/database.js';
+import { Records } from '../daemon/records/records.js';
+import type { ProcessRecord } from '../daemon/registry.js';
+import { asPid, asTid } from '../daemon/types.js';
 import { processEnd, startDaemon } from './helpers/daemon.js';
 import { fixturePath, killPid, processEnded, waitUntil } from './helpers/fixture.js';
 import { tlsctl } from './helpers/tlsctl.js';
@@ -191,4 +196,34 @@ test('bad retention settings are refused at start', (t) => {
     const said = (r.stdout + r.stderr).split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { msg: string }).msg);
     t.true(said.includes(`${flag} "${value}" is not a number of 0 or more`), said.join('; '));
   }
+});
+
+test('a shim claim that comes after its thread\'s exit corrects the ledger row written without it', (t) => {
+  // The claim comes through the shim's socket, the exit through the
+  // tracer: in either order, the ledger ends up saying the slot was released.
+  const log = pino({ level: 'silent' });
+  const { db, file } = openDatabase(VOLATILE, log);
+  const records = new Records(db, file, log);
+  t.teardown(() => records.close());
+  const claimed = new Set<number>();
+  records.shimFate = (_p, x) => (x.shimReclaimed ? 'reclaimed' : claimed.delete(x.tid) ? 'released' : 'none');
+  const p: ProcessRecord = {
+    serial: 1, run: 1, pid: asPid(100), state: 'running', origin: 'spawned', exe: '/x', argv: ['/x'], libc: 'glibc', linkage: 'dynamic',
+    image: 1, startedAt: new Date(), threads: new Map(), threadsExited: 0, exitsDropped: 0, gaps: [], unresolved: new Map(), groupExitSeen: false,
+  };
+  const exit = (tid: number, shimReclaimed?: true) => records.exit(p, {
+    seq: ++p.threadsExited, tid: asTid(tid), pid: p.pid, leader: false, exitedAt: new Date(), how: 'exit', code: 0, ...(shimReclaimed ? { shimReclaimed } : {}),
+  });
+  const fates = () => records.exitPage(p, {}, {}).items.map((x) => [x.tid, x.shim]);
+
+  claimed.add(101);
+  exit(101); // the claim first
+  exit(102); // the exit first: written as holding none ...
+  exit(103, true);
+  exit(104);
+  t.deepEqual(fates(), [[101, 'released'], [102, 'none'], [103, 'reclaimed'], [104, 'none']]);
+  t.true(records.claimedAfterExit(p, asTid(102)), '... until its claim comes');
+  t.false(records.claimedAfterExit(p, asTid(103)), 'a reclaimed slot stays reclaimed');
+  t.false(records.claimedAfterExit(p, asTid(105)), 'a thread not in the ledger yet: nothing to correct');
+  t.deepEqual(fates(), [[101, 'released'], [102, 'released'], [103, 'reclaimed'], [104, 'none']]);
 });

@@ -20,6 +20,8 @@ const FLUSH_ROWS = 20_000;
 export const MAX_REPLAY = 10_000;
 
 const shimFates: ShimFate[] = ['reclaimed', 'released', 'none'];
+/** See claimedAfterExit. */
+const LATE_CLAIM_ROWS = 100_000;
 
 /** How a process or thread ended, to filter on. */
 export interface EndingFilter {
@@ -212,6 +214,17 @@ export class Records {
     const total = where.length === 1 ? p.threadsExited - p.exitsDropped : undefined;
     const page = this.read(() => this.page<ExitRow>('exits', 'seq', where, request, total));
     return { ...page, items: page.items.map((row) => exitRecord(p, row)) };
+  }
+
+  /** A claim of a shim slot that came after the thread's exit: its ledger
+   * row, if written as holding no slot, says it released one. Only the
+   * latest LATE_CLAIM_ROWS rows are looked at (a claim comes at most a
+   * batch or two late), so that a claim that came before the thread was
+   * known costs no scan of a long ledger. */
+  claimedAfterExit(p: ProcessRecord, tid: Tid): boolean {
+    return this.read(() => this.db.prepare(`UPDATE exits SET shim = ? WHERE serial = ? AND shim = ? AND seq = (
+        SELECT seq FROM exits WHERE serial = ? AND seq > ? AND tid = ? ORDER BY seq DESC LIMIT 1)`)
+      .run(shimFates.indexOf('released'), p.serial, shimFates.indexOf('none'), p.serial, p.threadsExited - LATE_CLAIM_ROWS, tid).changes > 0);
   }
 
   /** Whether the ledger has this thread (a thread that is not live either

@@ -96,9 +96,9 @@ export class ShimServer {
   }
 
   /** A process that ended: its shim is forgotten (the ledger has what
-   * became of its threads' slots). */
+   * became of its threads' slots). Its socket is left to close by itself:
+   * what the agent sent last is still read (message). */
   ended(pid: Pid): void {
-    this.shims.get(pid)?.socket?.destroy();
     this.shims.delete(pid);
   }
 
@@ -174,6 +174,15 @@ export class ShimServer {
     });
   }
 
+  /** A thread's claim. It comes through the shim's socket, its exit
+   * through the tracer: the claim can come second, after the exit's
+   * ledger row was written as holding no slot. That row is corrected. */
+  private claimed(shim: ShimConnection, tid: Tid): void {
+    shim.claimedBy.add(tid);
+    const p = this.registry.get(shim.hello.pid);
+    if (p && !p.threads.has(tid) && this.registry.records.claimedAfterExit(p, tid)) shim.claimedBy.delete(tid);
+  }
+
   private hello(message: ShimMessage, socket: net.Socket): ShimConnection | undefined {
     const hello = message.type === 'hello' ? helloOf(message) : undefined;
     const p = hello && this.registry.get(hello.pid);
@@ -195,7 +204,7 @@ export class ShimServer {
   private message(shim: ShimConnection, m: ShimMessage): void {
     if (m.type === 'hello') return; // said once; a second is ignored
     if (m.type === 'slot') {
-      if (m.event === 'claimed') shim.claimedBy.add(asTid(m.tid));
+      if (m.event === 'claimed') this.claimed(shim, asTid(m.tid));
       this.bus.publish('shim.slot', { pid: shim.hello.pid, event: m.event, slot: m.slot, tid: m.tid, key: m.key });
       return;
     }
