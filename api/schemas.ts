@@ -104,7 +104,18 @@ export const Health = Type.Object({
   }),
 });
 
-export const AttachBody = Type.Object({ pid: PidParam }, { additionalProperties: false });
+const shimRequestFields = {
+  mode: Type.Enum(shimModes, { description: 'how the shim keys a thread\'s slot: its thread pointer (FS base) or its tid' }),
+  slots: Type.Optional(Type.Integer({ minimum: 1, maximum: 1 << 20, description: 'threads at once, a power of two (default 4096)' })),
+  slotBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: 1 << 20, description: 'variable bytes per thread (default 1024)' })),
+};
+const shimRequest = (description: string) => Type.Object(shimRequestFields, { additionalProperties: false, description });
+export const ShimRequestBody = shimRequest('load libtlsshim into the running process and start it');
+
+export const AttachBody = Type.Object({
+  pid: PidParam,
+  shim: Type.Optional(shimRequest('inject libtlsshim once attached (the process is detached again if that fails)')),
+}, { additionalProperties: false });
 
 export const SpawnBody = Type.Object({
   argv: Type.Array(Type.String({ maxLength: 131072 }), { minItems: 1, maxItems: 4096 }),
@@ -117,9 +128,7 @@ export const SpawnBody = Type.Object({
   cwd: Type.Optional(Type.String({ minLength: 1 })),
   stdout: Type.Optional(Type.String({ minLength: 1 })),
   stderr: Type.Optional(Type.String({ minLength: 1 })),
-  shim: Type.Optional(Type.Object({ mode: Type.Enum(shimModes) }, {
-    additionalProperties: false, description: 'load libtlsshim (LD_PRELOAD; dynamic programs only) in this mode',
-  })),
+  shim: Type.Optional(shimRequest('start with libtlsshim: loaded by LD_PRELOAD into a dynamic program, injected by the tracer into a static one before its first instruction')),
 }, { additionalProperties: false });
 
 export const ProcessParams = Type.Object({ pid: PidParam });
@@ -265,6 +274,7 @@ export const ShimVariable = Type.Object({
 
 export const ShimStatus = Type.Object({
   loaded: Type.Boolean({ description: 'a shim said hello from this process' }),
+  loadedBy: Type.Optional(Type.Enum(['preload', 'injected'], { description: 'the dynamic linker (LD_PRELOAD), or tlsd\'s tracer' })),
   connected: Type.Optional(Type.Boolean({ description: 'its agent thread is still connected' })),
   forkedFrom: Type.Optional(Type.Integer({ description: 'a forked child: the parent whose shim (and table) it has a copy of; it has no agent thread' })),
   reclaiming: Type.Optional(Type.Boolean({ description: 'the tracer has the table and frees the slots of threads that end holding one' })),

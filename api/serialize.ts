@@ -58,7 +58,7 @@ export function exitJson(x: ExitRecord): ExitJson {
 
 export function shimJson({ connection, table }: ShimView): Static<typeof ShimStatus> {
   return {
-    loaded: true, connected: connection.socket !== undefined, ...(connection.forkedFrom ? { forkedFrom: connection.forkedFrom } : {}),
+    loaded: true, loadedBy: connection.loadedBy, connected: connection.socket !== undefined, ...(connection.forkedFrom ? { forkedFrom: connection.forkedFrom } : {}),
     reclaiming: connection.reclaiming, mode: table.mode, version: connection.hello.shimVersion,
     table: formatAddress(table.address), handshakeAt: iso(connection.connectedAt),
     slotCount: table.slotCount, slotBytes: table.slotBytes, slotsInUse: table.claimed.length, slotsFree: table.free,

@@ -8,7 +8,8 @@ import type { AttachPolicy } from './attach-policy.js';
 import { TlsdError } from './errors.js';
 import { shimLibrary } from './paths.js';
 import { loadElf } from './tls/elf-cache.js';
-import type { ShimMode } from './types.js';
+import { injectRequest, type ShimRequest } from './shim/injection.js';
+import type { InjectRequest } from './tracer/protocol.js';
 
 export interface SpawnRequest {
   argv: string[];
@@ -16,8 +17,9 @@ export interface SpawnRequest {
   cwd?: string;
   stdout?: string;
   stderr?: string;
-  /** Load libtlsshim with LD_PRELOAD, in this mode. */
-  shim?: { mode: ShimMode };
+  /** Start with libtlsshim in this mode: LD_PRELOAD for a dynamic
+   * program, the tracer's injection at its exec for a static one. */
+  shim?: ShimRequest;
 }
 
 /** What the tracer's SPAWN command takes. */
@@ -28,6 +30,8 @@ export interface PreparedSpawn {
   cwd: string;
   stdout: string;
   stderr: string;
+  /** A static program's shim, injected by the tracer at its exec. */
+  inject?: InjectRequest;
 }
 
 export interface SpawnSetting {
@@ -48,27 +52,35 @@ export function prepareSpawn(req: SpawnRequest, s: SpawnSetting): PreparedSpawn 
   const given = req.env ?? (process.env as Record<string, string>);
   const program = resolveExecutable(req.argv[0] ?? '', cwd, given.PATH ?? DEFAULT_PATH);
   s.policy.checkSpawn(program);
-  const env = req.shim ? withShim(program, given, req.shim.mode, s.shimSocket) : given;
+  const preload = req.shim && isDynamic(program);
+  const env = req.shim && preload ? withShim(given, req.shim, s.shimSocket) : given;
   mkdirSync(s.outputDir, { recursive: true, mode: 0o700 });
   return {
+    ...(req.shim && !preload ? { inject: injectRequest(req.shim, s.shimSocket) } : {}),
     path: program, argv: req.argv, env: Object.entries(env).map(([k, v]) => `${k}=${v}`), cwd,
     stdout: path.resolve(cwd, req.stdout ?? path.join(s.outputDir, `${s.outputName}.stdout`)),
     stderr: path.resolve(cwd, req.stderr ?? path.join(s.outputDir, `${s.outputName}.stderr`)),
   };
 }
 
-/** The environment that makes the dynamic linker load libtlsshim and
- * tells the shim where tlsd listens. */
-function withShim(program: string, env: Record<string, string>, mode: ShimMode, socket: string): Record<string, string> {
-  let interp;
+/** Whether the program has a dynamic linker to load the shim. */
+function isDynamic(program: string): boolean {
   try {
-    interp = loadElf(program).interp;
+    return loadElf(program).interp !== undefined;
   } catch (e) {
     throw new TlsdError('INVALID_ARGUMENT', `cannot load the shim into ${program}: ${(e as Error).message}`);
   }
-  if (!interp) throw new TlsdError('INVALID_ARGUMENT', `${program} is static: LD_PRELOAD needs a dynamic linker to load the shim`);
+}
+
+/** The environment that makes the dynamic linker load libtlsshim and
+ * tells the shim where tlsd listens (native/shim/preload.c reads it). */
+function withShim(env: Record<string, string>, shim: ShimRequest, socket: string): Record<string, string> {
   const preload = env.LD_PRELOAD ? `${shimLibrary}:${env.LD_PRELOAD}` : shimLibrary;
-  return { ...env, LD_PRELOAD: preload, TLSSHIM_MODE: mode, TLSSHIM_SOCKET: socket };
+  return {
+    ...env, LD_PRELOAD: preload, TLSSHIM_MODE: shim.mode, TLSSHIM_SOCKET: socket,
+    ...(shim.slots ? { TLSSHIM_SLOTS: String(shim.slots) } : {}),
+    ...(shim.slotBytes ? { TLSSHIM_SLOT_BYTES: String(shim.slotBytes) } : {}),
+  };
 }
 
 function isDirectory(dir: string): boolean {

@@ -16,12 +16,13 @@ import { openDatabase } from './records/database.js';
 import { Records } from './records/records.js';
 import { Retention, type RetentionPolicy } from './records/retention.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
-import { ShimServer } from './shim/server.js';
+import { injectionError, injectRequest, type ShimRequest } from './shim/injection.js';
+import { ShimServer, type ShimConnection } from './shim/server.js';
 import { prepareSpawn, type SpawnRequest } from './spawn-request.js';
 import { TlsReader } from './tls/tls-reader.js';
 import type { TracerReply } from './tracer/client.js';
 import { TracerKeeper, type TracerRequest } from './tracer/keeper.js';
-import { asPid, type Pid, type Tid } from './types.js';
+import { asPid, formatAddress, type Pid, type Tid } from './types.js';
 
 export interface SupervisorOptions {
   tracerPath: string;
@@ -40,6 +41,8 @@ export interface SupervisorOptions {
 const { ESRCH } = os.constants.errno;
 /** How long a detach with kill waits for the process to be reaped. */
 const KILL_WAIT_MS = 5000;
+/** How long an injected shim's agent may take to connect. */
+const HELLO_WAIT_MS = 5000;
 
 export class Supervisor {
   readonly bus: EventBus;
@@ -54,6 +57,7 @@ export class Supervisor {
   readonly startedAt = Date.now();
   private tracer!: TracerKeeper;
   private readonly attaching = new Set<Pid>();
+  private readonly injecting = new Set<Pid>();
   private spawnCount = 0;
   private readonly log: Logger;
   private readonly policy: AttachPolicy;
@@ -136,7 +140,22 @@ export class Supervisor {
     return p;
   }
 
-  async attach(pid: Pid): Promise<{ process: ProcessRecord; reply: TracerReply }> {
+  /** Attaches; with `shim`, injects it too, and on failure detaches again
+   * (the process is left as it was found) and throws the injection's error. */
+  async attach(pid: Pid, shim?: ShimRequest): Promise<{ process: ProcessRecord; reply: TracerReply }> {
+    const attached = await this.attachOnly(pid);
+    if (!shim) return attached;
+    try {
+      await this.injectShim(pid, shim);
+    } catch (e) {
+      if (this.shims.get(pid)) throw e; // loaded, and stays: the agent is late
+      await this.detach(pid).catch(() => {});
+      throw e;
+    }
+    return attached;
+  }
+
+  private async attachOnly(pid: Pid): Promise<{ process: ProcessRecord; reply: TracerReply }> {
     preflightAttach(pid, {
       policy: this.policy, tracerPid: this.tracerPid,
       supervised: (q) => this.registry.get(q)?.state === 'running' || this.attaching.has(q),
@@ -161,9 +180,12 @@ export class Supervisor {
       policy: this.policy, outputDir: this.opts.outputDir, shimSocket: this.shims.socketPath,
       outputName: `${Date.now()}-${process.pid}-${++this.spawnCount}`,
     });
-    const reply = await this.request({ type: 'spawn', ...prepared });
+    const command = { type: 'spawn' as const, ...prepared };
+    const reply = prepared.inject ? await this.tracer.inject(command) : await this.request(command);
+    if (reply.type === 'injected' && reply.errno !== 0 && reply.step !== 'checks') throw injectionError(reply.pid, reply);
     if (reply.errno !== 0) {
-      throw new TlsdError('INVALID_ARGUMENT', `cannot start ${req.argv[0]}: ${getSystemErrorName(-reply.errno)}`);
+      const why = reply.type === 'injected' ? reply.reason : getSystemErrorName(-reply.errno);
+      throw new TlsdError('INVALID_ARGUMENT', `cannot start ${req.argv[0]}: ${why}`);
     }
     const p = this.getProcess(reply.pid);
     const { stdout, stderr } = prepared;
@@ -171,6 +193,30 @@ export class Supervisor {
     this.registry.changed(p);
     this.bus.publish('process.spawned', { ...this.registry.summary(p), stdout, stderr });
     return p;
+  }
+
+  /** Loads the shim into a supervised process and starts it: answered
+   * once the shim's agent said hello. */
+  async injectShim(pid: Pid, req: ShimRequest): Promise<ShimConnection> {
+    const p = this.getProcess(pid);
+    if (p.state !== 'running') throw new TlsdError('GONE', `process ${pid} is ${p.state}`);
+    if (this.shims.get(pid) || this.injecting.has(pid)) throw new TlsdError('SHIM_LOADED', `process ${pid} has the shim already`);
+    this.injecting.add(pid);
+    const { hello, cancel } = this.shims.whenHello(pid, HELLO_WAIT_MS);
+    try {
+      const answer = await this.tracer.inject({ type: 'inject', pid, ...injectRequest(req, this.shims.socketPath) });
+      if (answer.errno !== 0) {
+        cancel();
+        throw injectionError(pid, answer);
+      }
+      this.log.info({ tracee: pid, base: formatAddress(answer.base), tid: answer.tid, stoppedUs: Number(answer.stoppedNs / 1000n) }, 'shim injected');
+      return await hello;
+    } catch (e) {
+      cancel();
+      throw e;
+    } finally {
+      this.injecting.delete(pid);
+    }
   }
 
   /** Tells the tracer where a process's shim table is, so that it frees

@@ -4,7 +4,7 @@ import path from 'node:path';
 import test from 'ava';
 import { packageRoot } from '../daemon/paths.js';
 import {
-  Command, decodeMessage, encodeCommand, exitCalls, type FieldKind, FrameSplitter, fsSources, logLevels, MAX_FRAME,
+  Command, decodeMessage, encodeCommand, exitCalls, type FieldKind, FrameSplitter, fsSources, injectSteps, logLevels, MAX_FRAME,
   Message, origins, PROTOCOL_VERSION, ProtocolError, type TracerCommand,
 } from '../daemon/tracer/protocol.js';
 import { decodeWaitStatus } from '../daemon/wait-status.js';
@@ -49,6 +49,7 @@ test('the version, the frame limit and every enumeration are protocol.h\'s', (t)
   t.deepEqual(numbers(enumeration('tlsd_fs_source', 'TLSD_FS_')), listed(fsSources));
   t.deepEqual(numbers(enumeration('tlsd_exit_call', 'TLSD_EXIT_CALL_')), listed(exitCalls));
   t.deepEqual(numbers(enumeration('tlsd_log_level', 'TLSD_LOG_')), listed(logLevels));
+  t.deepEqual(numbers(enumeration('tlsd_inject_step', 'TLSD_INJECT_')), listed(injectSteps));
 });
 
 test('every message is read with the fields protocol.h lists, in order', (t) => {
@@ -75,6 +76,7 @@ test('every command is written with the fields protocol.h lists, in order', (t) 
     refresh: { type: 'refresh', req: 1, tid },
     shim: { type: 'shim', req: 1, pid, table: address },
     settle: { type: 'settle', req: 1, pid, threadPointers: new Map<Tid, Address>([[tid, address]]) },
+    inject: { type: 'inject', req: 1, pid, mode: 'tid', slotCount: 0, slotBytes: 0, shimPath: '/x.so', shimSocket: '/s' },
   };
   const commands = enumeration('tlsd_command', 'TLSD_CMD_');
   t.is(commands.size, Object.keys(examples).length);

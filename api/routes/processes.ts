@@ -27,7 +27,7 @@ export const processRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, {
   }, async (request, reply) => {
     const body = request.body;
     const p = 'pid' in body
-      ? (await supervisor.attach(body.pid)).process
+      ? (await supervisor.attach(body.pid, body.shim)).process
       : await supervisor.spawn(body);
     return reply.status(201).send(json(p));
   });

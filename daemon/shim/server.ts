@@ -14,6 +14,7 @@ import { claimSocketPath } from '../socket-file.js';
 import type { EventBus } from '../event-bus.js';
 import type { ExitRecord, ProcessRecord, Registry, ShimFate } from '../registry.js';
 import { asAddress, asPid, asTid, formatAddress, type Address, type Pid, type ShimMode, type Tid } from '../types.js';
+import { shimOrigin, type ShimOrigin } from './injection.js';
 import { parseShimMessage, type ShimAnswer, type ShimHelloMessage, type ShimMessage, type ShimRequestType } from './messages.js';
 
 const REQUEST_TIMEOUT_MS = 2000;
@@ -39,6 +40,7 @@ export interface ShimConnection {
   /** A forked child's: its copy of the parent's table, without an agent
    * thread (fork copies only the forking thread). */
   forkedFrom?: Pid;
+  loadedBy: ShimOrigin;
   connectedAt: Date;
   /** Undefined once the shim's agent has gone (the process ended). */
   socket?: net.Socket;
@@ -53,6 +55,7 @@ const helloOf = (m: ShimHelloMessage): ShimHello => ({
 export class ShimServer {
   private readonly server = net.createServer((socket) => this.accept(socket));
   private readonly shims = new Map<Pid, ShimConnection>();
+  private readonly helloWaiters = new Map<Pid, (shim: ShimConnection) => void>();
 
   constructor(
     readonly socketPath: string,
@@ -111,7 +114,7 @@ export class ShimServer {
     if (!from) return;
     this.shims.set(child, {
       hello: { ...from.hello, pid: child }, claimedBy: new Set(), reclaiming: from.reclaiming,
-      forkedFrom: parent, connectedAt: new Date(), pending: new Map(), nextId: 1,
+      forkedFrom: parent, loadedBy: from.loadedBy, connectedAt: new Date(), pending: new Map(), nextId: 1,
     });
   }
 
@@ -124,6 +127,22 @@ export class ShimServer {
     const claimed = shim.claimedBy.delete(x.tid);
     if (x.shimReclaimed) return 'reclaimed';
     return claimed ? 'released' : 'none';
+  }
+
+  /** The hello of pid's shim, which is on its way (an injection): waits
+   * at most `ms`. `cancel` stops waiting (the injection failed). */
+  whenHello(pid: Pid, ms: number): { hello: Promise<ShimConnection>; cancel: () => void } {
+    let cancel = () => {};
+    const hello = new Promise<ShimConnection>((resolve, reject) => {
+      const done = () => { clearTimeout(timer); this.helloWaiters.delete(pid); };
+      const timer = setTimeout(() => {
+        done();
+        reject(new TlsdError('UNAVAILABLE', `the shim was loaded into process ${pid}, but its agent did not connect within ${ms} ms`));
+      }, ms);
+      this.helloWaiters.set(pid, (shim) => { done(); resolve(shim); });
+      cancel = done;
+    });
+    return { hello, cancel };
   }
 
   /** Asks a shim (ping, stats); its answer, or UNAVAILABLE. */
@@ -190,8 +209,11 @@ export class ShimServer {
       this.log.warn({ hello: message }, 'a shim hello from no supervised process; refused');
       return undefined;
     }
-    const shim: ShimConnection = { hello, claimedBy: new Set(), reclaiming: false, connectedAt: new Date(), socket, pending: new Map(), nextId: 1 };
+    const shim: ShimConnection = {
+      hello, claimedBy: new Set(), reclaiming: false, loadedBy: shimOrigin(p.pid), connectedAt: new Date(), socket, pending: new Map(), nextId: 1,
+    };
     this.shims.set(p.pid, shim);
+    this.helloWaiters.get(p.pid)?.(shim);
     this.onHello(p.pid, hello);
     this.bus.publish('shim.handshake', {
       pid: p.pid, mode: hello.mode, shimVersion: hello.shimVersion, table: formatAddress(hello.table),

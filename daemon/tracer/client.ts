@@ -11,8 +11,11 @@ import {
 } from './protocol.js';
 
 type Reply = Extract<TracerMessage, { type: 'reply' }>;
-type Event = Exclude<TracerMessage, { type: 'reply' | 'hello' | 'log' }>;
-type Pending = { resolve: (r: Reply) => void; reject: (e: Error) => void };
+type Injected = Extract<TracerMessage, { type: 'injected' }>;
+/** A command's answer: REPLY, or INJECTED for INJECT and a SPAWN with a shim. */
+type Answer = Reply | Injected;
+type Event = Exclude<TracerMessage, { type: 'reply' | 'injected' | 'hello' | 'log' }>;
+type Pending = { resolve: (r: Answer) => void; reject: (e: Error) => void };
 type CommandBody = TracerCommand extends infer C ? C extends TracerCommand ? Omit<C, 'req'> : never : never;
 
 export class TracerGoneError extends Error {
@@ -58,7 +61,7 @@ export class TracerClient {
               resolve(client);
             } else if (!client) {
               return fail(`message ${msg.type} before hello`);
-            } else if (msg.type === 'reply') {
+            } else if (msg.type === 'reply' || msg.type === 'injected') {
               client.settle(msg);
             } else if (msg.type === 'log') {
               log[msg.level]({ from: 'tracer' }, msg.text);
@@ -77,7 +80,7 @@ export class TracerClient {
     });
   }
 
-  private settle(reply: Reply): void {
+  private settle(reply: Answer): void {
     const p = this.pending.get(reply.req);
     if (!p) return;
     this.pending.delete(reply.req);
@@ -96,7 +99,7 @@ export class TracerClient {
 
   get running(): boolean { return !this.closed; }
 
-  request(command: CommandBody): Promise<Reply> {
+  request(command: CommandBody): Promise<Answer> {
     if (this.closed) return Promise.reject(new TracerGoneError());
     const req = this.nextReq++;
     const frame = encodeCommand({ ...command, req } as TracerCommand);
@@ -121,4 +124,4 @@ export class TracerClient {
   }
 }
 
-export type { Event as TracerEvent, Reply as TracerReply };
+export type { Answer as TracerAnswer, Event as TracerEvent, Injected as TracerInjected, Reply as TracerReply };

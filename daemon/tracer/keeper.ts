@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import type { Pid } from '../types.js';
-import { TracerClient, TracerGoneError, type TracerEvent, type TracerReply } from './client.js';
+import { TracerClient, TracerGoneError, type TracerAnswer, type TracerEvent, type TracerInjected, type TracerReply } from './client.js';
 
 /** Delays before each new attempt; the last is repeated. */
 const RESTART_DELAYS_MS = [0, 100, 500, 1000, 5000];
@@ -37,7 +37,17 @@ export class TracerKeeper {
   get pid(): Pid | undefined { return this.tracer?.running ? this.tracer.pid : undefined; }
   get running(): boolean { return this.tracer?.running ?? false; }
 
+  /** A command answered with REPLY. */
   async request(command: TracerRequest): Promise<TracerReply> {
+    return expect(await this.answer(command), 'reply');
+  }
+
+  /** INJECT, or a SPAWN with a shim: answered with INJECTED. */
+  async inject(command: TracerRequest): Promise<TracerInjected> {
+    return expect(await this.answer(command), 'injected');
+  }
+
+  private async answer(command: TracerRequest): Promise<TracerAnswer> {
     if (!this.tracer?.running) throw new TlsdError('UNAVAILABLE', 'the tracer helper is restarting; try again shortly');
     try {
       return await this.tracer.request(command);
@@ -84,4 +94,9 @@ export class TracerKeeper {
     }
     if (!this.closing) await this.events.onRestarted();
   }
+}
+
+function expect<T extends TracerAnswer['type']>(a: TracerAnswer, type: T): Extract<TracerAnswer, { type: T }> {
+  if (a.type !== type) throw new TlsdError('INTERNAL', `the tracer answered ${a.type} where ${type} was due`);
+  return a as Extract<TracerAnswer, { type: T }>;
 }

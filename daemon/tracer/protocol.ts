@@ -5,14 +5,14 @@
 import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
 import { asAddress, asPid, asTid } from '../types.js';
 
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 export const MAX_FRAME = 16 << 20;
 
-export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6 } as const;
+export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7 } as const;
 
 export const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
-  threadExiting: 6, threadGone: 7, exec: 8, detached: 9, log: 10,
+  threadExiting: 6, threadGone: 7, exec: 8, detached: 9, log: 10, injected: 11,
 } as const;
 
 /** Enumerations on the wire, each value at the index of its number. */
@@ -22,6 +22,20 @@ export const fsSources: readonly FsBaseSource[] = ['attach', 'clone', 'exec', 's
 export const exitCalls = ['none', 'exit', 'exit_group'] as const;
 export type ExitCall = (typeof exitCalls)[number];
 export const logLevels = ['debug', 'info', 'warn', 'error'] as const;
+/** How far an injection went (enum tlsd_inject_step). */
+export const injectSteps = ['checks', 'borrow', 'stub', 'memfd', 'image', 'map', 'start', 'cleanup', 'done'] as const;
+export type InjectStep = (typeof injectSteps)[number];
+/** enum tlsshim_mode, for INJECT and SPAWN (0: no shim). */
+export const shimModeNumbers = { 'thread-pointer': 1, tid: 2 } as const;
+
+/** What INJECT (and a SPAWN with a shim) load and start. */
+export interface InjectRequest {
+  mode: keyof typeof shimModeNumbers;
+  slotCount: number;
+  slotBytes: number;
+  shimPath: string;
+  shimSocket: string;
+}
 
 /** What a process runs, as the tracer read it while the process stopped. */
 export interface ProcessImage {
@@ -42,15 +56,17 @@ export type TracerMessage =
   | { type: 'threadGone'; pid: Pid; tid: Tid; waitStatus: number; at: WireTime }
   | { type: 'exec'; pid: Pid; formerTid: Tid; fsBase: Address; at: WireTime } & ProcessImage
   | { type: 'detached'; pid: Pid }
-  | { type: 'log'; level: (typeof logLevels)[number]; text: string };
+  | { type: 'log'; level: (typeof logLevels)[number]; text: string }
+  | { type: 'injected'; req: number; errno: number; pid: Pid; tid: Tid; base: Address; stoppedNs: bigint; step: InjectStep; reason: string };
 
 export type TracerCommand =
   | { type: 'attach'; req: number; pid: Pid }
-  | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string }
+  | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string; inject?: InjectRequest }
   | { type: 'detach'; req: number; pid: Pid; kill: boolean; keepChildren: boolean }
   | { type: 'refresh'; req: number; tid: Tid }
   | { type: 'shim'; req: number; pid: Pid; table: Address }
-  | { type: 'settle'; req: number; pid: Pid; threadPointers: ReadonlyMap<Tid, Address> };
+  | { type: 'settle'; req: number; pid: Pid; threadPointers: ReadonlyMap<Tid, Address> }
+  | { type: 'inject'; req: number; pid: Pid } & InjectRequest;
 
 export class ProtocolError extends Error {}
 
@@ -118,6 +134,11 @@ export function decodeMessage(body: Buffer, kinds?: FieldKind[]): TracerMessage 
       return { type: 'detached', pid: asPid(r.u32()) };
     case Message.log:
       return { type: 'log', level: pick(logLevels, r.u8(), 'log level'), text: r.str() };
+    case Message.injected:
+      return {
+        type: 'injected', req: r.u32(), errno: r.i32(), pid: asPid(r.u32()), tid: asTid(r.u32()), base: asAddress(r.u64()),
+        stoppedNs: r.u64(), step: pick(injectSteps, r.u8(), 'injection step'), reason: r.str(),
+      };
     default:
       throw new ProtocolError(`unknown tracer message type ${type}`);
   }
@@ -157,11 +178,18 @@ class FrameWriter {
   }
 }
 
+/** u8 shim_mode, u32 slot_count, u32 slot_bytes, str shim_path, str shim_socket (mode 0: none). */
+function injectFields(w: FrameWriter, q: InjectRequest | undefined): FrameWriter {
+  if (!q) return w.u8(0).u32(0).u32(0).str('').str('');
+  return w.u8(shimModeNumbers[q.mode]).u32(q.slotCount).u32(q.slotBytes).str(q.shimPath).str(q.shimSocket);
+}
+
 export function encodeCommand(c: TracerCommand, kinds?: FieldKind[]): Buffer {
   const w = new FrameWriter(kinds).u8(Command[c.type]).u32(c.req);
   switch (c.type) {
     case 'attach': return w.u32(c.pid).frame();
-    case 'spawn': return w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr).frame();
+    case 'spawn': return injectFields(w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr), c.inject).frame();
+    case 'inject': return injectFields(w.u32(c.pid), c).frame();
     case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).u8(c.keepChildren ? 1 : 0).frame();
     case 'refresh': return w.u32(c.tid).frame();
     case 'shim': return w.u32(c.pid).u64(c.table).frame();

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "inject.h"
 #include "protocol.h"
 #include "shim.h"
 #include "tracer.h"
@@ -44,15 +45,40 @@ static int run_attach(struct frame *f, uint32_t req)
 	return 0;
 }
 
+/* u8 shim_mode, u32 slot_count, u32 slot_bytes, str shim_path,
+ * str shim_socket: in INJECT and SPAWN alike. */
+static struct inject_request read_inject_request(struct frame *f)
+{
+	struct inject_request q = { .mode = in_u8(f), .slot_count = in_u32(f), .slot_bytes = in_u32(f) };
+	q.shim_path = in_str(f);
+	q.socket_path = in_str(f);
+	return q;
+}
+
+static int run_inject(struct frame *f, uint32_t req)
+{
+	pid_t pid = (pid_t)in_u32(f);
+	struct inject_request q = read_inject_request(f);
+	int ok = !f->bad && pid > 0 && q.mode && q.shim_path && q.socket_path;
+	if (ok)
+		inject_process(req, pid, &q);
+	free(q.shim_path);
+	free(q.socket_path);
+	return ok ? 0 : -1;
+}
+
 static int run_spawn(struct frame *f, uint32_t req)
 {
 	char *path = in_str(f);
 	char **argv = read_strings(f);
 	char **envp = read_strings(f);
 	char *cwd = in_str(f), *out_path = in_str(f), *err_path = in_str(f);
+	struct inject_request q = read_inject_request(f);
 	int ok = !f->bad && argv && argv[0];
 	if (ok)
-		spawn_process(req, path, argv, envp, cwd, out_path, err_path);
+		spawn_process(req, path, argv, envp, cwd, out_path, err_path, q.mode ? &q : NULL);
+	free(q.shim_path);
+	free(q.socket_path);
 	free(path);
 	free_strings(argv);
 	free_strings(envp);
@@ -125,6 +151,7 @@ static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_REFRESH] = run_refresh,
 	[TLSD_CMD_SHIM] = run_shim,
 	[TLSD_CMD_SETTLE] = run_settle,
+	[TLSD_CMD_INJECT] = run_inject,
 };
 
 static void run_command(const uint8_t *body, size_t len)

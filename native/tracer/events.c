@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include "arch.h"
+#include "inject.h"
 #include "operation.h"
 #include "protocol.h"
 #include "shim.h"
@@ -172,7 +173,7 @@ static void detach_new_child(struct thread *parent, struct thread *child, int wa
 	}
 }
 
-static void on_new_child(struct thread *parent, int event)
+void note_new_child(struct thread *parent, int event)
 {
 	unsigned long msg = 0;
 	if (ptrace(PTRACE_GETEVENTMSG, parent->tid, 0, &msg) < 0)
@@ -229,8 +230,9 @@ static void drop_other_thread(struct thread *t, void *leader)
 }
 
 /* PTRACE_EVENT_EXEC is reported with the leader's tid; GETEVENTMSG names
- * the thread that called exec. Every other thread is gone by now. */
-static void on_exec(struct thread *t)
+ * the thread that called exec. Every other thread is gone by now.
+ * Returns 0 when the thread was restarted already (a spawn's injection). */
+static int on_exec(struct thread *t)
 {
 	unsigned long former = 0;
 	ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &former);
@@ -256,13 +258,18 @@ static void on_exec(struct thread *t)
 		send_process_new(pid, TLSD_ORIGIN_SPAWN, 0, 0, 0);
 		t->parent_tid = 0;
 		announce(t);
+		if (p->inject) {
+			inject_at_exec(p, t);
+			return 0;
+		}
 		send_reply((struct reply){ .req = p->req, .pid = pid, .threads = 1 });
-		return;
+		return 1;
 	}
 	if (t->flags & T_ANNOUNCED)
 		send_exec(pid, (pid_t)former, fs_base);
 	else
 		announce(t);
+	return 1;
 }
 
 static void on_exit_event(struct thread *t)
@@ -303,12 +310,12 @@ static void on_stop(pid_t tid, int status)
 	case PTRACE_EVENT_CLONE:
 	case PTRACE_EVENT_FORK:
 	case PTRACE_EVENT_VFORK:
-		on_new_child(t, event);
+		note_new_child(t, event);
 		resume(t, 0, 0);
 		return;
 	case PTRACE_EVENT_EXEC:
-		on_exec(t);
-		resume(t, 0, 0);
+		if (on_exec(t))
+			resume(t, 0, 0);
 		return;
 	case PTRACE_EVENT_EXIT:
 		/* Must be restarted even after SIGKILL (docs/ptrace.md). */

@@ -1,10 +1,27 @@
 /* Every tracer -> daemon message, encoded as protocol.h describes. */
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "protocol.h"
 #include "tracer.h"
+
+void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, uint64_t stopped_ns, uint8_t step,
+		   const char *reason)
+{
+	out_begin(&out, TLSD_MSG_INJECTED);
+	out_u32(&out, req);
+	out_u32(&out, (uint32_t)err);
+	out_u32(&out, (uint32_t)pid);
+	out_u32(&out, (uint32_t)tid);
+	out_u64(&out, base);
+	out_u64(&out, stopped_ns);
+	out_u8(&out, step);
+	out_str(&out, reason, strlen(reason));
+	out_end(&out);
+	out_urgent(&out);
+}
 
 /* What the process runs: /proc/PID/exe and /proc/PID/cmdline, read now
  * (the caller has it stopped, or knows it cannot have been reaped). */

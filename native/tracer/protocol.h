@@ -27,7 +27,7 @@
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 5
+#define TLSD_PROTOCOL_VERSION 6
 #define TLSD_MAX_FRAME (16u << 20) /* bounds a length read from the socket;
                                       a SETTLE of 1.4 million threads fits */
 
@@ -39,8 +39,14 @@ enum tlsd_command {
 	                         goes on until SETTLE is answered. */
 	TLSD_CMD_SPAWN = 2,   /* u32 req, str path, u32 argc, str argv[argc],
 	                         u32 envc, str env[envc], str cwd,
-	                         str stdout_path, str stderr_path -- start a
-	                         command under the tracer */
+	                         str stdout_path, str stderr_path, u8 shim_mode,
+	                         u32 slot_count, u32 slot_bytes, str shim_path,
+	                         str shim_socket -- start a command under the
+	                         tracer. shim_mode 0: answered with REPLY at its
+	                         exec; else the shim is injected there, before
+	                         its first instruction, as INJECT does, and the
+	                         answer is INJECTED (on failure the process is
+	                         killed before it ran) */
 	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill, u8 keep_children --
 	                         without keep_children, the processes it
 	                         forked while supervised (and theirs) are
@@ -60,6 +66,13 @@ enum tlsd_command {
 	                         thread list; every seized thread whose FS base
 	                         is still unknown after these is interrupted
 	                         and read at its stop */
+	TLSD_CMD_INJECT = 7,  /* u32 req, u32 pid, u8 shim_mode, u32 slot_count,
+	                         u32 slot_bytes, str shim_path, str shim_socket
+	                         -- load libtlsshim (shim_path) into the
+	                         running process and start it in shim_mode
+	                         (enum tlsshim_mode), its agent connecting to
+	                         shim_socket; slot_count and slot_bytes 0 are
+	                         the shim's defaults. Answered with INJECTED */
 };
 
 /* tracer -> daemon */
@@ -97,6 +110,15 @@ enum tlsd_message {
 	                                u64 time, str exe, str cmdline */
 	TLSD_MSG_DETACHED = 9,       /* u32 pid */
 	TLSD_MSG_LOG = 10,           /* u8 level, str text */
+	TLSD_MSG_INJECTED = 11,      /* u32 req, i32 errno, u32 pid, u32 tid,
+	                                u64 base, u64 stopped_ns, u8 step,
+	                                str reason -- the answer to INJECT (and
+	                                to a SPAWN with a shim): errno 0 when
+	                                the shim started, loaded at base; tid
+	                                is the thread borrowed, stopped_ns how
+	                                long it was stopped; else step is how
+	                                far it went (enum tlsd_inject_step) and
+	                                reason says why, for a person */
 };
 
 /* PROCESS_NEW origin */
@@ -122,6 +144,19 @@ enum tlsd_exit_call {
 	TLSD_EXIT_CALL_NONE = 0, /* a signal, another thread's exit_group or exec */
 	TLSD_EXIT_CALL_EXIT = 1,
 	TLSD_EXIT_CALL_EXIT_GROUP = 2,
+};
+
+/* INJECTED step: how far an injection went (native/tracer/inject.c) */
+enum tlsd_inject_step {
+	TLSD_INJECT_CHECKS = 0, /* before any thread was stopped */
+	TLSD_INJECT_BORROW = 1,
+	TLSD_INJECT_STUB = 2,
+	TLSD_INJECT_MEMFD = 3,
+	TLSD_INJECT_IMAGE = 4,
+	TLSD_INJECT_MAP = 5,
+	TLSD_INJECT_START = 6,
+	TLSD_INJECT_CLEANUP = 7,
+	TLSD_INJECT_DONE = 8,
 };
 
 enum tlsd_log_level {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <linux/close_range.h>
 
+#include "inject.h"
 #include "protocol.h"
 #include "tracer.h"
 
@@ -49,8 +50,8 @@ static void run_child(int go, int failed, int out_fd, int err_fd,
 	report_and_exit(failed, errno);
 }
 
-void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
-		   const char *cwd, const char *out_path, const char *err_path)
+void spawn_process(uint32_t req, const char *path, char **argv, char **envp, const char *cwd,
+		   const char *out_path, const char *err_path, const struct inject_request *inject)
 {
 	int go[2] = { -1, -1 }, failed[2] = { -1, -1 };
 	int out_fd = open_output(out_path);
@@ -81,6 +82,8 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
 	struct process *p = process_add(pid);
 	p->flags = P_SPAWNING;
 	p->req = req;
+	if (inject)
+		p->inject = inject_request_copy(inject);
 	struct thread *t = thread_add(pid);
 	thread_claim(t, pid);
 	t->source = TLSD_FS_EXEC;

@@ -2,6 +2,7 @@
  * a process may have 10,000 threads and a tracer sees every one at every
  * stop, so lookups must not scan. */
 #include "tracees.h"
+#include "inject.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,8 @@ void process_remove(pid_t pid)
 	struct process *p = map_del(&processes, pid);
 	if (p && processes.len)
 		map_each(&processes, any, 0, adopt, p);
+	if (p)
+		inject_request_free(p->inject);
 	free(p);
 }
 

@@ -24,6 +24,7 @@ enum thread_flag {
 };
 
 struct operation;
+struct inject_request;
 
 struct thread {
 	pid_t tid;
@@ -83,6 +84,7 @@ struct process {
 	uint32_t interrupted;    /* attach: threads interrupted for their FS base */
 	uint64_t max_stop_ns;
 	struct shim_table shim; /* table == 0: no libtlsshim known */
+	struct inject_request *inject; /* P_SPAWNING: the shim to inject at its exec */
 };
 
 struct thread *thread_find(pid_t tid);

@@ -40,6 +40,8 @@ void send_thread_exiting(const struct thread *t, int exit_status, uint8_t exit_c
 void send_thread_gone(pid_t pid, pid_t tid, int wait_status);
 void send_exec(pid_t pid, pid_t former_tid, uint64_t fs_base);
 void send_detached(pid_t pid);
+void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, uint64_t stopped_ns, uint8_t step,
+		   const char *reason);
 
 /* events.c */
 /* Collects every reported stop and death: waitpid(-1), whose cost grows
@@ -54,6 +56,9 @@ int release_stale_children(uint64_t now_ms);
 void thread_forget(struct thread *t);
 /* Reads the FS base of a stopped thread and answers its refresh waiters. */
 void note_fs_base(struct thread *t, uint64_t fs_base);
+/* At a clone, fork or vfork event stop of parent: names the new child's
+ * process (and announces it), without restarting the parent. */
+void note_new_child(struct thread *parent, int event);
 /* Sends THREAD_NEW once the thread's FS base and its process are known. */
 void announce(struct thread *t);
 
@@ -69,8 +74,10 @@ void remember_scheduling(void);
 void restore_scheduling(void);
 
 /* spawn.c */
-void spawn_process(uint32_t req, const char *path, char **argv, char **envp,
-		   const char *cwd, const char *out_path, const char *err_path);
+struct inject_request;
+/* inject: the shim to inject at its exec (inject.h), or NULL. */
+void spawn_process(uint32_t req, const char *path, char **argv, char **envp, const char *cwd,
+		   const char *out_path, const char *err_path, const struct inject_request *inject);
 
 /* detach.c */
 /* Detaches pid and, unless keep_children, the processes it forked while

@@ -1,0 +1,27 @@
+/* Starting the shim when tlsd's tracer loaded it into a running process
+ * (inject.h says how the two meet). Nothing here may depend on the host:
+ * the entry runs on a borrowed thread of a program that may have no libc
+ * at all, with every signal blocked, on the area's stack. */
+#include "inject.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+EXPORT char tlsshim_inject_area[TLSSHIM_INJECT_AREA] __attribute__((aligned(64)));
+
+/* __NR_rt_sigreturn is 15 on x86-64 (arch/x86/entry/syscalls/syscall_64.tbl). */
+__asm__(".text\n"
+	".globl tlsshim_inject_gadget\n"
+	".type tlsshim_inject_gadget, @function\n"
+	"tlsshim_inject_gadget:\n"
+	"\tsyscall\n"
+	".globl tlsshim_inject_return\n"
+	"tlsshim_inject_return:\n"
+	"\tmov $15, %eax\n"
+	"\tsyscall\n"
+	"\tud2\n"
+	".size tlsshim_inject_gadget, .-tlsshim_inject_gadget\n");
+
+EXPORT void tlsshim_inject_entry(struct tlsshim_inject *call)
+{
+	call->result = call->version == TLSSHIM_INJECT_VERSION ? tlsshim_start(&call->context) : TLSSHIM_EINVAL;
+}

@@ -1,0 +1,39 @@
+/* What tlsd's tracer needs from libtlsshim to load and start it in a
+ * running process without a dynamic linker (native/tracer/inject.c): an
+ * ABI between the two, found through three symbols of .dynsym.
+ *
+ *   tlsshim_inject_gadget  `syscall; mov $15, %eax; syscall`: the tracer's
+ *                          remote syscalls run at its first instruction;
+ *                          the next two are rt_sigreturn
+ *   tlsshim_inject_area    TLSSHIM_INJECT_AREA bytes of .bss: a struct
+ *                          tlsshim_inject at its start, then the stack the
+ *                          entry runs on, topped by a signal frame that
+ *                          holds the borrowed thread's own state
+ *   tlsshim_inject_entry   void (struct tlsshim_inject *): starts the shim,
+ *                          writes the result, and returns to the gadget's
+ *                          rt_sigreturn
+ *
+ * Whatever the tracer does, the borrowed thread's registers point at one
+ * of these with the signal frame above its stack pointer: if the tracer
+ * dies, the thread finishes the syscall or the start it was in and the
+ * rt_sigreturn puts it back where it was (its registers, its extended
+ * state, its signal mask). */
+#ifndef TLSSHIM_INJECT_H
+#define TLSSHIM_INJECT_H
+
+#include <stdint.h>
+#include "tlsshim.h"
+
+#define TLSSHIM_INJECT_VERSION 1
+#define TLSSHIM_INJECT_AREA (64 * 1024)
+/* Written by the tracer before the call; the entry overwrites it. */
+#define TLSSHIM_INJECT_NOT_RUN 1
+
+struct tlsshim_inject {
+	uint32_t version;  /* TLSSHIM_INJECT_VERSION */
+	int32_t result;    /* tlsshim_start's: 0 or TLSSHIM_E* */
+	struct tlsshim_context context; /* socket_path points at socket_path below */
+	char socket_path[108];          /* sockaddr_un.sun_path */
+};
+
+#endif

@@ -1,0 +1,33 @@
+/* Loading libtlsshim into a running process and starting it, with the
+ * tracer as its loader (inject.c): no code of the target's runs. */
+#ifndef TLSD_INJECT_H
+#define TLSD_INJECT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct process;
+struct thread;
+
+struct inject_request {
+	uint8_t mode;        /* enum tlsshim_mode */
+	uint32_t slot_count; /* 0: the shim's default */
+	uint32_t slot_bytes;
+	char *shim_path;
+	char *socket_path;
+};
+
+/* INJECT: into a supervised, running process. Answered with INJECTED. */
+void inject_process(uint32_t req, pid_t pid, const struct inject_request *q);
+
+/* A spawned process at its exec event stop, asked to start with the shim:
+ * injects it before the program's first instruction, answers the spawn
+ * with INJECTED, and leaves the thread running. On failure the process
+ * is killed before it ran (P_SILENT). */
+void inject_at_exec(struct process *p, struct thread *t);
+
+/* A copy kept for inject_at_exec. */
+struct inject_request *inject_request_copy(const struct inject_request *q);
+void inject_request_free(struct inject_request *q);
+
+#endif
