@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
   DetachedJson, EventJson, EventList as EventListSchema, ExitJson, ExitList as ExitListSchema, ExitsQuery, HealthJson,
-  ModuleBytesQuery, ProcessList as ProcessListSchema, ProcessesQuery, ProcessJson, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  ModuleBytesQuery, ProcessList as ProcessListSchema, ProcessesQuery, ProcessJson, ShimRequestBody, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 import { parseHostPort } from '../api/listen.js';
 import type { ErrorCode } from '../daemon/errors.js';
@@ -43,6 +43,7 @@ export class TlsdError extends Error {
 export type TlsdEvent = EventJson;
 
 export type Spawn = Static<typeof SpawnBody>;
+export type ShimRequest = Static<typeof ShimRequestBody>;
 /** A page of a list and where the next one starts (`next`, absent on the last). */
 export type ProcessList = Static<typeof ProcessListSchema>;
 export type ExitList = Static<typeof ExitListSchema>;
@@ -122,7 +123,8 @@ export class TlsdClient {
   processPages(query: ProcessQuery = {}): AsyncGenerator<ProcessList> {
     return this.pages((after) => this.request<ProcessList>('GET', `/v1/processes${queryString({ ...query, after })}`), query.after);
   }
-  attach(pid: number) { return this.request<ProcessJson>('POST', '/v1/processes', { pid }); }
+  /** Attaches; with `shim`, injects libtlsshim too (detached again if that fails). */
+  attach(pid: number, shim?: ShimRequest) { return this.request<ProcessJson>('POST', '/v1/processes', { pid, ...(shim ? { shim } : {}) }); }
   spawn(body: Spawn) { return this.request<ProcessJson>('POST', '/v1/processes', body); }
   process(pid: number) { return this.request<ProcessJson>('GET', `/v1/processes/${pid}`); }
   /** Detaches a process and the processes followed from it (unless
@@ -168,6 +170,8 @@ export class TlsdClient {
   }
   /** The process's shim: mode, table, slots, variables ({ loaded: false } without one). */
   shim(pid: number) { return this.request<Static<typeof ShimStatus>>('GET', `/v1/processes/${pid}/shim`); }
+  /** Injects libtlsshim into a supervised process; its view once it said hello. */
+  injectShim(pid: number, shim: ShimRequest) { return this.request<Static<typeof ShimStatus>>('POST', `/v1/processes/${pid}/shim`, shim); }
   /** One thread's shim slot and the bytes of its variables. */
   threadShim(pid: number, tid: number) { return this.request<Static<typeof ThreadShim>>('GET', `/v1/processes/${pid}/threads/${tid}/shim`); }
   /** Prometheus text. */

@@ -291,8 +291,9 @@ static char thread_state(pid_t pid, pid_t tid)
 }
 
 /* The threads worth trying, best first: asleep in a call (S) before
- * running (R); none that tlsd is not done with. */
-static int candidates(pid_t pid, pid_t *out, int max)
+ * running (R); none that tlsd is not done with. `stopped`: how many are
+ * in a stop (T, or t: a group-stop under ptrace). */
+static int candidates(pid_t pid, pid_t *out, int max, int *stopped)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/task", pid);
@@ -314,6 +315,8 @@ static int candidates(pid_t pid, pid_t *out, int max)
 			n++;
 		} else if (s == 'R') {
 			out[n++] = tid;
+		} else if (s == 't' || s == 'T') {
+			(*stopped)++;
 		}
 	}
 	closedir(d);
@@ -360,8 +363,9 @@ static int interrupt_thread(struct borrowed *b)
 int borrow_thread(pid_t pid, struct borrowed *b)
 {
 	pid_t tids[MAX_CANDIDATES];
-	int n = candidates(pid, tids, MAX_CANDIDATES);
-	int err = -ESRCH;
+	int stopped = 0;
+	int n = candidates(pid, tids, MAX_CANDIDATES, &stopped);
+	int err = stopped && !n ? -EAGAIN : -ESRCH;
 	for (int i = 0; i < n; i++) {
 		*b = (struct borrowed){ .pid = pid, .tid = tids[i] };
 		err = interrupt_thread(b);

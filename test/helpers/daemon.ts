@@ -20,12 +20,12 @@ export interface TestDaemon {
 
 /** `args` are more daemon flags (--http, --attach-allow, ...). The
  * records are in `stateDir`, by default a directory of this daemon's own. */
-export async function startDaemon(t: ExecutionContext, args: string[] = [], opts: { socket?: string; stateDir?: string } = {}): Promise<TestDaemon> {
+export async function startDaemon(t: ExecutionContext, args: string[] = [], opts: { socket?: string; stateDir?: string; env?: Record<string, string> } = {}): Promise<TestDaemon> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-test-'));
   const socket = opts.socket ?? path.join(dir, 'tlsd.sock');
   const stateDir = opts.stateDir ?? path.join(dir, 'state');
   const child = spawn(process.execPath, [daemonEntry, '--socket', socket, '--state-dir', stateDir, '--log-level', 'warn', ...args], {
-    stdio: ['ignore', 'inherit', 'inherit'],
+    stdio: ['ignore', 'inherit', 'inherit'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
   });
   const exited = new Promise((r) => child.once('exit', r));
   const client = new TlsdClient({ socket });

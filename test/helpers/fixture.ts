@@ -88,18 +88,29 @@ export class Fixture {
   readonly out = new Lines();
   private readonly extraPids = new Set<number>();
 
+  private closed = false;
+
   private constructor(readonly child: ChildProcess) {
     child.stdout!.setEncoding('utf8').on('data', (s: string) => this.out.add(s));
+    child.once('close', () => { this.closed = true; });
   }
 
   /** Starts a fixture and waits for its "ready" line. */
-  static async start(t: ExecutionContext, name: string, args: string[] = [], prefix: string[] = []): Promise<Fixture> {
+  static async start(t: ExecutionContext, name: string, args: string[] = [], prefix: string[] = [], ready = /^ready \d+/): Promise<Fixture> {
     const argv = [...prefix, fixturePath(name), ...args];
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
     const f = new Fixture(child);
     t.teardown(() => f.kill());
-    await f.out.waitFor(/^ready \d+/);
+    await f.out.waitFor(ready);
     return f;
+  }
+
+  /** Resolves with the fixture's exit code once it ended and all it
+   * printed was read. */
+  exited(): Promise<number | null> {
+    const { child } = this;
+    if (this.closed) return Promise.resolve(child.exitCode);
+    return new Promise((resolve) => child.once('close', (code) => resolve(code)));
   }
 
   /** The fixture's own pid (not that of a wrapper such as strace). */
