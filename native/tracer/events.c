@@ -259,7 +259,7 @@ static int on_exec(struct thread *t)
 		t->parent_tid = 0;
 		announce(t);
 		if (p->inject) {
-			inject_at_exec(p, t);
+			inject_at_exec(p);
 			return 0;
 		}
 		send_reply((struct reply){ .req = p->req, .pid = pid, .threads = 1 });

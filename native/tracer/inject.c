@@ -190,7 +190,7 @@ static uint64_t map_stub(struct borrowed *b, struct outcome *o, uint64_t *stub_l
 	b->site = (uint64_t)stub;
 	b->site_sp = sp.sigreturn_sp;
 	b->sigreturn_pc = sigreturn_pc;
-	if (!written || remote_park(b) < 0) {
+	if (!written || remote_park(b) < 0 || remote_block_signals(b) < 0) {
 		b->site_sp = 0; /* the unmap runs where the mmap did */
 		return (uint64_t)fail(o, EFAULT, "cannot write the stub page");
 	}
@@ -420,46 +420,52 @@ static void run(struct borrowed *b, const struct inject_request *q, struct outco
 	give_back(b);
 }
 
+/* How many times a thread is borrowed again after a signal came for it
+ * before its first remote call (remote_syscall, -EINTR). */
+#define MAX_BORROWS 4
+
+/* Borrows a thread of pid (the first time at its exec stop, when
+ * `at_exec`) and injects through it; b is given back. 0, or -1 with the
+ * outcome set. */
+static int borrow_and_inject(pid_t pid, int at_exec, const struct inject_request *q, struct borrowed *b,
+			     struct outcome *o)
+{
+	for (int attempt = 0;; attempt++) {
+		*o = (struct outcome){ 0 };
+		reached(o, TLSD_INJECT_BORROW);
+		int err = at_exec && !attempt ? borrow_at_exec(pid, b) : borrow_thread(pid, b);
+		if (err) {
+			b->tid = 0;
+			return fail(o, -err, err == -EAGAIN ? "process %d is stopped (SIGSTOP); send it SIGCONT first"
+					     : err == -ENOEXEC ? "process %d is not a 64-bit program"
+							       : "process %d has no thread to borrow", pid);
+		}
+		run(b, q, o);
+		if (!(o->err == EINTR && b->released) || attempt + 1 == MAX_BORROWS)
+			return o->err ? -1 : 0;
+	}
+}
+
 void inject_process(uint32_t req, pid_t pid, const struct inject_request *q)
 {
 	struct outcome o = { 0 };
+	struct borrowed b = { 0 };
 	struct process *p = process_find(pid);
-	if (!p || (p->flags & (P_ATTACHING | P_SPAWNING | P_DETACHING | P_SILENT))) {
+	if (!p || (p->flags & (P_ATTACHING | P_SPAWNING | P_DETACHING | P_SILENT)))
 		fail(&o, ESRCH, "process %d is not supervised", pid);
-	} else if (p->shim.table || has_injected_mapping(pid)) {
+	else if (p->shim.table || has_injected_mapping(pid))
 		fail(&o, EEXIST, "process %d has the shim already", pid);
-	} else {
-		reached(&o, TLSD_INJECT_BORROW);
-		struct borrowed b;
-		int err = borrow_thread(pid, &b);
-		if (err) {
-			fail(&o, -err, err == -EAGAIN ? "process %d is stopped (SIGSTOP); send it SIGCONT first"
-				       : err == -ENOEXEC ? "process %d is not a 64-bit program"
-							 : "process %d has no thread to borrow", pid);
-		} else {
-			run(&b, q, &o);
-			send_outcome(req, pid, &b, &o);
-			return;
-		}
-	}
-	send_outcome(req, pid, NULL, &o);
+	else
+		borrow_and_inject(pid, 0, q, &b, &o);
+	send_outcome(req, pid, b.tid ? &b : NULL, &o);
 }
 
-void inject_at_exec(struct process *p, struct thread *t)
+void inject_at_exec(struct process *p)
 {
 	struct outcome o = { 0 };
-	struct borrowed b;
-	reached(&o, TLSD_INJECT_BORROW);
-	int err = borrow_at_exec(p->pid, &b);
-	if (err) {
-		fail(&o, -err, err == -ENOEXEC ? "%d is not a 64-bit program" : "process %d ended before it started",
-		     p->pid);
-		if (err == -ENOEXEC)
-			ptrace(PTRACE_CONT, t->tid, 0, 0);
-	} else {
-		run(&b, p->inject, &o);
-	}
-	send_outcome(p->req, p->pid, err ? NULL : &b, &o);
+	struct borrowed b = { 0 };
+	borrow_and_inject(p->pid, 1, p->inject, &b, &o);
+	send_outcome(p->req, p->pid, b.tid ? &b : NULL, &o);
 	if (o.err && !b.gone)
 		kill(p->pid, SIGKILL); /* before a single instruction of its own */
 	inject_request_free(p->inject);

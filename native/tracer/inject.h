@@ -7,7 +7,6 @@
 #include <sys/types.h>
 
 struct process;
-struct thread;
 
 struct inject_request {
 	uint8_t mode;        /* enum tlsshim_mode */
@@ -24,7 +23,7 @@ void inject_process(uint32_t req, pid_t pid, const struct inject_request *q);
  * injects it before the program's first instruction, answers the spawn
  * with INJECTED, and leaves the thread running. On failure the process
  * is killed before it ran (P_SILENT). */
-void inject_at_exec(struct process *p, struct thread *t);
+void inject_at_exec(struct process *p);
 
 /* A copy kept for inject_at_exec. */
 struct inject_request *inject_request_copy(const struct inject_request *q);

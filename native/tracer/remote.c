@@ -86,6 +86,15 @@ static int next_stop(struct borrowed *b, int *status)
 				b->fault = sig;
 				return 0;
 			}
+			if (!b->signals_blocked) {
+				/* A signal came before its first remote call ran: it is
+				 * delivered as it would have been, from the thread's own
+				 * registers, and the thread is let go (remote.h). */
+				arch_set_regs(b->tid, &b->saved);
+				ptrace(PTRACE_CONT, b->tid, 0, (void *)(long)sig);
+				b->released = 1;
+				return -1;
+			}
 			/* Every signal is blocked for it but SIGSTOP (and SIGKILL,
 			 * which stops nothing): held, and sent again after. */
 			if (b->nheld < MAX_HELD_SIGNALS)
@@ -106,16 +115,20 @@ static int syscall_info(pid_t tid, struct __ptrace_syscall_info *info)
 /* Resumes the thread to its next syscall stop of ours. */
 static int to_syscall_stop(struct borrowed *b, struct __ptrace_syscall_info *info)
 {
-	int status;
-	if (ptrace(PTRACE_SYSCALL, b->tid, 0, 0) < 0 && errno != ESRCH)
-		return -errno;
-	if (next_stop(b, &status) < 0)
-		return -ESRCH;
-	if (b->fault)
-		return -EFAULT;
-	if (WSTOPSIG(status) != (SIGTRAP | 0x80) || syscall_info(b->tid, info) < 0)
-		return -EPROTO;
-	return 0;
+	for (;;) {
+		int status;
+		if (ptrace(PTRACE_SYSCALL, b->tid, 0, 0) < 0 && errno != ESRCH)
+			return -errno;
+		if (next_stop(b, &status) < 0)
+			return b->released ? -EINTR : -ESRCH;
+		if (b->fault)
+			return -EFAULT;
+		/* An interrupt stop: ours that came late (the thread had made
+		 * another stop first, a SIGCONT's among them), or another's. */
+		if (WSTOPSIG(status) != (SIGTRAP | 0x80))
+			continue;
+		return syscall_info(b->tid, info) < 0 ? -EPROTO : 0;
+	}
 }
 
 long remote_syscall(struct borrowed *b, long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3,
@@ -250,10 +263,9 @@ int remote_find_site(struct borrowed *b)
 	return -ENOEXEC;
 }
 
-/* Saves the state of a thread at a stop of ours and blocks every signal
- * for it: a handler must not run on our code (it would find neither its
- * stack nor its registers), and a Go program's on a thread in our code
- * would abort. */
+/* Saves the state of a thread at a stop of ours. Its signal mask is left
+ * as it is until a frame that restores it is in place
+ * (remote_block_signals). */
 static int save_state(struct borrowed *b)
 {
 	if (arch_get_regs(b->tid, &b->saved) < 0)
@@ -262,14 +274,21 @@ static int save_state(struct borrowed *b)
 		return -ENOEXEC;
 	if (arch_get_xstate(b->tid, &b->xstate) < 0)
 		return -errno;
-	uint64_t all = ~0ull;
-	if (ptrace(PTRACE_GETSIGMASK, b->tid, (void *)sizeof b->sigmask, &b->sigmask) < 0 ||
-	    ptrace(PTRACE_SETSIGMASK, b->tid, (void *)sizeof all, &all) < 0) {
+	if (ptrace(PTRACE_GETSIGMASK, b->tid, (void *)sizeof b->sigmask, &b->sigmask) < 0) {
 		free(b->xstate.bytes);
 		b->xstate.bytes = NULL;
 		return -errno;
 	}
 	b->stopped_ns = now_ns();
+	return 0;
+}
+
+int remote_block_signals(struct borrowed *b)
+{
+	uint64_t all = ~0ull;
+	if (ptrace(PTRACE_SETSIGMASK, b->tid, (void *)sizeof all, &all) < 0)
+		return -ESRCH;
+	b->signals_blocked = 1;
 	return 0;
 }
 
@@ -383,6 +402,12 @@ int borrow_thread(pid_t pid, struct borrowed *b)
 			ptrace(PTRACE_CONT, b->tid, 0, 0);
 			continue;
 		}
+		/* A signal waiting for it would stop it again before the first
+		 * remote call: another thread is better, if there is one. */
+		if (i + 1 < n && !restart_hides_nothing(b->tid, 0)) {
+			ptrace(PTRACE_CONT, b->tid, 0, 0);
+			continue;
+		}
 		err = save_state(b);
 		if (!err)
 			return 0;
@@ -431,6 +456,11 @@ static void restart_through_interrupt(struct borrowed *b)
 
 void give_back(struct borrowed *b)
 {
+	if (b->released) {
+		free(b->xstate.bytes);
+		b->xstate.bytes = NULL;
+		return;
+	}
 	if (!b->gone) {
 		/* Mask and extended state first: should the tracer die between
 		 * these calls, the registers still lead to the rt_sigreturn

@@ -33,14 +33,17 @@ struct borrowed {
 	int nheld;
 	int fault;              /* a signal our code raised (SIGSEGV...), or 0 */
 	int gone;               /* it died meanwhile (its death is handled) */
+	int signals_blocked;    /* by remote_block_signals */
+	int released;           /* a signal came before anything was changed:
+	                           it was delivered and the thread let go */
 	uint64_t stopped_ns;    /* when it stopped for us (now_ns) */
 };
 
 /* Stops one thread of pid to run code in: one sleeping in a syscall if
- * there is one (not a sleep that only its restart block can resume, when
- * another will do), and saves its state. 0, or -errno: ESRCH (no thread
- * to borrow), EAGAIN (the process is stopped), ENOEXEC (a 32-bit
- * thread). */
+ * there is one (not a sleep that only its restart block can resume, nor
+ * one a signal waits for, when another will do), and saves its state.
+ * 0, or -errno: ESRCH (no thread to borrow), EAGAIN (the process is
+ * stopped), ENOEXEC (a 32-bit thread). */
 int borrow_thread(pid_t pid, struct borrowed *b);
 
 /* The same for the one thread of a process at its exec event stop, before
@@ -49,7 +52,8 @@ int borrow_at_exec(pid_t pid, struct borrowed *b);
 
 /* Once a `syscall` instruction is found for it (remote_find_site), runs
  * call nr in the thread. Its result (-errno on failure), or -ESRCH with
- * b->gone set. */
+ * b->gone set, or -EINTR with b->released set: a signal came first, while
+ * signals were not blocked yet, and was delivered (borrow again). */
 long remote_syscall(struct borrowed *b, long nr, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3,
 		    uint64_t a4, uint64_t a5);
 
@@ -57,6 +61,12 @@ long remote_syscall(struct borrowed *b, long nr, uint64_t a0, uint64_t a1, uint6
  * call: the one the thread is stopped in, or one in the vDSO or in the
  * program's code. 0, or -ENOEXEC. */
 int remote_find_site(struct borrowed *b);
+
+/* Blocks every signal for the thread, once a frame restores its own mask
+ * (a handler must not run on our code: it would find neither its stack
+ * nor its registers, and a Go program's would abort on a thread in our
+ * code). Signals sent meanwhile wait, as blocked ones do. */
+int remote_block_signals(struct borrowed *b);
 
 /* Points the thread at the rt_sigreturn that restores it (sigreturn_pc,
  * site_sp): where it must wait while the tracer works between steps. */
