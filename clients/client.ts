@@ -44,6 +44,7 @@ export type TlsdEvent = EventJson;
 
 export type Spawn = Static<typeof SpawnBody>;
 export type ShimRequest = Static<typeof ShimRequestBody>;
+export type Shim = Static<typeof ShimStatus>;
 /** A page of a list and where the next one starts (`next`, absent on the last). */
 export type ProcessList = Static<typeof ProcessListSchema>;
 export type ExitList = Static<typeof ExitListSchema>;
@@ -169,9 +170,9 @@ export class TlsdClient {
     return this.request<TlsRead>('GET', `/v1/processes/${pid}/tls/modules/${encodeURIComponent(String(module))}/bytes${queryString({ offset, ...query })}`);
   }
   /** The process's shim: mode, table, slots, variables ({ loaded: false } without one). */
-  shim(pid: number) { return this.request<Static<typeof ShimStatus>>('GET', `/v1/processes/${pid}/shim`); }
+  shim(pid: number) { return this.request<Shim>('GET', `/v1/processes/${pid}/shim`); }
   /** Injects libtlsshim into a supervised process; its view once it said hello. */
-  injectShim(pid: number, shim: ShimRequest) { return this.request<Static<typeof ShimStatus>>('POST', `/v1/processes/${pid}/shim`, shim); }
+  injectShim(pid: number, shim: ShimRequest) { return this.request<Shim>('POST', `/v1/processes/${pid}/shim`, shim); }
   /** One thread's shim slot and the bytes of its variables. */
   threadShim(pid: number, tid: number) { return this.request<Static<typeof ThreadShim>>('GET', `/v1/processes/${pid}/threads/${tid}/shim`); }
   /** Prometheus text. */

@@ -9,7 +9,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { valueTypes } from '../daemon/tls/values.js';
 import { version } from '../daemon/paths.js';
 import { exitHows, processStates, type ExitHow, type ProcessState } from '../daemon/types.js';
-import { TlsdClient, type Process, type TlsdEvent, type TlsRead } from './client.js';
+import { TlsdClient, type Process, type Shim, type TlsdEvent, type TlsRead } from './client.js';
 import { JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
 
 const stdout = process.stdout;
@@ -159,18 +159,42 @@ listingOptions(program.command('ps'), 'started')
     await printPages(pages, 'processes', json, PROCESS_HEADERS, processRow, opts.limit);
   });
 
+const shimModeOption = (what: string) => new Option('--shim <mode>', what).choices(['thread-pointer', 'tid']);
+
+/** "shim injected (tid mode, table 0x...)": what an injection gave. */
+function printShim(s: Shim): void {
+  stdout.write(`shim ${s.loadedBy === 'preload' ? 'loaded by LD_PRELOAD' : 'injected'} (${s.mode} mode, table ${s.table}, ${s.slotCount} slots of ${s.slotBytes} bytes)\n`);
+}
+
 program.command('attach')
   .description('attach to a running process and every one of its threads')
   .argument('<pid>', 'process id', positiveInteger)
-  .action(async (pid: number, _opts, command: Command) => {
+  .addOption(shimModeOption('also inject libtlsshim, in this mode (the process is detached again if that fails)'))
+  .action(async (pid: number, opts: { shim?: 'thread-pointer' | 'tid' }, command: Command) => {
     const { client, json } = context(command);
-    const p = await withProgress(`attaching to ${pid}${threadCount(client, pid)}`, client.attach(pid));
-    if (json) return printJson(p);
+    const p = await withProgress(`attaching to ${pid}${threadCount(client, pid)}`, client.attach(pid, opts.shim ? { mode: opts.shim } : undefined));
+    if (json) return printJson(opts.shim ? { ...p, shim: await client.shim(pid) } : p);
     const a = p.attach;
     const stops = !a ? '' : a.interrupted
       ? `, ${a.interrupted} stopped to read their thread pointer (longest stop ${Math.round(a.longestStopMicros)} µs)`
       : ', no thread stopped';
     stdout.write(`attached to ${p.pid} (${commandLine(p)}): ${p.threads} threads, ${a?.passes ?? 0} passes${stops}\n`);
+    if (opts.shim) printShim(await client.shim(pid));
+  });
+
+program.command('inject')
+  .description('load libtlsshim into a supervised process with tlsd\'s own loader: no code of the program runs, so static programs and Go work too')
+  .argument('<pid>', 'process id', positiveInteger)
+  .addOption(new Option('--mode <mode>', 'how the shim finds a thread\'s slot: its thread pointer, or its tid').choices(['thread-pointer', 'tid']).default('thread-pointer'))
+  .option('--slots <n>', 'threads at once, a power of two (default 4096)', positiveInteger)
+  .option('--slot-bytes <n>', 'variable bytes per thread (default 1024)', positiveInteger)
+  .action(async (pid: number, opts: { mode: 'thread-pointer' | 'tid'; slots?: number; slotBytes?: number }, command: Command) => {
+    const { client, json } = context(command);
+    const s = await withProgress(`injecting the shim into ${pid}`, client.injectShim(pid, {
+      mode: opts.mode, ...(opts.slots ? { slots: opts.slots } : {}), ...(opts.slotBytes ? { slotBytes: opts.slotBytes } : {}),
+    }));
+    if (json) return printJson(s);
+    printShim(s);
   });
 
 program.command('spawn')
@@ -180,7 +204,7 @@ program.command('spawn')
   .option('--clear-env', 'start from an empty environment instead of this one')
   .option('--stdout <file>', 'where its stdout goes (default: a file the daemon names)')
   .option('--stderr <file>', 'where its stderr goes')
-  .addOption(new Option('--shim <mode>', 'load libtlsshim in this mode (dynamic programs)').choices(['thread-pointer', 'tid']))
+  .addOption(shimModeOption('start it with libtlsshim in this mode: LD_PRELOAD for a dynamic program, injected before its first instruction for a static one'))
   .argument('<argv...>', 'the command and its arguments (after --)')
   .action(async (argv: string[], opts: {
     cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdout?: string; stderr?: string; shim?: 'thread-pointer' | 'tid';

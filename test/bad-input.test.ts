@@ -48,7 +48,12 @@ const catalogue: Case[] = [
   { what: 'spawn: a cwd that is not a directory', request: () => spawn({ argv: ['true'], cwd: '/etc/passwd' }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'spawn: an environment name with "="', request: () => spawn({ argv: ['true'], env: { 'A=B': 'c' } }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'spawn: a shim mode that does not exist', request: () => spawn({ argv: ['true'], shim: { mode: 'fs' } }), status: 400, code: 'INVALID_ARGUMENT' },
-  { what: 'spawn: the shim into a static program', request: () => spawn({ argv: [fixturePath(path.join('glibc-static', 'tls'))], shim: { mode: 'tid' } }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'spawn: shim slots that are not a power of two', request: () => spawn({ argv: [fixturePath(path.join('glibc-static', 'tls'))], shim: { mode: 'tid', slots: 3 } }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'attach: a shim field that does not exist', request: (s) => ({ method: 'POST', url: '/v1/processes', body: { pid: s.supervised, shim: { mode: 'tid', dlopen: true } } }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'inject: no mode', request: (s) => ({ method: 'POST', url: `/v1/processes/${s.supervised}/shim`, body: {} }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'inject: slots over 2^20', request: (s) => ({ method: 'POST', url: `/v1/processes/${s.supervised}/shim`, body: { mode: 'tid', slots: 1 << 21 } }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'inject: slots that are not a power of two', request: (s) => ({ method: 'POST', url: `/v1/processes/${s.supervised}/shim`, body: { mode: 'tid', slots: 1000 } }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'inject: a process tlsd does not supervise', request: () => ({ method: 'POST', url: '/v1/processes/4194000/shim', body: { mode: 'tid' } }), status: 404, code: 'NOT_FOUND' },
   { what: 'the shim of a process that has none', request: (s) => get(`/v1/processes/${s.supervised}/threads/${s.supervisedThread}/shim`), status: 404, code: 'NOT_FOUND' },
   { what: 'POST: malformed JSON', request: () => spawn('{"pid":'), status: 400, code: 'INVALID_ARGUMENT' },
   {
