@@ -275,6 +275,12 @@ export const ShimVariable = Type.Object({
 export const ShimStatus = Type.Object({
   loaded: Type.Boolean({ description: 'a shim said hello from this process' }),
   loadedBy: Type.Optional(Type.Enum(['preload', 'injected'], { description: 'the dynamic linker (LD_PRELOAD), or tlsd\'s tracer' })),
+  injection: Type.Optional(Type.Object({
+    base: Hex,
+    borrowedTid: Type.Integer({ description: 'the one thread that ran the loader\'s system calls' }),
+    stoppedMicros: Type.Number({ description: 'how long that thread was stopped' }),
+    threadsStopped: Type.Integer({ description: 'threads stopped to choose it, it among them (the others kept running)' }),
+  }, { description: 'what the injection cost, when tlsd\'s tracer loaded the shim' })),
   connected: Type.Optional(Type.Boolean({ description: 'its agent thread is still connected' })),
   forkedFrom: Type.Optional(Type.Integer({ description: 'a forked child: the parent whose shim (and table) it has a copy of; it has no agent thread' })),
   reclaiming: Type.Optional(Type.Boolean({ description: 'the tracer has the table and frees the slots of threads that end holding one' })),

@@ -3,6 +3,7 @@
  * here reads a process: the daemon did. */
 import type { Static } from 'typebox';
 import type { ExitRecord } from '../daemon/registry.js';
+import type { Injection } from '../daemon/shim/server.js';
 import type { ShimView, ThreadShimView } from '../daemon/shim/view.js';
 import type { Tcb } from '../daemon/tcb.js';
 import type { ReadResult } from '../daemon/tls/tls-reader.js';
@@ -56,9 +57,14 @@ export function exitJson(x: ExitRecord): ExitJson {
   return { tid: x.tid, pid: x.pid, leader: x.leader, exitedAt: iso(x.exitedAt), ...endingJson(x), how: x.how, ...(x.shim ? { shim: x.shim } : {}) };
 }
 
+function injectionJson(i: Injection | undefined): Pick<Static<typeof ShimStatus>, 'injection'> {
+  if (!i) return {};
+  return { injection: { base: formatAddress(i.base), borrowedTid: i.tid, stoppedMicros: Number(i.stoppedNs) / 1000, threadsStopped: i.threadsStopped } };
+}
+
 export function shimJson({ connection, table }: ShimView): Static<typeof ShimStatus> {
   return {
-    loaded: true, loadedBy: connection.loadedBy, connected: connection.socket !== undefined, ...(connection.forkedFrom ? { forkedFrom: connection.forkedFrom } : {}),
+    loaded: true, loadedBy: connection.loadedBy, ...injectionJson(connection.injection), connected: connection.socket !== undefined, ...(connection.forkedFrom ? { forkedFrom: connection.forkedFrom } : {}),
     reclaiming: connection.reclaiming, mode: table.mode, version: connection.hello.shimVersion,
     table: formatAddress(table.address), handshakeAt: iso(connection.connectedAt),
     slotCount: table.slotCount, slotBytes: table.slotBytes, slotsInUse: table.claimed.length, slotsFree: table.free,

@@ -3,7 +3,7 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
- *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,records,shim
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,records,inject,shim
  *   BENCH_EXITS (default 10,000,000): threads the records part makes in one program
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -167,6 +167,7 @@ async function main(): Promise<void> {
     if (wanted('kinds')) rows.push(...await attachesByKind(client, 5000));
     if (wanted('eintr')) interrupted = await interruptedCalls(client);
     if (wanted('ledger')) ledgerTable = await ledger(client, daemon.pid!, path.join(dir, 'tlsd.sock'));
+    if (wanted('inject')) rows.push(...await injections(client));
     if (wanted('records')) {
       rows.push(...await recordsOnDisk());
       recordsTables = [await lossOnKill(), await manyExits(Number(process.env.BENCH_EXITS ?? 10_000_000))].join('\n\n');
@@ -269,6 +270,42 @@ async function attaches(client: TlsdClient): Promise<Row[]> {
     rows.push(gdbRow, tlsdRow);
     target.kill('SIGKILL');
     process.stderr.write(`attach to ${n} threads done\n`);
+  }
+  return rows;
+}
+
+/** Attach and inject the shim into an n-thread glibc process, against gdb
+ * loading it with the program's own dlopen; a new process each time (a
+ * shim cannot be loaded twice). The shim's view says how long the one
+ * borrowed thread was stopped, and how many threads were stopped at all. */
+async function injections(client: TlsdClient): Promise<Row[]> {
+  const rows: Row[] = [];
+  const shim = path.join(packageRoot, 'native', 'shim', 'build', 'libtlsshim.so');
+  for (const n of [1, 1000, 10000]) {
+    const workload = `attach + load the shim, ${n} thread${n > 1 ? 's' : ''}`;
+    const gdbRow: Row = { workload, variant: `gdb -p -batch -ex 'call (void*)dlopen("…/libtlsshim.so", 2)'`, ms: [] };
+    const tlsdRow: Row = { workload, variant: 'tlsd POST /v1/processes { pid, shim }', ms: [], baseline: gdbRow.variant, faster: true };
+    const stopped: number[] = [];
+    const threadsStopped: number[] = [];
+    for (let i = 0; i < (n >= 10000 ? Math.min(rounds, 3) : rounds); i++) {
+      const forGdb = await readyProcess('threads', [String(n - 1)]);
+      const t0 = performance.now();
+      await run('gdb', ['-batch', '-nx', '-p', String(forGdb.pid), '-ex', `call (void*)dlopen("${shim}", 2)`], { maxBuffer: 1 << 26 });
+      gdbRow.ms.push(performance.now() - t0);
+      forGdb.kill('SIGKILL');
+      const forTlsd = await readyProcess('threads', [String(n - 1)]);
+      const t1 = performance.now();
+      await client.attach(forTlsd.pid!, { mode: 'thread-pointer' });
+      tlsdRow.ms.push(performance.now() - t1);
+      const { injection } = await client.shim(forTlsd.pid!);
+      stopped.push(injection?.stoppedMicros ?? NaN);
+      threadsStopped.push(injection?.threadsStopped ?? NaN);
+      await client.detach(forTlsd.pid!, { kill: true });
+    }
+    tlsdRow.extra = `the borrowed thread stopped median ${median(stopped).toFixed(0)} µs, max ${Math.max(...stopped).toFixed(0)} µs; `
+      + `threads stopped by the injection: at most ${Math.max(...threadsStopped)}`;
+    rows.push(gdbRow, tlsdRow);
+    process.stderr.write(`injection into ${n} threads done\n`);
   }
   return rows;
 }

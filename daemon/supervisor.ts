@@ -16,7 +16,7 @@ import { openDatabase } from './records/database.js';
 import { Records } from './records/records.js';
 import { Retention, type RetentionPolicy } from './records/retention.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
-import { injectionError, injectRequest, type ShimRequest } from './shim/injection.js';
+import { injectionError, injectionOf, injectRequest, type ShimRequest } from './shim/injection.js';
 import { ShimServer, type ShimConnection } from './shim/server.js';
 import { prepareSpawn, type SpawnRequest } from './spawn-request.js';
 import { TlsReader } from './tls/tls-reader.js';
@@ -187,6 +187,7 @@ export class Supervisor {
       const why = reply.type === 'injected' ? reply.reason : getSystemErrorName(-reply.errno);
       throw new TlsdError('INVALID_ARGUMENT', `cannot start ${req.argv[0]}: ${why}`);
     }
+    if (reply.type === 'injected') this.shims.injected(reply.pid, injectionOf(reply));
     const p = this.getProcess(reply.pid);
     const { stdout, stderr } = prepared;
     Object.assign(p, { stdout, stderr });
@@ -209,6 +210,7 @@ export class Supervisor {
         cancel();
         throw injectionError(pid, answer);
       }
+      this.shims.injected(pid, injectionOf(answer));
       this.log.info({ tracee: pid, base: formatAddress(answer.base), tid: answer.tid, stoppedUs: Number(answer.stoppedNs / 1000n) }, 'shim injected');
       return await hello;
     } catch (e) {

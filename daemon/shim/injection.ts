@@ -8,6 +8,7 @@ import { shimLibrary } from '../paths.js';
 import type { InjectRequest } from '../tracer/protocol.js';
 import type { TracerInjected } from '../tracer/client.js';
 import type { Pid, ShimMode } from '../types.js';
+import type { Injection } from './server.js';
 
 /** What a user may ask for; slot counts left out are the shim's defaults. */
 export interface ShimRequest {
@@ -37,6 +38,10 @@ export function injectionError(pid: Pid, a: TracerInjected): TlsdError {
     case EINVAL: return new TlsdError('INTERNAL', why); // our own shim file is not one the tracer can load
     default: return new TlsdError('INJECTION_FAILED', why);
   }
+}
+
+export function injectionOf(a: TracerInjected): Injection {
+  return { base: a.base, tid: a.tid, stoppedNs: a.stoppedNs, threadsStopped: a.interrupted };
 }
 
 /** How a shim came into its process: the dynamic linker's LD_PRELOAD, or

@@ -20,6 +20,16 @@ import { parseShimMessage, type ShimAnswer, type ShimHelloMessage, type ShimMess
 const REQUEST_TIMEOUT_MS = 2000;
 const MAX_LINE = 64 * 1024;
 
+/** What an injection cost the process (native/tracer/inject.c). */
+export interface Injection {
+  base: Address;
+  /** The thread borrowed to load it, and how long it was stopped. */
+  tid: Tid;
+  stoppedNs: bigint;
+  /** Threads stopped to choose it (it among them). */
+  threadsStopped: number;
+}
+
 /** A shim's hello, as the daemon keeps it. */
 export interface ShimHello {
   pid: Pid;
@@ -41,6 +51,8 @@ export interface ShimConnection {
    * thread (fork copies only the forking thread). */
   forkedFrom?: Pid;
   loadedBy: ShimOrigin;
+  /** How tlsd's tracer loaded it, when it did. */
+  injection?: Injection;
   connectedAt: Date;
   /** Undefined once the shim's agent has gone (the process ended). */
   socket?: net.Socket;
@@ -56,6 +68,8 @@ export class ShimServer {
   private readonly server = net.createServer((socket) => this.accept(socket));
   private readonly shims = new Map<Pid, ShimConnection>();
   private readonly helloWaiters = new Map<Pid, (shim: ShimConnection) => void>();
+  /** Injections whose shim has not said hello yet. */
+  private readonly injections = new Map<Pid, Injection>();
 
   constructor(
     readonly socketPath: string,
@@ -103,6 +117,7 @@ export class ShimServer {
    * what the agent sent last is still read (message). */
   ended(pid: Pid): void {
     this.shims.delete(pid);
+    this.injections.delete(pid);
   }
 
   /** A child with a copy of its parent's memory (a fork, or a clone
@@ -127,6 +142,14 @@ export class ShimServer {
     const claimed = shim.claimedBy.delete(x.tid);
     if (x.shimReclaimed) return 'reclaimed';
     return claimed ? 'released' : 'none';
+  }
+
+  /** The tracer injected pid's shim: kept with its connection, which may
+   * come before or after this. */
+  injected(pid: Pid, injection: Injection): void {
+    const shim = this.shims.get(pid);
+    if (shim) shim.injection = injection;
+    else this.injections.set(pid, injection);
   }
 
   /** The hello of pid's shim, which is on its way (an injection): waits
@@ -209,8 +232,11 @@ export class ShimServer {
       this.log.warn({ hello: message }, 'a shim hello from no supervised process; refused');
       return undefined;
     }
+    const injection = this.injections.get(p.pid);
+    this.injections.delete(p.pid);
     const shim: ShimConnection = {
-      hello, claimedBy: new Set(), reclaiming: false, loadedBy: shimOrigin(p.pid), connectedAt: new Date(), socket, pending: new Map(), nextId: 1,
+      hello, claimedBy: new Set(), reclaiming: false, loadedBy: shimOrigin(p.pid), ...(injection ? { injection } : {}),
+      connectedAt: new Date(), socket, pending: new Map(), nextId: 1,
     };
     this.shims.set(p.pid, shim);
     this.helloWaiters.get(p.pid)?.(shim);

@@ -57,7 +57,7 @@ export type TracerMessage =
   | { type: 'exec'; pid: Pid; formerTid: Tid; fsBase: Address; at: WireTime } & ProcessImage
   | { type: 'detached'; pid: Pid }
   | { type: 'log'; level: (typeof logLevels)[number]; text: string }
-  | { type: 'injected'; req: number; errno: number; pid: Pid; tid: Tid; base: Address; stoppedNs: bigint; step: InjectStep; reason: string };
+  | { type: 'injected'; req: number; errno: number; pid: Pid; tid: Tid; base: Address; stoppedNs: bigint; interrupted: number; step: InjectStep; reason: string };
 
 export type TracerCommand =
   | { type: 'attach'; req: number; pid: Pid }
@@ -137,7 +137,7 @@ export function decodeMessage(body: Buffer, kinds?: FieldKind[]): TracerMessage 
     case Message.injected:
       return {
         type: 'injected', req: r.u32(), errno: r.i32(), pid: asPid(r.u32()), tid: asTid(r.u32()), base: asAddress(r.u64()),
-        stoppedNs: r.u64(), step: pick(injectSteps, r.u8(), 'injection step'), reason: r.str(),
+        stoppedNs: r.u64(), interrupted: r.u32(), step: pick(injectSteps, r.u8(), 'injection step'), reason: r.str(),
       };
     default:
       throw new ProtocolError(`unknown tracer message type ${type}`);

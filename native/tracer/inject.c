@@ -283,9 +283,11 @@ static int load_and_start(struct borrowed *b, const struct shim_image *im, const
 			fail(o, errno, "cannot size its memfd: %s", strerror(errno));
 		goto undo;
 	}
-	/* The span reserved from the memfd itself, so that every page of it
-	 * is named /memfd:tlsshim in /proc/PID/maps. */
-	base = must(b, o, "mmap", SYS_mmap, 0, im->span, PROT_NONE, MAP_PRIVATE, (uint64_t)fd, 0);
+	/* The whole span mapped read-only from the memfd itself: every page
+	 * of it is named /memfd:tlsshim in /proc/PID/maps, and the read-only
+	 * segments and RELRO are in place at once (each is at its address's
+	 * offset in the image); only the others are mapped over it. */
+	base = must(b, o, "mmap", SYS_mmap, 0, im->span, PROT_READ, MAP_PRIVATE, (uint64_t)fd, 0);
 	if (base < 0)
 		goto undo;
 	reached(o, TLSD_INJECT_IMAGE);
@@ -297,14 +299,15 @@ static int load_and_start(struct borrowed *b, const struct shim_image *im, const
 	reached(o, TLSD_INJECT_MAP);
 	for (int i = 0; i < im->nseg; i++) {
 		const struct shim_segment *s = &im->seg[i];
-		if (must(b, o, "mmap", SYS_mmap, (uint64_t)base + s->start, s->end - s->start, (uint64_t)s->prot,
-			 MAP_PRIVATE | MAP_FIXED, (uint64_t)fd, s->start) < 0)
+		uint64_t from = s->start;
+		if (im->relro_start <= from && from < im->relro_end)
+			from = im->relro_end; /* RELRO stays read-only */
+		if (s->prot == PROT_READ || from >= s->end)
+			continue;
+		if (must(b, o, "mmap", SYS_mmap, (uint64_t)base + from, s->end - from, (uint64_t)s->prot,
+			 MAP_PRIVATE | MAP_FIXED, (uint64_t)fd, from) < 0)
 			goto undo;
 	}
-	if (im->relro_end > im->relro_start &&
-	    must(b, o, "mprotect", SYS_mprotect, (uint64_t)base + im->relro_start, im->relro_end - im->relro_start,
-		 PROT_READ, 0, 0, 0) < 0)
-		goto undo;
 	struct arch_sigframe_sp sp;
 	if (prepare_call(b, im, (uint64_t)base, q, o, &sp) < 0)
 		goto undo;
@@ -399,25 +402,10 @@ static int has_injected_mapping(pid_t pid)
 
 static void send_outcome(uint32_t req, pid_t pid, const struct borrowed *b, const struct outcome *o)
 {
-	send_injected(req, o->err, pid, b ? b->tid : 0, o->base,
-		      b && b->stopped_ns ? now_ns() - b->stopped_ns : 0, (uint8_t)o->step,
-		      o->err ? o->why : "");
+	send_injected(req, o->err, pid, b ? b->tid : 0, o->base, b && b->restarted_ns ? b->restarted_ns - b->stopped_ns : 0,
+		      b ? b->interrupted : 0, (uint8_t)o->step, o->err ? o->why : "");
 	if (o->err)
 		tlog(TLSD_LOG_INFO, "injection into %d stopped at %s: %s", pid, step_names[o->step], o->why);
-}
-
-/* Borrowed and loaded, or a reason why not: the common part of both
- * entries. b is given back after. */
-static void run(struct borrowed *b, const struct inject_request *q, struct outcome *o)
-{
-	struct shim_image im;
-	if (shim_image_load(q->shim_path, &im, o->why, sizeof o->why) < 0) {
-		o->err = EINVAL;
-	} else {
-		inject(b, &im, q, o);
-	}
-	shim_image_free(&im);
-	give_back(b);
 }
 
 /* How many times a thread is borrowed again after a signal came for it
@@ -430,20 +418,32 @@ static void run(struct borrowed *b, const struct inject_request *q, struct outco
 static int borrow_and_inject(pid_t pid, int at_exec, const struct inject_request *q, struct borrowed *b,
 			     struct outcome *o)
 {
+	struct shim_image im;
+	if (shim_image_load(q->shim_path, &im, o->why, sizeof o->why) < 0) {
+		shim_image_free(&im);
+		if (at_exec)
+			ptrace(PTRACE_CONT, pid, 0, 0); /* killed by the caller */
+		o->err = EINVAL;
+		return -1;
+	}
 	for (int attempt = 0;; attempt++) {
 		*o = (struct outcome){ 0 };
 		reached(o, TLSD_INJECT_BORROW);
 		int err = at_exec && !attempt ? borrow_at_exec(pid, b) : borrow_thread(pid, b);
 		if (err) {
 			b->tid = 0;
-			return fail(o, -err, err == -EAGAIN ? "process %d is stopped (SIGSTOP); send it SIGCONT first"
-					     : err == -ENOEXEC ? "process %d is not a 64-bit program"
-							       : "process %d has no thread to borrow", pid);
+			fail(o, -err, err == -EAGAIN ? "process %d is stopped (SIGSTOP); send it SIGCONT first"
+				      : err == -ENOEXEC ? "process %d is not a 64-bit program"
+							: "process %d has no thread to borrow", pid);
+			break;
 		}
-		run(b, q, o);
+		inject(b, &im, q, o);
+		give_back(b);
 		if (!(o->err == EINTR && b->released) || attempt + 1 == MAX_BORROWS)
-			return o->err ? -1 : 0;
+			break;
 	}
+	shim_image_free(&im);
+	return o->err ? -1 : 0;
 }
 
 void inject_process(uint32_t req, pid_t pid, const struct inject_request *q)

@@ -7,8 +7,8 @@
 #include "protocol.h"
 #include "tracer.h"
 
-void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, uint64_t stopped_ns, uint8_t step,
-		   const char *reason)
+void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, uint64_t stopped_ns,
+		   uint32_t interrupted, uint8_t step, const char *reason)
 {
 	out_begin(&out, TLSD_MSG_INJECTED);
 	out_u32(&out, req);
@@ -17,6 +17,7 @@ void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, u
 	out_u32(&out, (uint32_t)tid);
 	out_u64(&out, base);
 	out_u64(&out, stopped_ns);
+	out_u32(&out, interrupted);
 	out_u8(&out, step);
 	out_str(&out, reason, strlen(reason));
 	out_end(&out);

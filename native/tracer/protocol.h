@@ -111,12 +111,14 @@ enum tlsd_message {
 	TLSD_MSG_DETACHED = 9,       /* u32 pid */
 	TLSD_MSG_LOG = 10,           /* u8 level, str text */
 	TLSD_MSG_INJECTED = 11,      /* u32 req, i32 errno, u32 pid, u32 tid,
-	                                u64 base, u64 stopped_ns, u8 step,
-	                                str reason -- the answer to INJECT (and
-	                                to a SPAWN with a shim): errno 0 when
-	                                the shim started, loaded at base; tid
-	                                is the thread borrowed, stopped_ns how
-	                                long it was stopped; else step is how
+	                                u64 base, u64 stopped_ns, u32 interrupted,
+	                                u8 step, str reason -- the answer to
+	                                INJECT (and to a SPAWN with a shim):
+	                                errno 0 when the shim started, loaded at
+	                                base; tid is the thread borrowed,
+	                                stopped_ns how long it was stopped,
+	                                interrupted how many threads were
+	                                stopped to choose it; else step is how
 	                                far it went (enum tlsd_inject_step) and
 	                                reason says why, for a person */
 };

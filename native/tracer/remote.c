@@ -386,7 +386,7 @@ int borrow_thread(pid_t pid, struct borrowed *b)
 	int n = candidates(pid, tids, MAX_CANDIDATES, &stopped);
 	int err = stopped && !n ? -EAGAIN : -ESRCH;
 	for (int i = 0; i < n; i++) {
-		*b = (struct borrowed){ .pid = pid, .tid = tids[i] };
+		*b = (struct borrowed){ .pid = pid, .tid = tids[i], .interrupted = (uint32_t)i + 1 };
 		err = interrupt_thread(b);
 		if (err == -EAGAIN)
 			return err;
@@ -420,7 +420,7 @@ int borrow_thread(pid_t pid, struct borrowed *b)
 
 int borrow_at_exec(pid_t pid, struct borrowed *b)
 {
-	*b = (struct borrowed){ .pid = pid, .tid = pid };
+	*b = (struct borrowed){ .pid = pid, .tid = pid, .interrupted = 1 };
 	/* From the exec event stop to the exit stop of execve: registers
 	 * changed there go to user space as they are. */
 	struct __ptrace_syscall_info info;
@@ -472,6 +472,7 @@ void give_back(struct borrowed *b)
 	}
 	if (!b->gone) {
 		ptrace(PTRACE_CONT, b->tid, 0, 0);
+		b->restarted_ns = now_ns();
 		for (int i = 0; i < b->nheld; i++)
 			syscall(SYS_tgkill, b->pid, b->tid, b->held[i]);
 	}

@@ -37,6 +37,8 @@ struct borrowed {
 	int released;           /* a signal came before anything was changed:
 	                           it was delivered and the thread let go */
 	uint64_t stopped_ns;    /* when it stopped for us (now_ns) */
+	uint64_t restarted_ns;  /* when it was restarted (give_back) */
+	uint32_t interrupted;   /* threads stopped to choose it (it among them) */
 };
 
 /* Stops one thread of pid to run code in: one sleeping in a syscall if

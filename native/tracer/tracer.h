@@ -40,8 +40,8 @@ void send_thread_exiting(const struct thread *t, int exit_status, uint8_t exit_c
 void send_thread_gone(pid_t pid, pid_t tid, int wait_status);
 void send_exec(pid_t pid, pid_t former_tid, uint64_t fs_base);
 void send_detached(pid_t pid);
-void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, uint64_t stopped_ns, uint8_t step,
-		   const char *reason);
+void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, uint64_t stopped_ns,
+		   uint32_t interrupted, uint8_t step, const char *reason);
 
 /* events.c */
 /* Collects every reported stop and death: waitpid(-1), whose cost grows
