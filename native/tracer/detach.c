@@ -9,16 +9,16 @@
 #include <stdlib.h>
 #include <sys/ptrace.h>
 
-#include "operation.h"
 #include "protocol.h"
 #include "tracer.h"
 
-/* Detaches a stopped thread, what the tracer changed in it undone first.
- * From a group-stop the thread stays stopped after this, as it should: it
- * was stopped before we came. */
+/* Detaches a stopped thread. Nothing the tracer changes in a tracee
+ * outlives the step of the loop that changed it (an injection is done
+ * within one: inject.c), so there is nothing to undo here. From a
+ * group-stop the thread stays stopped after this, as it should: it was
+ * stopped before we came. */
 static void let_go(struct thread *t, int signal)
 {
-	operation_abandon(t);
 	ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)signal);
 }
 

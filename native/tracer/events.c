@@ -9,7 +9,6 @@
 
 #include "arch.h"
 #include "inject.h"
-#include "operation.h"
 #include "protocol.h"
 #include "shim.h"
 #include "tracer.h"
@@ -21,7 +20,6 @@ static int is_group_stop_signal(int sig)
 
 void thread_forget(struct thread *t)
 {
-	operation_abandon(t);
 	for (int i = 0; i < t->nrefresh; i++)
 		send_reply((struct reply){ .req = t->refresh[i], .err = ESRCH, .pid = t->tid });
 	thread_remove(t->tid);
@@ -294,8 +292,6 @@ static void on_stop(pid_t tid, int status)
 	struct thread *t = thread_find(tid);
 	if (!t) /* a new child whose parent's clone event is still queued */
 		t = thread_add(tid);
-	if (operation_stop(t, status))
-		return;
 	int sig = WSTOPSIG(status);
 	int event = (unsigned)status >> 16;
 

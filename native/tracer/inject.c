@@ -400,6 +400,25 @@ static int has_injected_mapping(pid_t pid)
 	return found;
 }
 
+/* A shadow stack (CET) makes the kernel check every return and every
+ * rt_sigreturn against it: the entry's return and the frame's restore
+ * token are not there (INJECT.md), so such a thread cannot be borrowed. */
+static int uses_shadow_stack(pid_t pid)
+{
+	char path[64], text[4096];
+	snprintf(path, sizeof path, "/proc/%d/status", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, text, sizeof text - 1);
+	close(fd);
+	text[n > 0 ? n : 0] = 0;
+	const char *line = strstr(text, "\nx86_Thread_features:");
+	const char *end = line ? strchr(line + 1, '\n') : NULL;
+	const char *hit = line ? strstr(line, "shstk") : NULL;
+	return hit && (!end || hit < end);
+}
+
 static void send_outcome(uint32_t req, pid_t pid, const struct borrowed *b, const struct outcome *o)
 {
 	send_injected(req, o->err, pid, b ? b->tid : 0, o->base, b && b->restarted_ns ? b->restarted_ns - b->stopped_ns : 0,
@@ -455,6 +474,8 @@ void inject_process(uint32_t req, pid_t pid, const struct inject_request *q)
 		fail(&o, ESRCH, "process %d is not supervised", pid);
 	else if (p->shim.table || has_injected_mapping(pid))
 		fail(&o, EEXIST, "process %d has the shim already", pid);
+	else if (uses_shadow_stack(pid))
+		fail(&o, ENOEXEC, "process %d uses a shadow stack (CET), which the loader does not support", pid);
 	else
 		borrow_and_inject(pid, 0, q, &b, &o);
 	send_outcome(req, pid, b.tid ? &b : NULL, &o);

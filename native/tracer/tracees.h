@@ -23,7 +23,6 @@ enum thread_flag {
 	T_INTERRUPTED = 1 << 10, /* attach: interrupted to read its FS base */
 };
 
-struct operation;
 struct inject_request;
 
 struct thread {
@@ -42,7 +41,6 @@ struct thread {
 	int dead_status;
 	uint32_t refresh[MAX_REFRESH_WAITERS];
 	int nrefresh;
-	struct operation *op;    /* in progress on it (operation.h), or NULL */
 };
 
 /* A process's libtlsshim table: its address (TLSD_CMD_SHIM) and the
