@@ -16,7 +16,8 @@ import { openDatabase } from './records/database.js';
 import { Records } from './records/records.js';
 import { Retention, type RetentionPolicy } from './records/retention.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
-import { injectionError, injectionOf, injectRequest, type ShimRequest } from './shim/injection.js';
+import { hasInjectionMappings, injectionError, injectionOf, injectRequest, type ShimRequest } from './shim/injection.js';
+import { shimLibrary } from './paths.js';
 import { ShimServer, type ShimConnection } from './shim/server.js';
 import { prepareSpawn, type SpawnRequest } from './spawn-request.js';
 import { TlsReader } from './tls/tls-reader.js';
@@ -125,6 +126,7 @@ export class Supervisor {
         this.log.warn({ err: e, tracee: p.pid }, 're-attach failed');
       }
       this.registry.endReattach(p, ok, new Date());
+      if (ok && !this.shims.get(p.pid)) await this.tidy(p.pid);
       this.log.info({ tracee: p.pid, ok }, 're-attached after tracer restart');
       const shim = this.shims.get(p.pid);
       if (shim) {
@@ -166,6 +168,7 @@ export class Supervisor {
       if (reply.errno !== 0) throw attachError(pid, reply.errno);
       const p = this.getProcess(pid);
       p.attach = { passes: reply.passes, threads: reply.threads, longestStopNs: reply.value, interrupted: reply.interrupted };
+      await this.tidy(pid);
       this.registry.changed(p);
       this.bus.publish('process.attached', { ...this.registry.summary(p), threads: p.threads.size });
       this.log.info({ tracee: pid, threads: reply.threads, passes: reply.passes }, 'attached');
@@ -218,6 +221,19 @@ export class Supervisor {
       throw e;
     } finally {
       this.injecting.delete(pid);
+    }
+  }
+
+  /** Removes what a tracer killed during an injection left in a process
+   * just attached (a stub page, a shim that never started), and says so. */
+  private async tidy(pid: Pid): Promise<void> {
+    if (!hasInjectionMappings(pid)) return;
+    try {
+      const r = await this.request({ type: 'tidy', pid, shimPath: shimLibrary });
+      this.log.warn({ tracee: pid, removed: r.threads, startedShims: r.passes, errno: r.errno },
+        'an earlier injection left mappings in this process: those never used were removed');
+    } catch (e) {
+      this.log.warn({ err: e, tracee: pid }, 'cannot remove what an earlier injection left');
     }
   }
 

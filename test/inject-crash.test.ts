@@ -4,7 +4,9 @@
  * is under way. The target, with threads in hostile states, finishes its
  * work correctly every time; what may stay behind is only a named
  * mapping. */
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import test from 'ava';
 import { TlsdError } from '../clients/client.js';
 import { injectSteps } from '../daemon/tracer/protocol.js';
@@ -26,7 +28,9 @@ function leftovers(pid: number): string[] {
 // Steps 1 (borrow) to 7 (cleanup): the tracer dies as the step begins.
 for (const step of injectSteps.slice(1, -1)) {
   test(`the tracer killed as an injection reaches step ${step}: the target finishes its work correctly`, async (t) => {
-    const d = await startDaemon(t, [], { env: { TLSD_TRACER_DIE_AT_INJECT_STEP: String(injectSteps.indexOf(step)) } });
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), 'tlsd-hook-')), 'died');
+    t.teardown(() => rmSync(path.dirname(marker), { recursive: true, force: true }));
+    const d = await startDaemon(t, [], { env: { TLSD_TRACER_DIE_AT_INJECT_STEP: `${injectSteps.indexOf(step)}:${marker}` } });
     const f = await Fixture.start(t, 'inject-hostile', ['2'], [], /^ready$/);
     const started = Date.now();
     await d.client.attach(f.pid);
@@ -40,8 +44,18 @@ for (const step of injectSteps.slice(1, -1)) {
       return [...before].filter(([tid]) => now.has(tid)).every(([tid, mask]) => now.get(tid) === mask);
     };
     await waitUntil('every thread\'s own signal mask', same, 3000).catch(() => t.deepEqual(masks(f.pid), before));
-    // What stays is named, and never the stub page running.
+    // What stays is named; once the daemon has attached again, what was
+    // never used is removed, and the shim can be injected (unless it had
+    // started: then it said hello, and is the process's shim).
     for (const m of leftovers(f.pid)) t.regex(m, /^(\/memfd:tlsshim \(deleted\)|\[anon:tlsshim-stub\])$/);
+    await waitUntil('the daemon to attach again', () => d.client.process(f.pid).then((p) => p.gaps.length > 0 && p.gaps.every((g) => g.to)));
+    if (step === 'cleanup') {
+      await waitUntil('the started shim\'s hello', () => d.client.shim(f.pid).then((s) => s.loaded));
+      await t.throwsAsync(d.client.injectShim(f.pid, { mode: 'tid' }), { message: /SHIM_LOADED/ });
+    } else {
+      await waitUntil('what was left to be removed', () => leftovers(f.pid).length === 0);
+      t.like(await d.client.injectShim(f.pid, { mode: 'tid' }), { loaded: true, loadedBy: 'injected' });
+    }
     await new Promise((r) => setTimeout(r, Math.max(0, 2300 - (Date.now() - started))));
     f.send('finish');
     t.is(await f.exited(), 0, f.out.all.join('\n'));

@@ -77,6 +77,7 @@ test('every command is written with the fields protocol.h lists, in order', (t) 
     shim: { type: 'shim', req: 1, pid, table: address },
     settle: { type: 'settle', req: 1, pid, threadPointers: new Map<Tid, Address>([[tid, address]]) },
     inject: { type: 'inject', req: 1, pid, mode: 'tid', slotCount: 0, slotBytes: 0, shimPath: '/x.so', shimSocket: '/s' },
+    tidy: { type: 'tidy', req: 1, pid, shimPath: '/x.so' },
   };
   const commands = enumeration('tlsd_command', 'TLSD_CMD_');
   t.is(commands.size, Object.keys(examples).length);

@@ -44,6 +44,16 @@ export function injectionOf(a: TracerInjected): Injection {
   return { base: a.base, tid: a.tid, stoppedNs: a.stoppedNs, threadsStopped: a.interrupted };
 }
 
+/** Whether a process has mappings an injection leaves (a live shim's, or
+ * what a killed tracer left): then the tracer is asked to tidy it. */
+export function hasInjectionMappings(pid: Pid): boolean {
+  try {
+    return /\/memfd:tlsshim |\[anon:tlsshim-stub\]/.test(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 /** How a shim came into its process: the dynamic linker's LD_PRELOAD, or
  * tlsd's tracer, whose mapping is named /memfd:tlsshim. */
 export type ShimOrigin = 'preload' | 'injected';

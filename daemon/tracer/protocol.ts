@@ -8,7 +8,7 @@ import { asAddress, asPid, asTid } from '../types.js';
 export const PROTOCOL_VERSION = 6;
 export const MAX_FRAME = 16 << 20;
 
-export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7 } as const;
+export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8 } as const;
 
 export const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
@@ -66,7 +66,8 @@ export type TracerCommand =
   | { type: 'refresh'; req: number; tid: Tid }
   | { type: 'shim'; req: number; pid: Pid; table: Address }
   | { type: 'settle'; req: number; pid: Pid; threadPointers: ReadonlyMap<Tid, Address> }
-  | { type: 'inject'; req: number; pid: Pid } & InjectRequest;
+  | { type: 'inject'; req: number; pid: Pid } & InjectRequest
+  | { type: 'tidy'; req: number; pid: Pid; shimPath: string };
 
 export class ProtocolError extends Error {}
 
@@ -190,6 +191,7 @@ export function encodeCommand(c: TracerCommand, kinds?: FieldKind[]): Buffer {
     case 'attach': return w.u32(c.pid).frame();
     case 'spawn': return injectFields(w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr), c.inject).frame();
     case 'inject': return injectFields(w.u32(c.pid), c).frame();
+    case 'tidy': return w.u32(c.pid).str(c.shimPath).frame();
     case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).u8(c.keepChildren ? 1 : 0).frame();
     case 'refresh': return w.u32(c.tid).frame();
     case 'shim': return w.u32(c.pid).u64(c.table).frame();

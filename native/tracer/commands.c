@@ -67,6 +67,17 @@ static int run_inject(struct frame *f, uint32_t req)
 	return ok ? 0 : -1;
 }
 
+static int run_tidy(struct frame *f, uint32_t req)
+{
+	pid_t pid = (pid_t)in_u32(f);
+	char *shim_path = in_str(f);
+	int ok = !f->bad && pid > 0 && shim_path;
+	if (ok)
+		tidy_process(req, pid, shim_path);
+	free(shim_path);
+	return ok ? 0 : -1;
+}
+
 static int run_spawn(struct frame *f, uint32_t req)
 {
 	char *path = in_str(f);
@@ -152,6 +163,7 @@ static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_SHIM] = run_shim,
 	[TLSD_CMD_SETTLE] = run_settle,
 	[TLSD_CMD_INJECT] = run_inject,
+	[TLSD_CMD_TIDY] = run_tidy,
 };
 
 static void run_command(const uint8_t *body, size_t len)

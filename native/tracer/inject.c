@@ -81,18 +81,20 @@ static const char *const step_names[] = {
 	[TLSD_INJECT_START] = "start", [TLSD_INJECT_CLEANUP] = "cleanup", [TLSD_INJECT_DONE] = "done",
 };
 
-/* Test hook: TLSD_TRACER_DIE_AT_INJECT_STEP=k makes the tracer SIGKILL
- * itself when an injection reaches step k, its thread at the point where
- * the step begins (test/inject-crash.test.ts). */
+/* Test hook: TLSD_TRACER_DIE_AT_INJECT_STEP=k:FILE makes the tracer
+ * SIGKILL itself when an injection reaches step k, its thread at the
+ * point where the step begins, if it can create FILE (so once: the tracer
+ * the daemon starts next has the same environment;
+ * test/inject-crash.test.ts). */
 static void reached(struct outcome *o, enum tlsd_inject_step s)
 {
 	o->step = s;
-	static int die_at = -1;
-	if (die_at < 0) {
-		const char *v = getenv("TLSD_TRACER_DIE_AT_INJECT_STEP");
-		die_at = v ? atoi(v) : 0;
-	}
-	if (die_at == (int)s)
+	const char *v = getenv("TLSD_TRACER_DIE_AT_INJECT_STEP");
+	const char *file = v ? strchr(v, ':') : NULL;
+	if (!file || atoi(v) != (int)s)
+		return;
+	int fd = open(file + 1, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd >= 0)
 		kill(getpid(), SIGKILL);
 }
 
@@ -346,6 +348,71 @@ undo:
 	return -1;
 }
 
+/* What a tracer killed during an injection can leave in the process:
+ * the stub page, and a shim that never started. A shim that started (its
+ * entry wrote its result) is in use, and stays. */
+struct leftover {
+	uint64_t start, end;
+	int started;
+};
+#define MAX_LEFTOVERS 8
+
+/* Each [anon:tlsshim-stub] page and each /memfd:tlsshim span (its
+ * mappings from offset 0 on, one after the other). */
+static int find_leftovers(pid_t pid, const struct shim_image *im, struct leftover *out)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof path, "/proc/%d/maps", pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 0;
+	int n = 0, in_span = 0;
+	while (n < MAX_LEFTOVERS && fgets(line, sizeof line, f)) {
+		unsigned long long start, end, offset;
+		if (sscanf(line, "%llx-%llx %*s %llx", &start, &end, &offset) != 3)
+			continue;
+		int shim = strstr(line, "/memfd:" MEMFD_NAME " ") != NULL;
+		if (shim && in_span && offset && out[n - 1].end == start) {
+			out[n - 1].end = end;
+		} else if (shim && !offset) {
+			out[n++] = (struct leftover){ start, end, 0 };
+		} else if (strstr(line, "[anon:" STUB_NAME "]")) {
+			out[n++] = (struct leftover){ start, end, 0 };
+			shim = 0;
+		}
+		in_span = shim;
+	}
+	fclose(f);
+	for (int i = 0; i < n; i++) {
+		struct tlsshim_inject call = { 0 };
+		uint64_t area = out[i].start + im->area;
+		int is_shim = out[i].end - out[i].start >= im->span;
+		/* The entry writes its result over TLSSHIM_INJECT_NOT_RUN; before
+		 * the call was prepared the area is .bss, zero. Unreadable: kept. */
+		out[i].started = is_shim && (remote_read(pid, area, &call, sizeof call) < 0 ||
+					     (call.version == TLSSHIM_INJECT_VERSION && call.result != TLSSHIM_INJECT_NOT_RUN));
+	}
+	return n;
+}
+
+static int count_started(const struct leftover *l, int n)
+{
+	int started = 0;
+	for (int i = 0; i < n; i++)
+		started += l[i].started;
+	return started;
+}
+
+/* Unmaps the leftovers nobody uses, through the stub. Returns how many. */
+static int remove_leftovers(struct borrowed *b, const struct leftover *l, int n)
+{
+	int removed = 0;
+	for (int i = 0; i < n && !b->gone; i++)
+		if (!l[i].started)
+			removed += remote_syscall(b, SYS_munmap, l[i].start, l[i].end - l[i].start, 0, 0, 0, 0) == 0;
+	return removed;
+}
+
 static void inject(struct borrowed *b, const struct shim_image *im, const struct inject_request *q, struct outcome *o)
 {
 	if (check_shim_calls(b, o) < 0)
@@ -355,6 +422,12 @@ static void inject(struct borrowed *b, const struct shim_image *im, const struct
 	uint64_t stub = map_stub(b, o, &stub_len);
 	if (!stub)
 		return;
+	struct leftover left[MAX_LEFTOVERS];
+	int nleft = find_leftovers(b->pid, im, left);
+	for (int i = 0; i < nleft; i++)
+		if (left[i].start == stub)
+			left[i].started = 1; /* our own stub: unmapped below */
+	remove_leftovers(b, left, nleft);
 	int started = load_and_start(b, im, q, stub, o) == 0 || o->base;
 	/* Unmapped from the shim's gadget when there is one; else from the
 	 * stub itself, the last thing it runs (the thread then goes
@@ -383,21 +456,6 @@ static uint64_t hwcap2_of(pid_t pid)
 		if (aux[i] == 26 /* AT_HWCAP2, linux/auxvec.h */)
 			value = aux[i + 1];
 	return value;
-}
-
-/* A mapping left by an injection, ours or an earlier tracer's. */
-static int has_injected_mapping(pid_t pid)
-{
-	char path[64], line[512];
-	snprintf(path, sizeof path, "/proc/%d/maps", pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return 0;
-	int found = 0;
-	while (!found && fgets(line, sizeof line, f))
-		found = strstr(line, "/memfd:" MEMFD_NAME " ") != NULL || strstr(line, "[anon:" STUB_NAME "]") != NULL;
-	fclose(f);
-	return found;
 }
 
 /* A shadow stack (CET) makes the kernel check every return and every
@@ -445,6 +503,11 @@ static int borrow_and_inject(pid_t pid, int at_exec, const struct inject_request
 		o->err = EINVAL;
 		return -1;
 	}
+	struct leftover left[MAX_LEFTOVERS];
+	if (count_started(left, find_leftovers(pid, &im, left))) {
+		shim_image_free(&im);
+		return fail(o, EEXIST, "process %d has the shim already (injected before)", pid);
+	}
 	for (int attempt = 0;; attempt++) {
 		*o = (struct outcome){ 0 };
 		reached(o, TLSD_INJECT_BORROW);
@@ -472,7 +535,7 @@ void inject_process(uint32_t req, pid_t pid, const struct inject_request *q)
 	struct process *p = process_find(pid);
 	if (!p || (p->flags & (P_ATTACHING | P_SPAWNING | P_DETACHING | P_SILENT)))
 		fail(&o, ESRCH, "process %d is not supervised", pid);
-	else if (p->shim.table || has_injected_mapping(pid))
+	else if (p->shim.table)
 		fail(&o, EEXIST, "process %d has the shim already", pid);
 	else if (uses_shadow_stack(pid))
 		fail(&o, ENOEXEC, "process %d uses a shadow stack (CET), which the loader does not support", pid);
@@ -491,6 +554,36 @@ void inject_at_exec(struct process *p)
 		kill(p->pid, SIGKILL); /* before a single instruction of its own */
 	inject_request_free(p->inject);
 	p->inject = NULL;
+}
+
+void tidy_process(uint32_t req, pid_t pid, const char *shim_path)
+{
+	struct reply r = { .req = req, .pid = pid };
+	struct outcome o = { 0 };
+	struct shim_image im = { 0 };
+	struct leftover left[MAX_LEFTOVERS];
+	int n = 0;
+	if (!process_find(pid))
+		r.err = ESRCH;
+	else if (shim_image_load(shim_path, &im, o.why, sizeof o.why) < 0)
+		r.err = EINVAL;
+	else
+		n = find_leftovers(pid, &im, left);
+	if (n > count_started(left, n)) {
+		struct borrowed b;
+		int err = borrow_thread(pid, &b);
+		uint64_t stub_len, stub = err ? 0 : map_stub(&b, &o, &stub_len);
+		if (stub) {
+			r.threads = (uint32_t)remove_leftovers(&b, left, n);
+			remote_syscall(&b, SYS_munmap, stub, stub_len, 0, 0, 0, 0);
+		}
+		if (!err)
+			give_back(&b);
+		r.err = err ? -err : o.err;
+	}
+	r.passes = (uint32_t)count_started(left, n);
+	shim_image_free(&im);
+	send_reply(r);
 }
 
 struct inject_request *inject_request_copy(const struct inject_request *q)

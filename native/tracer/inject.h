@@ -25,6 +25,12 @@ void inject_process(uint32_t req, pid_t pid, const struct inject_request *q);
  * is killed before it ran (P_SILENT). */
 void inject_at_exec(struct process *p);
 
+/* TIDY: removes what a tracer killed during an injection left in pid (a
+ * stub page, a shim that never started), through the shim at shim_path
+ * (its layout). Answered with REPLY: threads = mappings removed, passes =
+ * shims found started, which stay. */
+void tidy_process(uint32_t req, pid_t pid, const char *shim_path);
+
 /* A copy kept for inject_at_exec. */
 struct inject_request *inject_request_copy(const struct inject_request *q);
 void inject_request_free(struct inject_request *q);

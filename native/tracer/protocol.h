@@ -73,6 +73,11 @@ enum tlsd_command {
 	                         (enum tlsshim_mode), its agent connecting to
 	                         shim_socket; slot_count and slot_bytes 0 are
 	                         the shim's defaults. Answered with INJECTED */
+	TLSD_CMD_TIDY = 8,    /* u32 req, u32 pid, str shim_path -- remove what
+	                         a tracer killed during an injection left in
+	                         the process: a stub page, a shim that never
+	                         started. REPLY: threads = mappings removed,
+	                         passes = injected shims that started, kept */
 };
 
 /* tracer -> daemon */
