@@ -3,8 +3,11 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errorStatus, TlsdError, type ErrorCode } from '../daemon/errors.js';
 
+/** A framework error's code by its status: the first, most general, code
+ * of each status in errorStatus (INVALID_ARGUMENT for 400, not one of the
+ * injection's). */
 const codeForStatus: Record<number, ErrorCode> = Object.fromEntries(
-  Object.entries(errorStatus).map(([code, status]) => [status, code as ErrorCode]),
+  Object.entries(errorStatus).reverse().map(([code, status]) => [status, code as ErrorCode]),
 );
 
 function toTlsdError(err: FastifyError | TlsdError | Error): TlsdError {

@@ -1,4 +1,4 @@
-/* Injecting libtlsshim (inject.h; INJECT.md has the facts it relies on).
+/* Injecting libtlsshim (inject.h; docs/shim.md "Injection" tells it for a user).
  *
  * One thread is borrowed; every step is a remote syscall in it or a write
  * into its process, in this order:
@@ -210,7 +210,7 @@ static uint64_t map_stub(struct borrowed *b, struct outcome *o, uint64_t *stub_l
 static long make_memfd(struct borrowed *b, struct outcome *o, uint64_t stub, int *local)
 {
 	/* vm.memfd_noexec=2 refuses a memfd without MFD_NOEXEC_SEAL; mapping
-	 * one PROT_EXEC still works (INJECT.md). Kernels before 6.3 do not
+	 * one PROT_EXEC still works (seen on Linux 6.18). Kernels before 6.3 do not
 	 * know the flag. */
 	long fd = must(b, o, "memfd_create", SYS_memfd_create, stub + MEMFD_NAME_AT, MFD_CLOEXEC | MFD_NOEXEC_SEAL,
 		       0, 0, 0, 0);
@@ -460,7 +460,7 @@ static uint64_t hwcap2_of(pid_t pid)
 
 /* A shadow stack (CET) makes the kernel check every return and every
  * rt_sigreturn against it: the entry's return and the frame's restore
- * token are not there (INJECT.md), so such a thread cannot be borrowed. */
+ * token are not there, so such a thread cannot be borrowed. */
 static int uses_shadow_stack(pid_t pid)
 {
 	char path[64], text[4096];

@@ -1,5 +1,5 @@
 /* Running syscalls and code in a tracee through one borrowed thread
- * (docs/ptrace.md "Running code in a tracee"). The thread is stopped for
+ * (docs/shim.md "Injection"). The thread is stopped for
  * the whole of it; the process's other threads keep running.
  *
  * Everything here is synchronous: the tracer waits for that one thread's

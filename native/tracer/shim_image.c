@@ -1,5 +1,5 @@
 /* Loading libtlsshim.so without ld.so (shim_image.h): what origin's and
- * elf_loader's minimal loaders do (INJECT.md "What a minimal loader does"),
+ * elf_loader's minimal loaders do (docs/shim.md "Injection"),
  * for a freestanding object with relative relocations only. */
 #include "shim_image.h"
 
