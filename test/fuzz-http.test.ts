@@ -83,6 +83,11 @@ test('every generated request gets a documented answer; nothing is left stopped'
     fc.record({ method: fc.constant('GET'), url: query.map((q) => `/v1/events/recent${qs(q)}`) }),
     fc.record({ method: fc.constant('GET'), url: fc.tuple(pid).map(([p]) => `/v1/processes/${enc(p)}/shim`) }),
     fc.record({ method: fc.constant('GET'), url: fc.tuple(pid, tid).map(([p, x]) => `/v1/processes/${enc(p)}/threads/${enc(x)}/shim`) }),
+    fc.record({
+      method: fc.constant('POST'), url: fc.tuple(pid).map(([p]) => `/v1/processes/${enc(p)}/shim`),
+      body: fc.oneof(fc.record({ mode: fc.constantFrom('thread-pointer', 'tid'), slots: fc.integer() }, { requiredKeys: ['mode'] }), fc.jsonValue()),
+      contentType,
+    }),
     fc.record({ method: fc.constant('DELETE'), url: fc.tuple(pid, query).map(([p, q]) => `/v1/processes/${enc(p)}${qs(q)}`) }),
     fc.record({ method: fc.constant('POST'), url: fc.constant('/v1/processes'), body, contentType }),
     fc.record({ method: fc.constantFrom('PUT', 'PATCH', 'POST', 'DELETE'), url: fc.constantFrom('/v1/health', '/v1/processes/1/threads', '/metrics') }),

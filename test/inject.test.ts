@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import { TlsdError } from '../clients/client.js';
-import { startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { processEnd, startDaemon, type TestDaemon } from './helpers/daemon.js';
 import { commandFifo } from './helpers/fifo.js';
 import { Fixture, fixturePath, taskStates, waitUntil } from './helpers/fixture.js';
 
@@ -59,6 +59,11 @@ for (const kind of cKinds) {
     t.is(await f.exited(), 0);
     t.deepEqual(f.out.all, ['ready', 'shim used', 'done 4']);
     t.is(alone(`${kind}/inject-target`, 'useshim\nfinish\n'), 'ready\nno shim\ndone 4\n');
+    // Its five threads ended holding a slot, which the tracer freed, as
+    // for a shim loaded by LD_PRELOAD; the agent never held one.
+    await processEnd(d.client, f.pid);
+    const fates = (await d.client.exits(f.pid)).map((x) => x.shim);
+    t.is(fates.filter((x) => x === 'reclaimed').length, 5, JSON.stringify(fates));
   });
 }
 

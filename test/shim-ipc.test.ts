@@ -7,7 +7,6 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { TlsdError } from '../clients/client.js';
 import { daemonEntry } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { fixturePath, killPid, waitUntil } from './helpers/fixture.js';
@@ -103,11 +102,9 @@ test('after an exec the old table is forgotten, and the new image\'s shim says h
   await client.detach(p.pid, { kill: true });
 });
 
-test('a static program cannot take the shim; a process without one says so', async (t) => {
+// A static program spawned with a shim gets it injected: test/inject.test.ts.
+test('a process without a shim says so', async (t) => {
   const { client } = await startDaemon(t);
-  const err = await t.throwsAsync(client.spawn({ argv: [fixturePath(path.join('glibc-static', 'tls')), '1'], shim: { mode: 'tid' } }));
-  t.true(err instanceof TlsdError && err.code === 'INVALID_ARGUMENT');
-  t.regex(err!.message, /static/);
   const p = await client.spawn({ argv: ['sleep', '30'] });
   t.teardown(() => killPid(p.pid));
   t.deepEqual(await client.shim(p.pid), { loaded: false });

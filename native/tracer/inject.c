@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <linux/memfd.h>
 #include <linux/prctl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -109,18 +110,27 @@ static int fail(struct outcome *o, int err, const char *fmt, ...)
 	return -1;
 }
 
+/* Whether the thread's seccomp filters let call nr with args through;
+ * if not, the outcome says which call and what the filter would do. */
+static int allowed(struct borrowed *b, struct outcome *o, const char *what, long nr, const uint64_t args[6],
+		   uint64_t ip, const char *needed_by)
+{
+	char action[32];
+	switch (seccomp_check(b->tid, nr, args, ip, action, sizeof action)) {
+	case SECCOMP_ALLOWS: return 1;
+	case SECCOMP_FORBIDS: return fail(o, EPERM, "its seccomp filter forbids %s (%s)%s", what, action, needed_by), 0;
+	default: return fail(o, EPERM, "it has seccomp filters the tracer cannot read"), 0;
+	}
+}
+
 /* A remote call that must succeed: its result, or -1 with the outcome
  * set. It is run only if the thread's seccomp filters allow it. */
 static long must(struct borrowed *b, struct outcome *o, const char *what, long nr, uint64_t a0, uint64_t a1,
 		 uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
 {
 	const uint64_t args[6] = { a0, a1, a2, a3, a4, a5 };
-	char action[32];
-	enum seccomp_verdict v = seccomp_check(b->tid, nr, args, b->site, action, sizeof action);
-	if (v == SECCOMP_FORBIDS)
-		return fail(o, EPERM, "its seccomp filter forbids %s (%s)", what, action);
-	if (v == SECCOMP_UNKNOWN)
-		return fail(o, EPERM, "it has seccomp filters the tracer cannot read");
+	if (!allowed(b, o, what, nr, args, b->site, ""))
+		return -1;
 	long r = remote_syscall(b, nr, a0, a1, a2, a3, a4, a5);
 	if (b->gone)
 		return fail(o, ESRCH, "the process ended during the injection");
@@ -131,18 +141,20 @@ static long must(struct borrowed *b, struct outcome *o, const char *what, long n
 	return r;
 }
 
-/* The calls the shim makes once started (tls.c, ipc.c) and the
- * rt_sigreturn a dead tracer leaves to the thread: if a filter forbids
- * one, the shim would fail in the process, or kill it. */
+/* The calls the shim makes once started (tls.c, ipc.c), with the
+ * arguments a filter is likely to look at, and the rt_sigreturn a dead
+ * tracer leaves to the thread: if a filter forbids one, the shim would
+ * fail in the process, or kill it. */
 static int check_shim_calls(struct borrowed *b, struct outcome *o)
 {
+	enum { AF_UNIX_ = 1, SOCK_STREAM_ = 1 }; /* linux/socket.h, linux/net.h */
 	static const struct { long nr; const char *name; uint64_t a0, a1, a2; } calls[] = {
 		{ SYS_mmap, "mmap", 0, 1, PROT_READ | PROT_WRITE },
 		{ SYS_eventfd2, "eventfd2", 0, O_NONBLOCK | O_CLOEXEC, 0 },
 		{ SYS_rt_sigprocmask, "rt_sigprocmask", SIG_SETMASK, 0, 0 },
-		{ SYS_clone, "clone", 0x7d0f00 /* the agent's flags, ipc.c */, 0, 0 },
-		{ SYS_socket, "socket", 1 /* AF_UNIX */, 1 | O_CLOEXEC /* SOCK_STREAM */, 0 },
-		{ SYS_connect, "connect", 0, 0, 110 },
+		{ SYS_clone, "clone", CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS, 0, 0 },
+		{ SYS_socket, "socket", AF_UNIX_, SOCK_STREAM_ | O_CLOEXEC, 0 },
+		{ SYS_connect, "connect", 0, 0, 0 },
 		{ SYS_poll, "poll", 0, 2, (uint64_t)-1 },
 		{ SYS_read, "read", 0, 0, 0 },
 		{ SYS_write, "write", 0, 0, 0 },
@@ -153,12 +165,8 @@ static int check_shim_calls(struct borrowed *b, struct outcome *o)
 	};
 	for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
 		const uint64_t args[6] = { calls[i].a0, calls[i].a1, calls[i].a2 };
-		char action[32];
-		enum seccomp_verdict v = seccomp_check(b->tid, calls[i].nr, args, 0, action, sizeof action);
-		if (v == SECCOMP_FORBIDS)
-			return fail(o, EPERM, "its seccomp filter forbids %s (%s), which the shim needs", calls[i].name, action);
-		if (v == SECCOMP_UNKNOWN)
-			return fail(o, EPERM, "it has seccomp filters the tracer cannot read");
+		if (!allowed(b, o, calls[i].name, calls[i].nr, args, 0, ", which the shim needs"))
+			return -1;
 	}
 	return 0;
 }
@@ -200,8 +208,8 @@ static uint64_t map_stub(struct borrowed *b, struct outcome *o, uint64_t *stub_l
 	 * lack CONFIG_ANON_VMA_NAME, or a filter refuse prctl). */
 	const uint64_t args[6] = { PR_SET_VMA, PR_SET_VMA_ANON_NAME, (uint64_t)stub, *stub_len,
 				   (uint64_t)stub + STUB_NAME_AT };
-	char action[32];
-	if (seccomp_check(b->tid, SYS_prctl, args, b->site, action, sizeof action) == SECCOMP_ALLOWS)
+	struct outcome ignored = { 0 };
+	if (allowed(b, &ignored, "prctl", SYS_prctl, args, b->site, ""))
 		remote_syscall(b, SYS_prctl, args[0], args[1], args[2], args[3], args[4], 0);
 	return (uint64_t)stub;
 }

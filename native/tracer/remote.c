@@ -32,11 +32,15 @@ static int is_stop_signal(int sig)
 	return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
 
-/* Signals the processor raises for the instruction that ran: one in our
- * code means our code is wrong, and goes no further than the tracer. */
-static int is_fault(int sig)
+/* A signal the processor (or seccomp) raised for the instruction that
+ * ran, not one somebody sent (si_code > 0: signal(7), siginfo_t): one in
+ * our code means our code is wrong, and goes no further than the tracer. */
+static int is_fault(pid_t tid, int sig)
 {
-	return sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGTRAP || sig == SIGSYS;
+	siginfo_t si;
+	if (sig != SIGSEGV && sig != SIGBUS && sig != SIGILL && sig != SIGFPE && sig != SIGTRAP && sig != SIGSYS)
+		return 0;
+	return ptrace(PTRACE_GETSIGINFO, tid, 0, &si) == 0 && si.si_code > 0;
 }
 
 /* The next stop of the borrowed thread that is ours to act on: a syscall
@@ -83,7 +87,7 @@ static int next_stop(struct borrowed *b, int *status)
 			ptrace(PTRACE_SYSCALL, b->tid, 0, 0);
 			continue;
 		case 0:
-			if (is_fault(sig)) {
+			if (is_fault(b->tid, sig)) {
 				b->fault = sig;
 				return 0;
 			}
@@ -186,28 +190,24 @@ int remote_call(struct borrowed *b, uint64_t fn, uint64_t sp, uint64_t arg, uint
 	}
 }
 
-int remote_read(pid_t pid, uint64_t at, void *bytes, size_t len)
+/* One pread or pwrite of len bytes at `at` in pid's /proc/PID/mem. */
+static int proc_mem(pid_t pid, int writing, uint64_t at, void *bytes, size_t len)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/mem", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, (writing ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	ssize_t n = pread(fd, bytes, len, (off_t)at);
+	ssize_t n = writing ? pwrite(fd, bytes, len, (off_t)at) : pread(fd, bytes, len, (off_t)at);
 	close(fd);
 	return n == (ssize_t)len ? 0 : -1;
 }
 
+int remote_read(pid_t pid, uint64_t at, void *bytes, size_t len) { return proc_mem(pid, 0, at, bytes, len); }
+
 int remote_write(pid_t pid, uint64_t at, const void *bytes, size_t len)
 {
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/mem", pid);
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = pwrite(fd, bytes, len, (off_t)at);
-	close(fd);
-	return n == (ssize_t)len ? 0 : -1;
+	return proc_mem(pid, 1, at, (void *)bytes, len);
 }
 
 /* An executable mapping of the process: [vdso] when `vdso`, else the
