@@ -3,7 +3,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -264,55 +263,21 @@ int remote_find_site(struct borrowed *b)
 	return -ENOEXEC;
 }
 
-/* Field `field` (1-based, proc(5) /proc/PID/task/TID/stat) of a thread,
- * from field 3 on: the name before it may hold anything. */
-static const char *stat_field(pid_t pid, pid_t tid, int field, char *text, size_t size)
+/* The scheduler state of a thread (proc(5) /proc/PID/task/TID/stat). */
+static char thread_state(pid_t pid, pid_t tid)
 {
-	char path[96];
+	char path[96], text[512];
 	snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pid, tid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return NULL;
-	ssize_t n = read(fd, text, size - 1);
+		return 0;
+	ssize_t n = read(fd, text, sizeof text - 1);
 	close(fd);
 	if (n <= 0)
-		return NULL;
+		return 0;
 	text[n] = 0;
-	char *at = strrchr(text, ')');
-	for (int f = 2; at && f < field; f++)
-		at = strchr(at + 1, ' ');
-	return at ? at + 1 : NULL;
-}
-
-static char thread_state(pid_t pid, pid_t tid)
-{
-	char text[512];
-	const char *state = stat_field(pid, tid, 3, text, sizeof text);
-	return state ? *state : 0;
-}
-
-/* While a thread is borrowed the tracer runs on the CPU the thread last
- * ran on: each of its stops then wakes the tracer on that CPU, and the
- * tracer's restart wakes the thread there, a few microseconds each, where
- * a wake-up across vCPUs costs tens (docs/performance.md "Injection").
- * Only the tracer's own affinity changes; the thread's is its own. */
-static void run_beside(struct borrowed *b)
-{
-	char text[512];
-	const char *cpu = stat_field(b->pid, b->tid, 39, text, sizeof text);
-	cpu_set_t beside;
-	CPU_ZERO(&beside);
-	if (!cpu || sched_getaffinity(0, sizeof b->tracer_cpus, &b->tracer_cpus) < 0)
-		return;
-	CPU_SET(atoi(cpu), &beside);
-	b->moved = sched_setaffinity(0, sizeof beside, &beside) == 0;
-}
-
-static void run_anywhere(struct borrowed *b)
-{
-	if (b->moved)
-		sched_setaffinity(0, sizeof b->tracer_cpus, &b->tracer_cpus);
-	b->moved = 0;
+	char *end = strrchr(text, ')'); /* the name may hold anything */
+	return end && end[1] == ' ' ? end[2] : 0;
 }
 
 /* Saves the state of a thread at a stop of ours. Its signal mask is left
@@ -332,7 +297,6 @@ static int save_state(struct borrowed *b)
 		return -errno;
 	}
 	b->stopped_ns = now_ns();
-	run_beside(b);
 	return 0;
 }
 
@@ -493,7 +457,6 @@ static void restart_through_interrupt(struct borrowed *b)
 
 void give_back(struct borrowed *b)
 {
-	run_anywhere(b);
 	if (b->released) {
 		free(b->xstate.bytes);
 		b->xstate.bytes = NULL;

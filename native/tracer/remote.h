@@ -10,7 +10,6 @@
 #ifndef TLSD_REMOTE_H
 #define TLSD_REMOTE_H
 
-#include <sched.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -40,8 +39,6 @@ struct borrowed {
 	uint64_t stopped_ns;    /* when it stopped for us (now_ns) */
 	uint64_t restarted_ns;  /* when it was restarted (give_back) */
 	uint32_t interrupted;   /* threads stopped to choose it (it among them) */
-	cpu_set_t tracer_cpus;  /* the tracer's own affinity, while it runs beside it */
-	int moved;
 };
 
 /* Stops one thread of pid to run code in: one sleeping in a syscall if
