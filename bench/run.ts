@@ -292,7 +292,9 @@ async function injections(client: TlsdClient): Promise<Row[]> {
       const t0 = performance.now();
       await run('gdb', ['-batch', '-nx', '-p', String(forGdb.pid), '-ex', `call (void*)dlopen("${shim}", 2)`], { maxBuffer: 1 << 26 });
       gdbRow.ms.push(performance.now() - t0);
-      forGdb.kill('SIGKILL');
+      // Gone, all its threads, before tlsd's round: their exits would
+      // take the CPUs from it.
+      await new Promise((r) => { forGdb.once('exit', r); forGdb.kill('SIGKILL'); });
       const forTlsd = await readyProcess('threads', [String(n - 1)]);
       const t1 = performance.now();
       await client.attach(forTlsd.pid!, { mode: 'thread-pointer' });
@@ -300,7 +302,7 @@ async function injections(client: TlsdClient): Promise<Row[]> {
       const { injection } = await client.shim(forTlsd.pid!);
       stopped.push(injection?.stoppedMicros ?? NaN);
       threadsStopped.push(injection?.threadsStopped ?? NaN);
-      await client.detach(forTlsd.pid!, { kill: true });
+      await new Promise((r) => { forTlsd.once('exit', r); void client.detach(forTlsd.pid!, { kill: true }); });
     }
     tlsdRow.extra = `the borrowed thread stopped median ${median(stopped).toFixed(0)} µs, max ${Math.max(...stopped).toFixed(0)} µs; `
       + `threads stopped by the injection: at most ${Math.max(...threadsStopped)}`;

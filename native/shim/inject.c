@@ -3,6 +3,7 @@
  * the entry runs on a borrowed thread of a program that may have no libc
  * at all, with every signal blocked, on the area's stack. */
 #include "inject.h"
+#include "start.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -23,5 +24,6 @@ __asm__(".text\n"
 
 EXPORT void tlsshim_inject_entry(struct tlsshim_inject *call)
 {
-	call->result = call->version == TLSSHIM_INJECT_VERSION ? tlsshim_start(&call->context) : TLSSHIM_EINVAL;
+	/* The tracer blocked every signal for this thread (it restores them). */
+	call->result = call->version == TLSSHIM_INJECT_VERSION ? shim_start(&call->context, 1) : TLSSHIM_EINVAL;
 }

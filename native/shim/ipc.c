@@ -321,7 +321,13 @@ gone:
 	return 0;
 }
 
-int ipc_start(struct tlsshim_table *t, const char *path)
+/* The agent's stack and, above it, its thread pointer's page: in .bss
+ * (there is one agent, started once), so that starting it maps nothing:
+ * an injection pays for every system call of the start with two ptrace
+ * stops of the thread it borrowed. */
+static char agent_area[AGENT_STACK + AGENT_TLS] __attribute__((aligned(AGENT_TLS)));
+
+int ipc_start(struct tlsshim_table *t, const char *path, int signals_blocked)
 {
 	uint32_t n = 0;
 	while (path[n] && n < sizeof socket_path - 1) socket_path[n] = path[n], n++;
@@ -329,23 +335,18 @@ int ipc_start(struct tlsshim_table *t, const char *path)
 	table = t;
 	wake_fd = (int)sys2(__NR_eventfd2, 0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (sys_failed(wake_fd)) return -1;
-	long stack = sys6(__NR_mmap, 0, AGENT_STACK + AGENT_TLS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (sys_failed(stack)) {
-		sys1(__NR_close, wake_fd);
-		return -1;
-	}
 	/* The agent's thread pointer: a page of its own whose first word
 	 * points at itself, as a TCB's does. */
-	uint64_t *tcb = (uint64_t *)(stack + AGENT_STACK);
+	uint64_t *tcb = (uint64_t *)(agent_area + AGENT_STACK);
 	tcb[0] = (uint64_t)(uintptr_t)tcb;
 	__atomic_store_n(&agent_running, 1, __ATOMIC_RELEASE);
 	/* The child inherits the mask: block everything around the clone and
 	 * the agent keeps it blocked for good. */
 	uint64_t mask;
-	block_signals(&mask);
+	if (!signals_blocked) block_signals(&mask);
 	long tid = raw_clone(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS,
-			     (void *)(stack + AGENT_STACK - 16), tcb, agent_main);
-	restore_signals(&mask);
+			     agent_area + AGENT_STACK - 16, tcb, agent_main);
+	if (!signals_blocked) restore_signals(&mask);
 	if (sys_failed(tid)) {
 		__atomic_store_n(&agent_running, 0, __ATOMIC_RELEASE);
 		return -1;

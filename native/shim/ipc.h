@@ -10,8 +10,10 @@
 enum shim_event_kind { EVENT_CLAIMED = 1, EVENT_RELEASED = 2 };
 
 /* Starts the agent thread, which connects to `socket_path` and says
- * hello. 0, or -1 when it could not be started (the shim works on). */
-int ipc_start(struct tlsshim_table *table, const char *socket_path);
+ * hello; `signals_blocked`: the caller blocks every signal already (an
+ * injection's borrowed thread). 0, or -1 when it could not be started
+ * (the shim works on). */
+int ipc_start(struct tlsshim_table *table, const char *socket_path, int signals_blocked);
 
 /* From any thread, also in a signal handler: never blocks; when the ring
  * is full the event is counted as dropped. A no-op without an agent. */

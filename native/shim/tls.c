@@ -4,6 +4,7 @@
  * Process-wide state is the table and what the get path copies out of it
  * at start; per-thread state is the thread's slot, found by its key. */
 #include "ipc.h"
+#include "start.h"
 #include "table.h"
 #include "mem.h"
 #include "sys.h"
@@ -169,7 +170,9 @@ EXPORT const void *tlsshim_table(void) { return table; }
 
 static int is_power_of_two(uint32_t v) { return v && !(v & (v - 1)); }
 
-EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
+EXPORT int tlsshim_start(const struct tlsshim_context *ctx) { return shim_start(ctx, 0); }
+
+int shim_start(const struct tlsshim_context *ctx, int signals_blocked)
 {
 	if (table) return TLSSHIM_ESTARTED;
 	if (!ctx || ctx->version != TLSSHIM_VERSION) return TLSSHIM_EINVAL;
@@ -205,6 +208,6 @@ EXPORT int tlsshim_start(const struct tlsshim_context *ctx)
 	__atomic_store_n(&t->magic, TLSSHIM_MAGIC, __ATOMIC_RELEASE);
 	__atomic_store_n(&table, t, __ATOMIC_RELEASE);
 	/* Without tlsd (no socket, or no agent) the table works all the same. */
-	if (ctx->socket_path) ipc_start(t, ctx->socket_path);
+	if (ctx->socket_path) ipc_start(t, ctx->socket_path, signals_blocked);
 	return 0;
 }

@@ -421,7 +421,11 @@ static int remove_leftovers(struct borrowed *b, const struct leftover *l, int n)
 	return removed;
 }
 
-static void inject(struct borrowed *b, const struct shim_image *im, const struct inject_request *q, struct outcome *o)
+/* Injects through b; `left` are the leftovers of earlier injections,
+ * found before the thread was stopped (reading /proc/PID/maps takes
+ * milliseconds in a process of thousands of threads), none started. */
+static void inject(struct borrowed *b, const struct shim_image *im, const struct inject_request *q,
+		   struct leftover *left, int nleft, struct outcome *o)
 {
 	if (check_shim_calls(b, o) < 0)
 		return;
@@ -430,11 +434,6 @@ static void inject(struct borrowed *b, const struct shim_image *im, const struct
 	uint64_t stub = map_stub(b, o, &stub_len);
 	if (!stub)
 		return;
-	struct leftover left[MAX_LEFTOVERS];
-	int nleft = find_leftovers(b->pid, im, left);
-	for (int i = 0; i < nleft; i++)
-		if (left[i].start == stub)
-			left[i].started = 1; /* our own stub: unmapped below */
 	remove_leftovers(b, left, nleft);
 	int started = load_and_start(b, im, q, stub, o) == 0 || o->base;
 	/* Unmapped from the shim's gadget when there is one; else from the
@@ -512,7 +511,8 @@ static int borrow_and_inject(pid_t pid, int at_exec, const struct inject_request
 		return -1;
 	}
 	struct leftover left[MAX_LEFTOVERS];
-	if (count_started(left, find_leftovers(pid, &im, left))) {
+	int nleft = find_leftovers(pid, &im, left);
+	if (count_started(left, nleft)) {
 		shim_image_free(&im);
 		return fail(o, EEXIST, "process %d has the shim already (injected before)", pid);
 	}
@@ -527,7 +527,7 @@ static int borrow_and_inject(pid_t pid, int at_exec, const struct inject_request
 							: "process %d has no thread to borrow", pid);
 			break;
 		}
-		inject(b, &im, q, o);
+		inject(b, &im, q, left, nleft, o);
 		give_back(b);
 		if (!(o->err == EINTR && b->released) || attempt + 1 == MAX_BORROWS)
 			break;

@@ -2,6 +2,7 @@
 #include "remote.h"
 
 #include <dirent.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -209,29 +210,37 @@ int remote_write(pid_t pid, uint64_t at, const void *bytes, size_t len)
 	return proc_mem(pid, 1, at, (void *)bytes, len);
 }
 
-/* An executable mapping of the process: [vdso] when `vdso`, else the
- * first other one. 0, or -1. */
-static int code_mapping(pid_t pid, int vdso, uint64_t *start, uint64_t *end)
+/* Where a process's vDSO is: AT_SYSINFO_EHDR in /proc/PID/auxv (a few
+ * hundred bytes, where /proc/PID/maps takes milliseconds to read in a
+ * process of thousands of threads), and its size from its own ELF
+ * header. Its code has `syscall` instructions (the fallbacks of its
+ * clock functions). 0, or -1 (vdso=0 on the kernel's command line). */
+static int vdso_range(pid_t pid, uint64_t *start, uint64_t *end)
 {
-	char path[64], line[512];
-	snprintf(path, sizeof path, "/proc/%d/maps", pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/auxv", pid);
+	uint64_t aux[512] = { 0 };
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	int found = 0;
-	while (!found && fgets(line, sizeof line, f)) {
-		unsigned long long s, e;
-		char perms[8];
-		if (sscanf(line, "%llx-%llx %7s", &s, &e, perms) != 3 || perms[2] != 'x')
-			continue;
-		if ((strstr(line, "[vdso]") != NULL) == vdso && !strstr(line, "[vsyscall]")) {
-			*start = s;
-			*end = e;
-			found = 1;
-		}
+	ssize_t n = read(fd, aux, sizeof aux - 16);
+	close(fd);
+	*start = 0;
+	for (ssize_t i = 0; n > 0 && (i + 2) * 8 <= n && aux[i]; i += 2)
+		if (aux[i] == 33 /* AT_SYSINFO_EHDR, linux/auxvec.h */)
+			*start = aux[i + 1];
+	Elf64_Ehdr eh;
+	if (!*start || remote_read(pid, *start, &eh, sizeof eh) < 0 || memcmp(eh.e_ident, ELFMAG, SELFMAG))
+		return -1;
+	*end = *start;
+	for (int i = 0; i < eh.e_phnum && i < 16; i++) {
+		Elf64_Phdr ph;
+		if (remote_read(pid, *start + eh.e_phoff + (uint64_t)i * sizeof ph, &ph, sizeof ph) < 0)
+			return -1;
+		if (ph.p_type == PT_LOAD && *start + ph.p_vaddr + ph.p_memsz > *end)
+			*end = *start + ph.p_vaddr + ph.p_memsz;
 	}
-	fclose(f);
-	return found ? 0 : -1;
+	return *end > *start ? 0 : -1;
 }
 
 int remote_find_site(struct borrowed *b)
@@ -243,24 +252,18 @@ int remote_find_site(struct borrowed *b)
 		b->site = pc - sizeof insn;
 		return 0;
 	}
-	enum { SCAN = 1 << 20 };
-	for (int vdso = 1; vdso >= 0; vdso--) {
-		uint64_t start, end;
-		if (code_mapping(b->pid, vdso, &start, &end) < 0)
-			continue;
-		size_t len = end - start < SCAN ? end - start : SCAN;
-		uint8_t *code = malloc(len);
-		if (!code)
-			abort();
-		uint8_t *hit = remote_read(b->pid, start, code, len) == 0
-				       ? memmem(code, len, ARCH_SYSCALL_INSN, ARCH_SYSCALL_INSN_LEN) : NULL;
-		if (hit)
-			b->site = start + (uint64_t)(hit - code);
-		free(code);
-		if (hit)
-			return 0;
-	}
-	return -ENOEXEC;
+	enum { MAX_VDSO = 64 * 1024 };
+	uint64_t start, end;
+	if (vdso_range(b->pid, &start, &end) < 0 || end - start > MAX_VDSO)
+		return -ENOEXEC;
+	uint8_t code[MAX_VDSO];
+	size_t len = end - start;
+	uint8_t *hit = remote_read(b->pid, start, code, len) == 0
+			       ? memmem(code, len, ARCH_SYSCALL_INSN, ARCH_SYSCALL_INSN_LEN) : NULL;
+	if (!hit)
+		return -ENOEXEC;
+	b->site = start + (uint64_t)(hit - code);
+	return 0;
 }
 
 /* The scheduler state of a thread (proc(5) /proc/PID/task/TID/stat). */

@@ -60,8 +60,8 @@ long remote_syscall(struct borrowed *b, long nr, uint64_t a0, uint64_t a1, uint6
 		    uint64_t a4, uint64_t a5);
 
 /* A `syscall` instruction in the thread's process for the first remote
- * call: the one the thread is stopped in, or one in the vDSO or in the
- * program's code. 0, or -ENOEXEC. */
+ * call: the one the thread is stopped in, or one in the vDSO. 0, or
+ * -ENOEXEC. */
 int remote_find_site(struct borrowed *b);
 
 /* Blocks every signal for the thread, once a frame restores its own mask
