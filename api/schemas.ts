@@ -52,6 +52,10 @@ export const Process = Type.Object({
       description: 'threads stopped to read their thread pointer: those the C library\'s own thread list did not account for (all of them for a program on neither glibc nor musl)',
     }),
     longestStopMicros: Type.Number({ description: 'the longest one of them can have been stopped by the attach: from the last time it was seen running to its stop; 0 when none was' }),
+    leftovers: Type.Optional(Type.Object({
+      removed: Type.Integer({ description: 'mappings removed: stub pages and shims that never started' }),
+      startedShims: Type.Integer({ description: 'injected shims that had started, which stay' }),
+    }, { description: 'what injections by an earlier tracer left in the process (a tracer killed during one) and this attach removed' })),
   })),
 });
 

@@ -29,6 +29,7 @@ export function processJson({ record: p, argv, currentRun }: ProcessView): Proce
       attach: {
         passes: p.attach.passes, threads: p.attach.threads, interrupted: p.attach.interrupted,
         longestStopMicros: Number(p.attach.longestStopNs) / 1000,
+        ...(p.attach.leftovers ? { leftovers: p.attach.leftovers } : {}),
       },
     } : {}),
   };

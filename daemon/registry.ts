@@ -74,7 +74,11 @@ export interface ProcessRecord {
   /** When it was no longer supervised: exited, detached or found lost. */
   endedAt?: Date;
   /** How the (latest) attach went, as the tracer measured it. */
-  attach?: { passes: number; threads: number; longestStopNs: bigint; interrupted: number };
+  attach?: {
+    passes: number; threads: number; longestStopNs: bigint; interrupted: number;
+    /** What injections by an earlier tracer left, found at this attach. */
+    leftovers?: { removed: number; startedShims: number };
+  };
   /** Threads whose libtlsshim slot the tracer freed at their exit, until
    * their end is in the ledger. */
   shimReclaimed?: Set<Tid>;

@@ -126,7 +126,11 @@ export class Supervisor {
         this.log.warn({ err: e, tracee: p.pid }, 're-attach failed');
       }
       this.registry.endReattach(p, ok, new Date());
-      if (ok && !this.shims.get(p.pid)) await this.tidy(p.pid);
+      const leftovers = ok ? await this.tidy(p.pid) : undefined;
+      if (leftovers && p.attach) {
+        p.attach.leftovers = leftovers;
+        this.registry.changed(p);
+      }
       this.log.info({ tracee: p.pid, ok }, 're-attached after tracer restart');
       const shim = this.shims.get(p.pid);
       if (shim) {
@@ -167,8 +171,10 @@ export class Supervisor {
       const reply = await attachThreads((c) => this.request(c), this.registry, pid, this.log);
       if (reply.errno !== 0) throw attachError(pid, reply.errno);
       const p = this.getProcess(pid);
-      p.attach = { passes: reply.passes, threads: reply.threads, longestStopNs: reply.value, interrupted: reply.interrupted };
-      await this.tidy(pid);
+      const leftovers = await this.tidy(pid);
+      p.attach = {
+        passes: reply.passes, threads: reply.threads, longestStopNs: reply.value, interrupted: reply.interrupted, ...(leftovers ? { leftovers } : {}),
+      };
       this.registry.changed(p);
       this.bus.publish('process.attached', { ...this.registry.summary(p), threads: p.threads.size });
       this.log.info({ tracee: pid, threads: reply.threads, passes: reply.passes }, 'attached');
@@ -225,15 +231,19 @@ export class Supervisor {
   }
 
   /** Removes what a tracer killed during an injection left in a process
-   * just attached (a stub page, a shim that never started), and says so. */
-  private async tidy(pid: Pid): Promise<void> {
-    if (!hasInjectionMappings(pid)) return;
+   * just attached (a stub page, a shim that never started), and says so;
+   * undefined when it removed nothing. */
+  private async tidy(pid: Pid): Promise<{ removed: number; startedShims: number } | undefined> {
+    if (!hasInjectionMappings(pid)) return undefined;
     try {
       const r = await this.request({ type: 'tidy', pid, shimPath: shimLibrary });
-      this.log.warn({ tracee: pid, removed: r.threads, startedShims: r.passes, errno: r.errno },
-        'an earlier injection left mappings in this process: those never used were removed');
+      if (r.threads === 0) return undefined;
+      const found = { removed: r.threads, startedShims: r.passes };
+      this.log.warn({ tracee: pid, ...found, errno: r.errno }, 'an earlier injection left mappings in this process: those never used were removed');
+      return found;
     } catch (e) {
       this.log.warn({ err: e, tracee: pid }, 'cannot remove what an earlier injection left');
+      return undefined;
     }
   }
 

@@ -84,11 +84,17 @@ test('threads in hostile states see nothing of an injection: a read, a sleep, a 
   const d = await startDaemon(t);
   const f = await Fixture.start(t, 'inject-hostile', ['3'], [], /^ready$/);
   const started = Date.now();
-  await attachWithShim(t, d, f.pid, 'tid');
+  const shim = await attachWithShim(t, d, f.pid, 'tid');
+  // The thread borrowed is the one whose ymm registers are checked
+  // across its read (the first thread asleep in a restartable call).
+  t.is(shim.injection?.borrowedTid, f.pid);
+  t.is(shim.injection?.threadsStopped, 1);
   await new Promise((r) => setTimeout(r, Math.max(0, 3200 - (Date.now() - started))));
   f.send('finish');
   t.is(await f.exited(), 0, f.out.all.join('\n'));
-  t.deepEqual(f.out.all, ['ready', 'reader got data', 'sleeper slept full', 'waiter woke', 'vector kept', 'signals all received']);
+  t.deepEqual(f.out.all, [
+    'ready', 'main kept its ymm registers across its read', 'reader got data', 'sleeper slept full', 'waiter woke', 'vector kept', 'signals all received',
+  ]);
 });
 
 test('a second injection is 409 SHIM_LOADED, and so is one into a process whose shim an LD_PRELOAD loaded', async (t) => {

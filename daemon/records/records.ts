@@ -336,7 +336,7 @@ function processRecord(r: ProcessRow): ProcessRecord {
     p.exit = { at: new Date(r.ended_at), ...ending(r.exit_code, r.exit_signal, r.exit_core) };
   }
   if (r.attach !== null) {
-    const a = JSON.parse(r.attach) as { passes: number; threads: number; longestStopNs: string; interrupted: number };
+    const a = JSON.parse(r.attach) as Omit<NonNullable<ProcessRecord['attach']>, 'longestStopNs'> & { longestStopNs: string };
     p.attach = { ...a, longestStopNs: BigInt(a.longestStopNs) };
   }
   return p;

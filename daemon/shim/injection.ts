@@ -44,11 +44,14 @@ export function injectionOf(a: TracerInjected): Injection {
   return { base: a.base, tid: a.tid, stoppedNs: a.stoppedNs, threadsStopped: a.interrupted };
 }
 
-/** Whether a process has mappings an injection leaves (a live shim's, or
- * what a killed tracer left): then the tracer is asked to tidy it. */
+/** Whether a process may have mappings an injection leaves (a live
+ * shim's, or what a killed tracer left): then the tracer is asked to tidy
+ * it. A stub page is named where the kernel can name anonymous memory,
+ * else it is an unnamed read+execute one, which the tracer tells by its
+ * contents (native/tracer/inject.c). */
 export function hasInjectionMappings(pid: Pid): boolean {
   try {
-    return /\/memfd:tlsshim |\[anon:tlsshim-stub\]/.test(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+    return /\/memfd:tlsshim |\[anon:tlsshim-stub\]| r-xp 00000000 00:00 0 *$/m.test(readFileSync(`/proc/${pid}/maps`, 'utf8'));
   } catch {
     return false;
   }

@@ -365,8 +365,27 @@ struct leftover {
 };
 #define MAX_LEFTOVERS 8
 
-/* Each [anon:tlsshim-stub] page and each /memfd:tlsshim span (its
- * mappings from offset 0 on, one after the other). */
+/* A stub page, by its name or, where the kernel cannot name anonymous
+ * memory (no CONFIG_ANON_VMA_NAME: prctl says EINVAL), by its contents: an
+ * anonymous read+execute mapping that starts with the stub and its names. */
+static int is_stub(pid_t pid, const char *line, uint64_t start)
+{
+	if (strstr(line, "[anon:" STUB_NAME "]"))
+		return 1;
+	char perms[8], name[16] = "";
+	unsigned long long offset, inode;
+	if (sscanf(line, "%*x-%*x %7s %llx %*s %llu %15s", perms, &offset, &inode, name) < 3 ||
+	    strcmp(perms, "r-xp") || offset || inode || name[0])
+		return 0;
+	uint8_t head[MEMFD_NAME_AT + sizeof MEMFD_NAME];
+	return remote_read(pid, start, head, sizeof head) == 0 &&
+	       !memcmp(head, ARCH_SIGRETURN_STUB, ARCH_SIGRETURN_STUB_LEN) &&
+	       !memcmp(head + STUB_NAME_AT, STUB_NAME, sizeof STUB_NAME) &&
+	       !memcmp(head + MEMFD_NAME_AT, MEMFD_NAME, sizeof MEMFD_NAME);
+}
+
+/* Each stub page and each /memfd:tlsshim span (its mappings from offset 0
+ * on, one after the other). */
 static int find_leftovers(pid_t pid, const struct shim_image *im, struct leftover *out)
 {
 	char path[64], line[512];
@@ -384,9 +403,8 @@ static int find_leftovers(pid_t pid, const struct shim_image *im, struct leftove
 			out[n - 1].end = end;
 		} else if (shim && !offset) {
 			out[n++] = (struct leftover){ start, end, 0 };
-		} else if (strstr(line, "[anon:" STUB_NAME "]")) {
+		} else if (!shim && is_stub(pid, line, start)) {
 			out[n++] = (struct leftover){ start, end, 0 };
-			shim = 0;
 		}
 		in_span = shim;
 	}
