@@ -171,13 +171,17 @@ static int check_shim_calls(struct borrowed *b, struct outcome *o)
 	return 0;
 }
 
-/* 1: the stub page, mapped through whatever `syscall` the process has. */
+/* 1: the stub page, mapped through whatever `syscall` the process has.
+ * Its address, or 0 with the outcome set (and nothing left mapped). */
 static uint64_t map_stub(struct borrowed *b, struct outcome *o, uint64_t *stub_len)
 {
 	size_t frame = arch_sigframe_size(&b->xstate);
 	*stub_len = (STUB_FRAME_AT + frame + PAGE - 1) & ~(PAGE - 1);
-	if (remote_find_site(b) < 0)
-		return (uint64_t)fail(o, ENOEXEC, "it has no syscall instruction to start from");
+	if (remote_find_site(b) < 0) {
+		fail(o, ENOEXEC, "it has no syscall instruction to start from");
+		return 0;
+	}
+	uint64_t first_site = b->site;
 	long stub = must(b, o, "mmap", SYS_mmap, 0, *stub_len, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS,
 			 (uint64_t)-1, 0);
 	if (stub < 0)
@@ -201,8 +205,13 @@ static uint64_t map_stub(struct borrowed *b, struct outcome *o, uint64_t *stub_l
 	b->site_sp = sp.sigreturn_sp;
 	b->sigreturn_pc = sigreturn_pc;
 	if (!written || remote_park(b) < 0 || remote_block_signals(b) < 0) {
-		b->site_sp = 0; /* the unmap runs where the mmap did */
-		return (uint64_t)fail(o, EFAULT, "cannot write the stub page");
+		/* The unmap runs where the mmap did, not in a stub unwritten. */
+		b->site = first_site;
+		b->site_sp = 0;
+		if (!b->gone)
+			remote_syscall(b, SYS_munmap, (uint64_t)stub, *stub_len, 0, 0, 0, 0);
+		fail(o, b->gone ? ESRCH : EFAULT, "cannot write the stub page");
+		return 0;
 	}
 	/* Named, so that /proc/PID/maps shows it (best effort: the kernel may
 	 * lack CONFIG_ANON_VMA_NAME, or a filter refuse prctl). */
@@ -326,21 +335,21 @@ static int load_and_start(struct borrowed *b, const struct shim_image *im, const
 	b->site = (uint64_t)base + im->gadget;
 	b->sigreturn_pc = (uint64_t)base + im->sigreturn;
 	b->site_sp = sp.sigreturn_sp;
-	if (remote_park(b) < 0)
-		return fail(o, ESRCH, "the process ended during the injection");
+	close(local);
+	free(img);
 	reached(o, TLSD_INJECT_START);
-	int err = remote_call(b, (uint64_t)base + im->entry, sp.call_sp, (uint64_t)base + im->area,
-			      (uint64_t)base + im->sigreturn);
-	if (err)
-		return fail(o, -err, err == -EFAULT ? "the shim's start raised signal %d" : "the shim's start failed",
-			    b->fault);
+	/* Once the entry runs, the shim stays: its agent may exist. */
+	int err = remote_park(b) < 0 ? -ESRCH : remote_call(b, (uint64_t)base + im->entry, sp.call_sp,
+							     (uint64_t)base + im->area, (uint64_t)base + im->sigreturn);
 	int32_t result = TLSSHIM_INJECT_NOT_RUN;
 	remote_read(b->pid, (uint64_t)base + im->area + offsetof(struct tlsshim_inject, result), &result, sizeof result);
 	o->base = (uint64_t)base;
-	close(local);
-	free(img);
 	reached(o, TLSD_INJECT_CLEANUP);
-	must(b, o, "close", SYS_close, (uint64_t)fd, 0, 0, 0, 0, 0);
+	if (!b->gone)
+		remote_syscall(b, SYS_close, (uint64_t)fd, 0, 0, 0, 0, 0);
+	if (err)
+		return fail(o, -err, err == -EFAULT ? "the shim's start raised signal %d" : "the shim's start failed",
+			    b->fault);
 	if (result != 0)
 		return fail(o, EIO, "the shim did not start (tlsshim_start returned %d)", result);
 	return 0;
