@@ -189,13 +189,10 @@ export class Supervisor {
       policy: this.policy, outputDir: this.opts.outputDir, shimSocket: this.shims.socketPath,
       outputName: `${Date.now()}-${process.pid}-${++this.spawnCount}`,
     });
-    const command = { type: 'spawn' as const, ...prepared };
-    const reply = prepared.inject ? await this.tracer.inject(command) : await this.request(command);
-    if (reply.type === 'injected' && reply.errno !== 0 && reply.step !== 'checks') throw injectionError(reply.pid, reply);
-    if (reply.errno !== 0) {
-      const why = reply.type === 'injected' ? reply.reason : getSystemErrorName(-reply.errno);
-      throw new TlsdError('INVALID_ARGUMENT', `cannot start ${req.argv[0]}: ${why}`);
-    }
+    const reply = await this.tracer.answer({ type: 'spawn', ...prepared });
+    // INJECTED comes at its exec, REPLY with the errno of an exec that failed.
+    if (reply.type === 'injected' && reply.errno !== 0) throw injectionError(reply.pid, reply);
+    if (reply.errno !== 0) throw new TlsdError('INVALID_ARGUMENT', `cannot start ${req.argv[0]}: ${getSystemErrorName(-reply.errno)}`);
     if (reply.type === 'injected') this.shims.injected(reply.pid, injectionOf(reply));
     const p = this.getProcess(reply.pid);
     const { stdout, stderr } = prepared;

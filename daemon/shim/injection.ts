@@ -44,17 +44,22 @@ export function injectionOf(a: TracerInjected): Injection {
   return { base: a.base, tid: a.tid, stoppedNs: a.stoppedNs, threadsStopped: a.interrupted };
 }
 
+/** A process's /proc/PID/maps, or '' when it is gone. */
+function maps(pid: Pid): string {
+  try {
+    return readFileSync(`/proc/${pid}/maps`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 /** Whether a process may have mappings an injection leaves (a live
  * shim's, or what a killed tracer left): then the tracer is asked to tidy
  * it. A stub page is named where the kernel can name anonymous memory,
  * else it is an unnamed read+execute one, which the tracer tells by its
  * contents (native/tracer/inject.c). */
 export function hasInjectionMappings(pid: Pid): boolean {
-  try {
-    return /\/memfd:tlsshim |\[anon:tlsshim-stub\]| r-xp 00000000 00:00 0 *$/m.test(readFileSync(`/proc/${pid}/maps`, 'utf8'));
-  } catch {
-    return false;
-  }
+  return /\/memfd:tlsshim |\[anon:tlsshim-stub\]| r-xp 00000000 00:00 0 *$/m.test(maps(pid));
 }
 
 /** How a shim came into its process: the dynamic linker's LD_PRELOAD, or
@@ -62,9 +67,5 @@ export function hasInjectionMappings(pid: Pid): boolean {
 export type ShimOrigin = 'preload' | 'injected';
 
 export function shimOrigin(pid: Pid): ShimOrigin {
-  try {
-    return readFileSync(`/proc/${pid}/maps`, 'utf8').includes('/memfd:tlsshim ') ? 'injected' : 'preload';
-  } catch {
-    return 'preload';
-  }
+  return maps(pid).includes('/memfd:tlsshim ') ? 'injected' : 'preload';
 }

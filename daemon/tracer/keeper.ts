@@ -47,7 +47,9 @@ export class TracerKeeper {
     return expect(await this.answer(command), 'injected');
   }
 
-  private async answer(command: TracerRequest): Promise<TracerAnswer> {
+  /** A command whose answer may be either (a SPAWN with a shim: INJECTED
+   * at its exec, REPLY if the exec failed). */
+  async answer(command: TracerRequest): Promise<TracerAnswer> {
     if (!this.tracer?.running) throw new TlsdError('UNAVAILABLE', 'the tracer helper is restarting; try again shortly');
     try {
       return await this.tracer.request(command);
