@@ -166,12 +166,17 @@ export class Supervisor {
       policy: this.policy, tracerPid: this.tracerPid,
       supervised: (q) => this.registry.get(q)?.state === 'running' || this.attaching.has(q),
     });
+    // An earlier daemon's tracer, killed during an injection, may have
+    // left mappings in a process it supervised (this one is then in the
+    // records, unsupervised): looked for only then, since reading
+    // /proc/PID/maps costs about a millisecond per thousand threads.
+    const supervisedBefore = this.registry.get(pid)?.state === 'unsupervised';
     this.attaching.add(pid);
     try {
       const reply = await attachThreads((c) => this.request(c), this.registry, pid, this.log);
       if (reply.errno !== 0) throw attachError(pid, reply.errno);
       const p = this.getProcess(pid);
-      const leftovers = await this.tidy(pid);
+      const leftovers = supervisedBefore ? await this.tidy(pid) : undefined;
       p.attach = {
         passes: reply.passes, threads: reply.threads, longestStopNs: reply.value, interrupted: reply.interrupted, ...(leftovers ? { leftovers } : {}),
       };
@@ -209,7 +214,7 @@ export class Supervisor {
     if (p.state !== 'running') throw new TlsdError('GONE', `process ${pid} is ${p.state}`);
     if (this.shims.get(pid) || this.injecting.has(pid)) throw new TlsdError('SHIM_LOADED', `process ${pid} has the shim already`);
     this.injecting.add(pid);
-    const { hello, cancel } = this.shims.whenHello(pid, HELLO_WAIT_MS);
+    const { hello, cancel } = this.shims.whenHello(pid, HELLO_WAIT_MS, 'injected');
     try {
       const answer = await this.tracer.inject({ type: 'inject', pid, ...injectRequest(req, this.shims.socketPath) });
       if (answer.errno !== 0) {

@@ -67,7 +67,7 @@ const helloOf = (m: ShimHelloMessage): ShimHello => ({
 export class ShimServer {
   private readonly server = net.createServer((socket) => this.accept(socket));
   private readonly shims = new Map<Pid, ShimConnection>();
-  private readonly helloWaiters = new Map<Pid, (shim: ShimConnection) => void>();
+  private readonly helloWaiters = new Map<Pid, { origin: ShimOrigin; hello: (shim: ShimConnection) => void }>();
   /** Injections whose shim has not said hello yet. */
   private readonly injections = new Map<Pid, Injection>();
 
@@ -152,9 +152,9 @@ export class ShimServer {
     else this.injections.set(pid, injection);
   }
 
-  /** The hello of pid's shim, which is on its way (an injection): waits
-   * at most `ms`. `cancel` stops waiting (the injection failed). */
-  whenHello(pid: Pid, ms: number): { hello: Promise<ShimConnection>; cancel: () => void } {
+  /** The hello of pid's shim, which is on its way, loaded by `origin`:
+   * waits at most `ms`. `cancel` stops waiting (the injection failed). */
+  whenHello(pid: Pid, ms: number, origin: ShimOrigin): { hello: Promise<ShimConnection>; cancel: () => void } {
     let cancel = () => {};
     const hello = new Promise<ShimConnection>((resolve, reject) => {
       const done = () => { clearTimeout(timer); this.helloWaiters.delete(pid); };
@@ -162,7 +162,7 @@ export class ShimServer {
         done();
         reject(new TlsdError('UNAVAILABLE', `the shim was loaded into process ${pid}, but its agent did not connect within ${ms} ms`));
       }, ms);
-      this.helloWaiters.set(pid, (shim) => { done(); resolve(shim); });
+      this.helloWaiters.set(pid, { origin, hello: (shim) => { done(); resolve(shim); } });
       cancel = done;
     });
     return { hello, cancel };
@@ -234,12 +234,16 @@ export class ShimServer {
     }
     const injection = this.injections.get(p.pid);
     this.injections.delete(p.pid);
+    const waiter = this.helloWaiters.get(p.pid);
+    // Told by the one who loaded it, or else by the process's mappings
+    // (a spawn's injection can say hello before its answer is read).
+    const loadedBy = waiter?.origin ?? (injection ? 'injected' : shimOrigin(p.pid));
     const shim: ShimConnection = {
-      hello, claimedBy: new Set(), reclaiming: false, loadedBy: shimOrigin(p.pid), ...(injection ? { injection } : {}),
+      hello, claimedBy: new Set(), reclaiming: false, loadedBy, ...(injection ? { injection } : {}),
       connectedAt: new Date(), socket, pending: new Map(), nextId: 1,
     };
     this.shims.set(p.pid, shim);
-    this.helloWaiters.get(p.pid)?.(shim);
+    waiter?.hello(shim);
     this.onHello(p.pid, hello);
     this.bus.publish('shim.handshake', {
       pid: p.pid, mode: hello.mode, shimVersion: hello.shimVersion, table: formatAddress(hello.table),
