@@ -404,10 +404,14 @@ static int find_leftovers(pid_t pid, const struct shim_image *im, struct leftove
 		return 0;
 	int n = 0, in_span = 0;
 	while (n < MAX_LEFTOVERS && fgets(line, sizeof line, f)) {
-		unsigned long long start, end, offset;
-		if (sscanf(line, "%llx-%llx %*s %llx", &start, &end, &offset) != 3)
-			continue;
+		/* A line per thread stack in a big process: most are passed over
+		 * on a look at their name and permissions. */
 		int shim = strstr(line, "/memfd:" MEMFD_NAME " ") != NULL;
+		unsigned long long start, end, offset;
+		if ((!shim && !strstr(line, " r-xp ")) || sscanf(line, "%llx-%llx %*s %llx", &start, &end, &offset) != 3) {
+			in_span = 0;
+			continue;
+		}
 		if (shim && in_span && offset && out[n - 1].end == start) {
 			out[n - 1].end = end;
 		} else if (shim && !offset) {
