@@ -1,20 +1,6 @@
 /* tlsd: the daemon's entry point and composition root: it reads the
- * configuration, starts the supervisor (daemon/) and serves it (api/).
- * `npm start` runs this.
- *
- *   --socket PATH       (TLSD_SOCKET)        default /run/tlsd/tlsd.sock (shims connect to tlsd-shim.sock beside it)
- *   --socket-group G    (TLSD_SOCKET_GROUP)  socket 0660 for group G (name or gid)
- *   --http HOST:PORT    (TLSD_HTTP)          also listen on TCP, bearer token required
- *   --token-file F      (TLSD_TOKEN_FILE)    default /run/tlsd/token, created if missing
- *   --allow-remote                           let --http listen on a non-loopback address
- *   --attach-allow L    (TLSD_ATTACH_ALLOW)  uids and executables that may be traced
- *   --rate-limit N      (TLSD_RATE_LIMIT)    requests per second per client, default 1000
- *   --output-dir D      (TLSD_OUTPUT_DIR)    spawned processes' default output
- *   --log-level L       (TLSD_LOG_LEVEL)     pino level, default info
- *   --state-dir D       (TLSD_STATE_DIR)     where the records are kept, default /var/lib/tlsd (:memory: for none on disk)
- *   --retain-days N     (TLSD_RETAIN_DAYS)   forget what ended more than N days ago, default 0 (no limit)
- *   --retain-mb N       (TLSD_RETAIN_MB)     keep the records under N MB, default 1024 (0: no limit)
- */
+ * configuration (USAGE below lists it), starts the supervisor (daemon/)
+ * and serves it (api/). `npm start` runs this. */
 import type { Server } from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -27,22 +13,61 @@ import { tracerBinary, version } from '../daemon/paths.js';
 import { claimSocketPath } from '../daemon/socket-file.js';
 import { Supervisor } from '../daemon/supervisor.js';
 
-const { values } = parseArgs({
-  options: {
-    socket: { type: 'string' },
-    'socket-group': { type: 'string' },
-    http: { type: 'string' },
-    'token-file': { type: 'string' },
-    'allow-remote': { type: 'boolean' },
-    'attach-allow': { type: 'string' },
-    'rate-limit': { type: 'string' },
-    'output-dir': { type: 'string' },
-    'log-level': { type: 'string' },
-    'state-dir': { type: 'string' },
-    'retain-days': { type: 'string' },
-    'retain-mb': { type: 'string' },
-  },
-});
+const USAGE = `Usage: tlsd [options]   (npm start -- [options])
+
+  --socket PATH       (TLSD_SOCKET)        default /run/tlsd/tlsd.sock (shims connect to tlsd-shim.sock beside it)
+  --socket-group G    (TLSD_SOCKET_GROUP)  socket 0660 for group G (name or gid)
+  --http HOST:PORT    (TLSD_HTTP)          also listen on TCP, bearer token required
+  --token-file F      (TLSD_TOKEN_FILE)    default /run/tlsd/token, created if missing
+  --allow-remote                           let --http listen on a non-loopback address
+  --attach-allow L    (TLSD_ATTACH_ALLOW)  uids and executables that may be traced
+  --rate-limit N      (TLSD_RATE_LIMIT)    requests per second per client, default 1000
+  --output-dir D      (TLSD_OUTPUT_DIR)    spawned processes' default output
+  --log-level L       (TLSD_LOG_LEVEL)     pino level, default info
+  --state-dir D       (TLSD_STATE_DIR)     where the records are kept, default /var/lib/tlsd (:memory: for none on disk)
+  --retain-days N     (TLSD_RETAIN_DAYS)   forget what ended more than N days ago, default 0 (no limit)
+  --retain-mb N       (TLSD_RETAIN_MB)     keep the records under N MB, default 1024 (0: no limit)
+  --help, --version
+`;
+
+/** The options, or an end: usage asked for (0), or a word that is not one
+ * of them (2, as a usage error is for tlsctl), without a stack trace. */
+function readOptions() {
+  try {
+    const { values } = parseArgs({
+      options: {
+        socket: { type: 'string' },
+        'socket-group': { type: 'string' },
+        http: { type: 'string' },
+        'token-file': { type: 'string' },
+        'allow-remote': { type: 'boolean' },
+        'attach-allow': { type: 'string' },
+        'rate-limit': { type: 'string' },
+        'output-dir': { type: 'string' },
+        'log-level': { type: 'string' },
+        'state-dir': { type: 'string' },
+        'retain-days': { type: 'string' },
+        'retain-mb': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+      },
+    });
+    if (values.help) {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    }
+    if (values.version) {
+      process.stdout.write(`tlsd ${version}\n`);
+      process.exit(0);
+    }
+    return values;
+  } catch (e) {
+    process.stderr.write(`tlsd: ${(e as Error).message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
+const values = readOptions();
 const env = process.env;
 const socketPath = values.socket ?? env.TLSD_SOCKET ?? '/run/tlsd/tlsd.sock';
 const outputDir = values['output-dir'] ?? env.TLSD_OUTPUT_DIR ?? path.join(path.dirname(socketPath), 'output');

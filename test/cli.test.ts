@@ -1,10 +1,11 @@
 /* tlsctl against a real daemon: what a newcomer types after reading the
  * README, and the exit codes scripts rely on (0 ok, 1 API, 2 usage). */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
+import { daemonEntry } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { Fixture, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
 import { tlsctl, tlsctlPath } from './helpers/tlsctl.js';
@@ -111,3 +112,15 @@ test('exit codes: 1 with the API\'s code on stderr, 2 for usage', async (t) => {
   }
   t.is((await tlsctl(socket, '--help')).code, 0);
 });
+
+test('tlsd --help lists its options; an option it does not know is a usage error (2) with the list, not a stack trace', (t) => {
+  const help = spawnSync(process.execPath, [daemonEntry, '--help'], { encoding: 'utf8', timeout: 20000 });
+  t.is(help.status, 0);
+  for (const option of ['--socket PATH', '--state-dir D', '--retain-mb N']) t.true(help.stdout.includes(option), option);
+  const bad = spawnSync(process.execPath, [daemonEntry, '--sockett', '/tmp/x'], { encoding: 'utf8', timeout: 20000 });
+  t.is(bad.status, 2);
+  t.regex(bad.stderr, /^tlsd: Unknown option '--sockett'/);
+  t.true(bad.stderr.includes('--socket PATH'));
+  t.notRegex(bad.stderr, /^\s+at /m, 'no stack trace');
+});
+
