@@ -160,3 +160,13 @@ test('a process whose seccomp filter would kill it for memfd_create is refused (
   t.is(await f.exited(), 0);
   t.deepEqual(f.out.all, ['ready', 'done']);
 });
+
+test('a process under PR_SET_MDWE (MemoryDenyWriteExecute) takes the shim: nothing is made executable after it was mapped', async (t) => {
+  const d = await startDaemon(t);
+  const f = await Fixture.start(t, 'inject-mdwe', [], [], /^ready$/);
+  await attachWithShim(t, d, f.pid, 'thread-pointer');
+  f.send('finish');
+  t.is(await f.exited(), 0);
+  t.deepEqual(f.out.all, ['ready', 'done']);
+});
+
