@@ -1,17 +1,18 @@
 /* What tlsd's tracer needs from libtlsshim to load and start it in a
  * running process without a dynamic linker (native/tracer/inject.c): an
- * ABI between the two, found through three symbols of .dynsym.
+ * ABI between the two, found through four symbols of .dynsym.
  *
  *   tlsshim_inject_gadget  `syscall; mov $15, %eax; syscall`: the tracer's
- *                          remote syscalls run at its first instruction;
- *                          the next two are rt_sigreturn
+ *                          remote syscalls run at its first instruction
+ *   tlsshim_inject_return  its second: the rt_sigreturn after each of them,
+ *                          where the thread waits between two steps
  *   tlsshim_inject_area    TLSSHIM_INJECT_AREA bytes of .bss: a struct
  *                          tlsshim_inject at its start, then the stack the
  *                          entry runs on, topped by a signal frame that
  *                          holds the borrowed thread's own state
  *   tlsshim_inject_entry   void (struct tlsshim_inject *): starts the shim,
- *                          writes the result, and returns to the gadget's
- *                          rt_sigreturn
+ *                          writes the result, and returns to
+ *                          tlsshim_inject_return
  *
  * Whatever the tracer does, the borrowed thread's registers point at one
  * of these with the signal frame above its stack pointer: if the tracer

@@ -13,7 +13,7 @@
 #include "shim.h"
 #include "tracer.h"
 
-static int is_group_stop_signal(int sig)
+int is_group_stop_signal(int sig)
 {
 	return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }

@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/auxvec.h>
 #include <linux/memfd.h>
 #include <linux/prctl.h>
 #include <sched.h>
@@ -254,8 +255,6 @@ static int write_all(int fd, const uint8_t *bytes, size_t len)
 	return 0;
 }
 
-static uint64_t hwcap2_of(pid_t pid);
-
 /* The call's context and the frame the entry returns through, in the
  * shim's area (RW memory of its own). */
 static int prepare_call(struct borrowed *b, const struct shim_image *im, uint64_t base,
@@ -270,7 +269,7 @@ static int prepare_call(struct borrowed *b, const struct shim_image *im, uint64_
 		.version = TLSSHIM_INJECT_VERSION,
 		.result = TLSSHIM_INJECT_NOT_RUN,
 		.context = { .version = TLSSHIM_VERSION, .mode = q->mode, .slot_count = q->slot_count,
-			     .slot_bytes = q->slot_bytes, .hwcap2 = hwcap2_of(b->pid) },
+			     .slot_bytes = q->slot_bytes, .hwcap2 = auxv_value(b->pid, AT_HWCAP2) },
 	};
 	if (strlen(q->socket_path) >= sizeof call.socket_path)
 		return fail(o, ENAMETOOLONG, "the shim socket's path is too long");
@@ -476,24 +475,6 @@ static void inject(struct borrowed *b, const struct shim_image *im, const struct
 		remote_park(b);
 	if (!o->err)
 		reached(o, TLSD_INJECT_DONE);
-}
-
-/* The process's AT_HWCAP2 (proc(5) /proc/PID/auxv): whether the shim may
- * read the FS base with rdfsbase. */
-static uint64_t hwcap2_of(pid_t pid)
-{
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/auxv", pid);
-	uint64_t aux[512] = { 0 }, value = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, aux, sizeof aux - 16);
-	close(fd);
-	for (ssize_t i = 0; n > 0 && (i + 2) * 8 <= n && aux[i]; i += 2)
-		if (aux[i] == 26 /* AT_HWCAP2, linux/auxvec.h */)
-			value = aux[i + 1];
-	return value;
 }
 
 /* A shadow stack (CET) makes the kernel check every return and every

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <elf.h>
+#include <linux/auxvec.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -26,11 +27,6 @@
 /* A kernel-internal result (include/linux/errno.h): the call resumes from
  * the thread's restart block, which an rt_sigreturn would clear. */
 #define ERESTART_RESTARTBLOCK 516
-
-static int is_stop_signal(int sig)
-{
-	return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
-}
 
 /* A signal the processor (or seccomp) raised for the instruction that
  * ran, not one somebody sent (si_code > 0: signal(7), siginfo_t): one in
@@ -78,7 +74,7 @@ static int next_stop(struct borrowed *b, int *status)
 			b->gone = 1;
 			return -1;
 		case PTRACE_EVENT_STOP:
-			if (!is_stop_signal(sig))
+			if (!is_group_stop_signal(sig))
 				return 0;
 			/* The group-stop of a stop signal another thread took: this
 			 * thread stops too once it is given back. */
@@ -210,6 +206,22 @@ int remote_write(pid_t pid, uint64_t at, const void *bytes, size_t len)
 	return proc_mem(pid, 1, at, (void *)bytes, len);
 }
 
+uint64_t auxv_value(pid_t pid, uint64_t type)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/auxv", pid);
+	uint64_t aux[512] = { 0 }, value = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, aux, sizeof aux - 16);
+	close(fd);
+	for (ssize_t i = 0; n > 0 && (i + 2) * 8 <= n && aux[i]; i += 2)
+		if (aux[i] == type)
+			value = aux[i + 1];
+	return value;
+}
+
 /* Where a process's vDSO is: AT_SYSINFO_EHDR in /proc/PID/auxv (a few
  * hundred bytes, where /proc/PID/maps takes milliseconds to read in a
  * process of thousands of threads), and its size from its own ELF
@@ -217,18 +229,7 @@ int remote_write(pid_t pid, uint64_t at, const void *bytes, size_t len)
  * clock functions). 0, or -1 (vdso=0 on the kernel's command line). */
 static int vdso_range(pid_t pid, uint64_t *start, uint64_t *end)
 {
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/auxv", pid);
-	uint64_t aux[512] = { 0 };
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, aux, sizeof aux - 16);
-	close(fd);
-	*start = 0;
-	for (ssize_t i = 0; n > 0 && (i + 2) * 8 <= n && aux[i]; i += 2)
-		if (aux[i] == 33 /* AT_SYSINFO_EHDR, linux/auxvec.h */)
-			*start = aux[i + 1];
+	*start = auxv_value(pid, AT_SYSINFO_EHDR);
 	Elf64_Ehdr eh;
 	if (!*start || remote_read(pid, *start, &eh, sizeof eh) < 0 || memcmp(eh.e_ident, ELFMAG, SELFMAG))
 		return -1;
@@ -312,7 +313,6 @@ int remote_block_signals(struct borrowed *b)
 	return 0;
 }
 
-
 /* The threads worth trying, best first: asleep in a call (S) before
  * running (R); none that tlsd is not done with. `stopped`: how many are
  * in a stop (T, or t: a group-stop under ptrace). */
@@ -366,7 +366,7 @@ static int interrupt_thread(struct borrowed *b)
 			return -ESRCH;
 		}
 		int sig = WSTOPSIG(status), event = (unsigned)status >> 16;
-		if (event == PTRACE_EVENT_STOP && is_stop_signal(sig)) {
+		if (event == PTRACE_EVENT_STOP && is_group_stop_signal(sig)) {
 			ptrace(PTRACE_LISTEN, b->tid, 0, 0);
 			return -EAGAIN;
 		}

@@ -4,7 +4,8 @@
  *
  * Everything here is synchronous: the tracer waits for that one thread's
  * stops (waitpid on its tid) while the other tracees' stops queue in the
- * kernel, for the few hundred microseconds an injection takes. Stops of
+ * kernel, for the millisecond or so an injection takes here
+ * (docs/performance.md "Injection"). Stops of
  * the borrowed thread that are the program's own (a clone, a signal) are
  * handled as the event loop would, or held back and given back after. */
 #ifndef TLSD_REMOTE_H
@@ -83,6 +84,10 @@ int remote_call(struct borrowed *b, uint64_t fn, uint64_t sp, uint64_t arg, uint
 /* Puts the thread back exactly as it was, restarts it, and sends the
  * signals held back. Frees what borrow_thread allocated. */
 void give_back(struct borrowed *b);
+
+/* A value of the process's auxiliary vector (proc(5) /proc/PID/auxv,
+ * AT_* of linux/auxvec.h), or 0. */
+uint64_t auxv_value(pid_t pid, uint64_t type);
 
 /* The tracee's memory through /proc/PID/mem, which writes read-only
  * pages too. 0 or -1. */

@@ -44,6 +44,8 @@ void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, u
 		   uint32_t interrupted, uint8_t step, const char *reason);
 
 /* events.c */
+/* The signals that make a group-stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU). */
+int is_group_stop_signal(int sig);
 /* Collects every reported stop and death: waitpid(-1), whose cost grows
  * with the number of tracees (the kernel walks its list of them). Returns
  * how many it handled. */
