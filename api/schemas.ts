@@ -121,6 +121,65 @@ export const AttachBody = Type.Object({
   shim: Type.Optional(shimRequest('inject libtlsshim once attached (the process is detached again if that fails)')),
 }, { additionalProperties: false });
 
+/* Syscall interposition (docs/syscalls.md). */
+const Microseconds = Type.Integer({ minimum: 0, maximum: 60_000_000, description: 'microseconds, at most a minute' });
+export const RuleBody = Type.Object({
+  syscalls: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), {
+    minItems: 1, maxItems: 512,
+    description: 'strace\'s syscall set, element by element: names (openat), numbers (257), classes (%file, %desc, %network, %process, %signal, %ipc, %memory, %creds, %clock, %pure), /regex, all, none; !X takes X out (as the first element: out of every call)',
+  }),
+  tids: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 4194304 }), { minItems: 1, maxItems: 4096, description: 'only these threads; default: every thread' })),
+  path: Type.Optional(Type.String({ minLength: 1, maxLength: 4095, description: 'only calls whose path argument is exactly this' })),
+  error: Type.Optional(Type.Union([Type.String({ pattern: '^E[A-Z0-9]+$' }), Type.Integer({ minimum: 1, maximum: 4095 })], { description: 'the call is not made and fails with this errno (strace error=)' })),
+  retval: Type.Optional(Type.Integer({ description: 'the call is not made and returns this (strace retval=)' })),
+  signal: Type.Optional(Type.Union([Type.String({ pattern: '^(SIG)?[A-Z0-9]+$' }), Type.Integer({ minimum: 1, maximum: 64 })], { description: 'sent to the thread at the call\'s entry (strace signal=)' })),
+  delayEnterUs: Type.Optional(Microseconds),
+  delayExitUs: Type.Optional(Microseconds),
+  when: Type.Optional(Type.String({ minLength: 1, maxLength: 32, description: 'strace\'s first[..last][+[step]]: which calls of each syscall, counted per thread, the effects apply to; default every one' })),
+  trace: Type.Optional(Type.Boolean({ description: 'record each call it selects (GET .../syscalls/log, SSE syscall events)' })),
+}, { additionalProperties: false, description: 'a rule with no effect (error, retval, signal, delay) only selects: its calls are counted' });
+export const Rule = Type.Intersect([Type.Object({
+  id: Type.Integer(),
+  engine: Type.Literal('ptrace', { description: 'what applies it: the tracer, at two ptrace stops per selected call' }),
+  createdAt: Time,
+}), RuleBody]);
+export const RuleList = Type.Object({ rules: Type.Array(Rule) });
+export const RuleParams = Type.Object({ pid: PidParam, id: Type.Integer({ minimum: 1 }) });
+export const SyscallStats = Type.Object({
+  engine: Type.Literal('ptrace'),
+  since: Type.Optional(Time),
+  syscalls: Type.Array(Type.Object({
+    name: Type.String(), nr: Type.Integer(), calls: Type.Integer(), errors: Type.Integer(),
+    timeNs: Type.Integer({ description: 'wall time from entry to exit, summed' }),
+  }), { description: 'every syscall a rule selected, as strace -c -f counts it' }),
+  threads: Type.Array(Type.Object({ tid: Type.Integer(), calls: Type.Integer(), errors: Type.Integer() })),
+});
+export const SyscallRecord = Type.Object({
+  seq: Type.Integer({ description: '1, 2, 3, ... across processes, for the daemon\'s life' }),
+  pid: Type.Integer(),
+  tid: Type.Integer(),
+  name: Type.String(),
+  nr: Type.Integer(),
+  args: Type.Array(Hex, { description: 'the six argument registers' }),
+  retval: Type.Union([Type.Integer(), Type.Null()], { description: 'what the program got; null: the call never returned (exit, exit_group)' }),
+  error: Type.Optional(Type.String({ description: 'retval -1..-4095 as an errno name' })),
+  durationNs: Type.Integer(),
+  injected: Type.Optional(Type.Literal(true)),
+  signaled: Type.Optional(Type.Literal(true)),
+  delayed: Type.Optional(Type.Literal(true)),
+  path: Type.Optional(Type.String({ description: 'its path argument' })),
+  at: Time,
+  rule: Type.Integer({ description: 'the tracing rule that selected it' }),
+});
+export const SyscallLogQuery = Type.Object({
+  since: Type.Optional(Type.Integer({ minimum: 0, description: 'records with a greater seq only' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: 'default 100,000' })),
+}, { additionalProperties: false });
+export const SyscallLog = Type.Object({
+  records: Type.Array(SyscallRecord),
+  dropped: Type.Optional(Type.Literal(true, { description: 'records after since were dropped (only the last ones are kept)' })),
+});
+
 export const SpawnBody = Type.Object({
   argv: Type.Array(Type.String({ maxLength: 131072 }), { minItems: 1, maxItems: 4096 }),
   env: Type.Optional(Type.Record(Type.String({ pattern: '^[^=\\u0000]+$' }), Type.String(), {
@@ -133,6 +192,7 @@ export const SpawnBody = Type.Object({
   stdout: Type.Optional(Type.String({ minLength: 1 })),
   stderr: Type.Optional(Type.String({ minLength: 1 })),
   shim: Type.Optional(shimRequest('start with libtlsshim: loaded by LD_PRELOAD into a dynamic program, injected by the tracer into a static one before its first instruction')),
+  syscalls: Type.Optional(Type.Array(RuleBody, { maxItems: 64, description: 'syscall rules in force from its first instruction after execve' })),
 }, { additionalProperties: false });
 
 export const ProcessParams = Type.Object({ pid: PidParam });
@@ -186,6 +246,7 @@ export const ExitList = Type.Object({
 
 export const EventsQuery = Type.Object({
   pid: Type.Optional(PidNumber),
+  types: Type.Optional(Type.String({ pattern: '^[a-z.]+(,[a-z.]+)*$', description: 'a comma-separated list of event types to stream; default: every lifecycle type. syscall: the records of tracing rules, live only (never replayed), without ids' })),
   since: Type.Optional(Type.Integer({ minimum: 0, description: 'events with a greater id only; the stream replays the recorded ones first (as for the Last-Event-ID header), at most 10,000' })),
 }, { additionalProperties: false });
 

@@ -16,6 +16,7 @@ import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
 import { processRoutes } from './routes/processes.js';
 import { shimRoutes } from './routes/shim.js';
+import { syscallRoutes } from './routes/syscalls.js';
 import { threadRoutes } from './routes/threads.js';
 import { tlsRoutes } from './routes/tls.js';
 
@@ -82,6 +83,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   void app.register(threadRoutes, routeDeps);
   void app.register(tlsRoutes, routeDeps);
   void app.register(shimRoutes, routeDeps);
+  void app.register(syscallRoutes, routeDeps);
   void app.register(eventRoutes, routeDeps);
   return app;
 }

@@ -10,7 +10,8 @@ import http from 'node:http';
 import type { Static } from 'typebox';
 import type {
   DetachedJson, EventJson, EventList as EventListSchema, ExitJson, ExitList as ExitListSchema, ExitsQuery, HealthJson,
-  ModuleBytesQuery, ProcessList as ProcessListSchema, ProcessesQuery, ProcessJson, ShimRequestBody, ShimStatus, SpawnBody, SymbolQuery, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
+  ModuleBytesQuery, ProcessList as ProcessListSchema, ProcessesQuery, ProcessJson, Rule as RuleSchema, RuleBody, ShimRequestBody, ShimStatus, SpawnBody,
+  SymbolQuery, SyscallLog, SyscallLogQuery, SyscallRecord as SyscallRecordSchema, SyscallStats as SyscallStatsSchema, ThreadShim, ThreadJson, ThreadWithTcb, TlsModule, TlsSymbol, TlsValues,
 } from '../api/schemas.js';
 import { parseHostPort } from '../api/listen.js';
 import type { ErrorCode } from '../daemon/errors.js';
@@ -59,6 +60,10 @@ export type Module = Static<typeof TlsModule>;
 export type Symbol = Static<typeof TlsSymbol>;
 export type TlsRead = Static<typeof TlsValues>;
 export type TlsReadQuery = Static<typeof SymbolQuery>;
+export type RuleRequest = Static<typeof RuleBody>;
+export type SyscallRule = Static<typeof RuleSchema>;
+export type SyscallStats = Static<typeof SyscallStatsSchema>;
+export type SyscallRecord = Static<typeof SyscallRecordSchema>;
 export type { ExitJson as Exit, HealthJson as Health, ProcessJson as Process };
 
 type Target = { socketPath: string } | { host: string; port: number };
@@ -175,6 +180,19 @@ export class TlsdClient {
   injectShim(pid: number, shim: ShimRequest) { return this.request<Shim>('POST', `/v1/processes/${pid}/shim`, shim); }
   /** One thread's shim slot and the bytes of its variables. */
   threadShim(pid: number, tid: number) { return this.request<Static<typeof ThreadShim>>('GET', `/v1/processes/${pid}/threads/${tid}/shim`); }
+  /** Adds a syscall rule (strace's semantics: docs/syscalls.md), in force at once:
+   *
+   *   await tlsd.addRule(pid, { syscalls: ['openat'], error: 'ENOENT', when: '1..3', trace: true });
+   */
+  addRule(pid: number, rule: RuleRequest) { return this.request<SyscallRule>('POST', `/v1/processes/${pid}/syscalls/rules`, rule); }
+  rules(pid: number) { return this.request<{ rules: SyscallRule[] }>('GET', `/v1/processes/${pid}/syscalls/rules`).then((r) => r.rules); }
+  removeRule(pid: number, id: number) { return this.request<null>('DELETE', `/v1/processes/${pid}/syscalls/rules/${id}`); }
+  /** Calls, errors and time per syscall and thread, as strace -c -f counts them. */
+  syscallStats(pid: number) { return this.request<SyscallStats>('GET', `/v1/processes/${pid}/syscalls/stats`); }
+  /** The recorded calls of tracing rules, oldest first. */
+  syscallLog(pid: number, query: Static<typeof SyscallLogQuery> = {}) {
+    return this.request<Static<typeof SyscallLog>>('GET', `/v1/processes/${pid}/syscalls/log${queryString(query)}`);
+  }
   /** Prometheus text. */
   metrics() { return this.request<string>('GET', '/metrics'); }
   /** The OpenAPI document. */
@@ -206,9 +224,23 @@ export class TlsdClient {
    *
    *   for await (const e of tlsd.events({ pid })) if (e.type === 'thread.exited') ...
    */
-  async *events(opts: EventsOptions & { signal?: AbortSignal } = {}): AsyncGenerator<TlsdEvent> {
+  events(opts: EventsOptions & { signal?: AbortSignal } = {}): AsyncGenerator<TlsdEvent> {
+    return this.stream(queryString({ pid: opts.pid, since: opts.since }), opts.signal) as AsyncGenerator<TlsdEvent>;
+  }
+
+  /** The calls tracing rules select, as they happen (live only), until
+   * `signal` aborts or the daemon goes away. */
+  async *syscalls(opts: { pid?: number; signal?: AbortSignal } = {}): AsyncGenerator<SyscallRecord> {
+    for await (const e of this.stream(queryString({ pid: opts.pid, types: 'syscall' }), opts.signal)) {
+      const { id: _id, type: _type, ...record } = e as unknown as SyscallRecord & { id: number; type: string };
+      yield record as SyscallRecord;
+    }
+  }
+
+  private async *stream(query: string, signal?: AbortSignal): AsyncGenerator<unknown> {
+    const opts = { signal };
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = this.send('GET', `/v1/events${queryString({ pid: opts.pid, since: opts.since })}`, undefined, resolve, opts.signal);
+      const req = this.send('GET', `/v1/events${query}`, undefined, resolve, opts.signal);
       req.on('error', (e) => reject(opts.signal?.aborted ? e : this.unreachable(e)));
     }).catch((e: Error) => {
       if (opts.signal?.aborted) return undefined;

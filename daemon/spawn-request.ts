@@ -9,6 +9,7 @@ import { TlsdError } from './errors.js';
 import { shimLibrary } from './paths.js';
 import { loadElf } from './tls/elf-cache.js';
 import { injectRequest, type ShimRequest } from './shim/injection.js';
+import type { RuleInput } from './syscalls/rule.js';
 import type { InjectRequest } from './tracer/protocol.js';
 
 export interface SpawnRequest {
@@ -20,6 +21,8 @@ export interface SpawnRequest {
   /** Start with libtlsshim in this mode: LD_PRELOAD for a dynamic
    * program, the tracer's injection at its exec for a static one. */
   shim?: ShimRequest;
+  /** Syscall rules in force from its first instruction after execve. */
+  syscalls?: RuleInput[];
 }
 
 /** What the tracer's SPAWN command takes. */

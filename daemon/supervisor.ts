@@ -20,6 +20,7 @@ import { hasInjectionMappings, injectionError, injectionOf, injectRequest, type 
 import { shimLibrary } from './paths.js';
 import { ShimServer, type ShimConnection } from './shim/server.js';
 import { prepareSpawn, type SpawnRequest } from './spawn-request.js';
+import { Interposition } from './syscalls/interposition.js';
 import { TlsReader } from './tls/tls-reader.js';
 import type { TracerReply } from './tracer/client.js';
 import { TracerKeeper, type TracerRequest } from './tracer/keeper.js';
@@ -37,6 +38,8 @@ export interface SupervisorOptions {
   /** Where the records are kept (records/database.ts), or VOLATILE. */
   stateDir: string;
   retention?: RetentionPolicy;
+  /** Syscall records kept per process (default DEFAULT_LOG_LIMIT). */
+  syscallLogLimit?: number;
 }
 
 const { ESRCH } = os.constants.errno;
@@ -55,6 +58,7 @@ export class Supervisor {
   readonly tls: TlsReader;
   readonly shims: ShimServer;
   readonly fsBases: FsBases;
+  readonly syscalls: Interposition;
   readonly startedAt = Date.now();
   private tracer!: TracerKeeper;
   private readonly attaching = new Set<Pid>();
@@ -77,6 +81,7 @@ export class Supervisor {
     this.registry.settleEarlierRuns(new Date());
     this.retention = new Retention(db, this.records, opts.retention ?? {}, this.registry, opts.log.child({ component: 'retention' }));
     this.fsBases = new FsBases((c) => this.request(c));
+    this.syscalls = new Interposition((c) => this.request(c), opts.log.child({ component: 'syscalls' }), opts.syscallLogLimit);
     this.tls = new TlsReader({ getProcess: (pid) => this.getProcess(pid), refreshFsBase: (t) => this.fsBases.refresh(t) }, opts.log.child({ component: 'tls' }));
     if (!opts.shimSocket) this.shimTempDir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-'));
     this.shims = new ShimServer(
@@ -95,8 +100,10 @@ export class Supervisor {
     const s = new Supervisor(opts);
     s.tracer = await TracerKeeper.start(opts.tracerPath, opts.log.child({ component: 'tracer' }), {
       onEvent: (e) => {
+        if (e.type === 'syscall' || e.type === 'syscallCount') return s.syscalls.apply(e);
         s.registry.apply(e);
         if (e.type === 'processNew' && e.inheritsShim) s.shims.inherit(e.pid, e.parentPid);
+        if (e.type === 'processNew' && e.origin !== 'attach' && e.origin !== 'spawn') s.syscalls.inherit(e.pid, e.parentPid);
       },
       onLost: (at) => s.registry.tracerLost(at),
       onRestarted: () => s.reattachAll(),
@@ -137,6 +144,7 @@ export class Supervisor {
         shim.reclaiming = false; // the new tracer knows nothing yet
         if (ok) await this.tellTracerShim(p.pid);
       }
+      if (ok) await this.syscalls.resend(p);
     }
   }
 
@@ -194,11 +202,13 @@ export class Supervisor {
       policy: this.policy, outputDir: this.opts.outputDir, shimSocket: this.shims.socketPath,
       outputName: `${Date.now()}-${process.pid}-${++this.spawnCount}`,
     });
-    const reply = await this.tracer.answer({ type: 'spawn', ...prepared });
+    const rules = this.syscalls.compile(req.syscalls ?? [], () => false);
+    const reply = await this.tracer.answer({ type: 'spawn', ...prepared, rules: rules.map((r) => r.compiled) });
     // INJECTED comes at its exec, REPLY with the errno of an exec that failed.
     if (reply.type === 'injected' && reply.errno !== 0) throw injectionError(reply.pid, reply);
     if (reply.errno !== 0) throw new TlsdError('INVALID_ARGUMENT', `cannot start ${req.argv[0]}: ${getSystemErrorName(-reply.errno)}`);
     if (reply.type === 'injected') this.shims.injected(reply.pid, injectionOf(reply));
+    this.syscalls.adopt(reply.pid, rules);
     const p = this.getProcess(reply.pid);
     const { stdout, stderr } = prepared;
     Object.assign(p, { stdout, stderr });

@@ -7,6 +7,7 @@ import {
   Command, decodeMessage, encodeCommand, exitCalls, type FieldKind, FrameSplitter, fsSources, injectSteps, logLevels, MAX_FRAME,
   Message, origins, PROTOCOL_VERSION, ProtocolError, type TracerCommand,
 } from '../daemon/tracer/protocol.js';
+import { compileRule } from '../daemon/syscalls/rule.js';
 import { decodeWaitStatus } from '../daemon/wait-status.js';
 import { asAddress, asPid, asTid, type Tid, type Address } from '../daemon/types.js';
 
@@ -78,6 +79,8 @@ test('every command is written with the fields protocol.h lists, in order', (t) 
     settle: { type: 'settle', req: 1, pid, threadPointers: new Map<Tid, Address>([[tid, address]]) },
     inject: { type: 'inject', req: 1, pid, mode: 'tid', slotCount: 0, slotBytes: 0, shimPath: '/x.so', shimSocket: '/s' },
     tidy: { type: 'tidy', req: 1, pid, shimPath: '/x.so' },
+    rules: { type: 'rules', req: 1, pid, rules: [compileRule(1, { syscalls: ['openat'], tids: [2], trace: true }, () => true)] },
+    counts: { type: 'counts', req: 1, pid },
   };
   const commands = enumeration('tlsd_command', 'TLSD_CMD_');
   t.is(commands.size, Object.keys(examples).length);

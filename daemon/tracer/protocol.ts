@@ -2,17 +2,19 @@
  * once; test/protocol.test.ts checks this file against it: every number
  * below, and the fields each message is read and each command written
  * with. */
+import type { CompiledRule } from '../syscalls/rule.js';
 import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
 import { asAddress, asPid, asTid } from '../types.js';
 
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 export const MAX_FRAME = 16 << 20;
 
-export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8 } as const;
+export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8, rules: 9, counts: 10 } as const;
 
 export const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
   threadExiting: 6, threadGone: 7, exec: 8, detached: 9, log: 10, injected: 11,
+  syscall: 12, syscallCount: 13,
 } as const;
 
 /** Enumerations on the wire, each value at the index of its number. */
@@ -37,6 +39,9 @@ export interface InjectRequest {
   shimSocket: string;
 }
 
+/** SYSCALL flags (enum tlsd_syscall_flag): what was done to the call. */
+export const syscallFlags = { injected: 1, signaled: 2, delayed: 4, noReturn: 8 } as const;
+
 /** What a process runs, as the tracer read it while the process stopped. */
 export interface ProcessImage {
   exe: string;
@@ -57,17 +62,21 @@ export type TracerMessage =
   | { type: 'exec'; pid: Pid; formerTid: Tid; fsBase: Address; at: WireTime } & ProcessImage
   | { type: 'detached'; pid: Pid }
   | { type: 'log'; level: (typeof logLevels)[number]; text: string }
-  | { type: 'injected'; req: number; errno: number; pid: Pid; tid: Tid; base: Address; stoppedNs: bigint; interrupted: number; step: InjectStep; reason: string };
+  | { type: 'injected'; req: number; errno: number; pid: Pid; tid: Tid; base: Address; stoppedNs: bigint; interrupted: number; step: InjectStep; reason: string }
+  | { type: 'syscall'; pid: Pid; tid: Tid; rule: number; nr: number; args: bigint[]; retval: bigint; durationNs: bigint; flags: number; at: WireTime; path: string }
+  | { type: 'syscallCount'; pid: Pid; tid: Tid; nr: number; calls: number; errors: number; timeNs: bigint };
 
 export type TracerCommand =
   | { type: 'attach'; req: number; pid: Pid }
-  | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string; inject?: InjectRequest }
+  | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string; inject?: InjectRequest; rules?: CompiledRule[] }
   | { type: 'detach'; req: number; pid: Pid; kill: boolean; keepChildren: boolean }
   | { type: 'refresh'; req: number; tid: Tid }
   | { type: 'shim'; req: number; pid: Pid; table: Address }
   | { type: 'settle'; req: number; pid: Pid; threadPointers: ReadonlyMap<Tid, Address> }
   | { type: 'inject'; req: number; pid: Pid } & InjectRequest
-  | { type: 'tidy'; req: number; pid: Pid; shimPath: string };
+  | { type: 'tidy'; req: number; pid: Pid; shimPath: string }
+  | { type: 'rules'; req: number; pid: Pid; rules: CompiledRule[] }
+  | { type: 'counts'; req: number; pid: Pid };
 
 export class ProtocolError extends Error {}
 
@@ -140,6 +149,14 @@ export function decodeMessage(body: Buffer, kinds?: FieldKind[]): TracerMessage 
         type: 'injected', req: r.u32(), errno: r.i32(), pid: asPid(r.u32()), tid: asTid(r.u32()), base: asAddress(r.u64()),
         stoppedNs: r.u64(), interrupted: r.u32(), step: pick(injectSteps, r.u8(), 'injection step'), reason: r.str(),
       };
+    case Message.syscall:
+      return {
+        type: 'syscall', pid: asPid(r.u32()), tid: asTid(r.u32()), rule: r.u32(), nr: r.u32(),
+        args: [r.u64(), r.u64(), r.u64(), r.u64(), r.u64(), r.u64()], retval: BigInt.asIntN(64, r.u64()),
+        durationNs: r.u64(), flags: r.u8(), at: r.u64(), path: r.str(),
+      };
+    case Message.syscallCount:
+      return { type: 'syscallCount', pid: asPid(r.u32()), tid: asTid(r.u32()), nr: r.u32(), calls: r.u32(), errors: r.u32(), timeNs: r.u64() };
     default:
       throw new ProtocolError(`unknown tracer message type ${type}`);
   }
@@ -164,6 +181,10 @@ class FrameWriter {
     const bytes = Buffer.from(s, 'utf8');
     return this.field('str', 4, (b) => b.writeUInt32LE(bytes.length)).bytes(bytes);
   }
+  /** Raw bytes, as a str field. */
+  raw(bytes: Buffer): this {
+    return this.field('str', 4, (b) => b.writeUInt32LE(bytes.length)).bytes(bytes);
+  }
   strings(list: string[]): this {
     this.u32(list.length);
     for (const s of list) this.str(s);
@@ -185,11 +206,25 @@ function injectFields(w: FrameWriter, q: InjectRequest | undefined): FrameWriter
   return w.u8(shimModeNumbers[q.mode]).u32(q.slotCount).u32(q.slotBytes).str(q.shimPath).str(q.shimSocket);
 }
 
+/** u32 nrules, then each rule's fields (TLSD_CMD_RULES). */
+function ruleFields(w: FrameWriter, rules: readonly CompiledRule[]): FrameWriter {
+  w.u32(rules.length);
+  for (const r of rules) {
+    w.u32(r.id).raw(r.set).u32(r.tids.length);
+    for (const tid of r.tids) w.u32(tid);
+    w.str(r.path).raw(r.pathArgs).u8(r.fault).u64(BigInt.asUintN(64, r.value)).u8(r.signal)
+      .u32(r.delayEnterUs).u32(r.delayExitUs).u32(r.first).u32(r.last).u32(r.step).u8(r.trace ? 1 : 0);
+  }
+  return w;
+}
+
 export function encodeCommand(c: TracerCommand, kinds?: FieldKind[]): Buffer {
   const w = new FrameWriter(kinds).u8(Command[c.type]).u32(c.req);
   switch (c.type) {
     case 'attach': return w.u32(c.pid).frame();
-    case 'spawn': return injectFields(w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr), c.inject).frame();
+    case 'spawn': return ruleFields(injectFields(w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr), c.inject), c.rules ?? []).frame();
+    case 'rules': return ruleFields(w.u32(c.pid), c.rules).frame();
+    case 'counts': return w.u32(c.pid).frame();
     case 'inject': return injectFields(w.u32(c.pid), c).frame();
     case 'tidy': return w.u32(c.pid).str(c.shimPath).frame();
     case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).u8(c.keepChildren ? 1 : 0).frame();

@@ -26,6 +26,11 @@ struct stop_regs {
 int arch_read_regs(pid_t tid, struct stop_regs *r);
 int arch_read_fs_base(pid_t tid, uint64_t *fs_base);
 
+/* At a syscall-entry stop: the call the thread makes instead (-1: none,
+ * it fails with ENOSYS). At a syscall-exit stop: what the call returns. */
+int arch_set_syscall_nr(pid_t tid, long nr);
+int arch_set_syscall_result(pid_t tid, int64_t value);
+
 /* The whole register set of a thread in a ptrace-stop. -1 with errno. */
 int arch_get_regs(pid_t tid, arch_regs *r);
 int arch_set_regs(pid_t tid, const arch_regs *r);

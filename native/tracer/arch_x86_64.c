@@ -67,6 +67,22 @@ int arch_read_regs(pid_t tid, struct stop_regs *r)
 	return 0;
 }
 
+/* One register of a stopped thread, by its place in struct user. */
+static int poke_reg(pid_t tid, size_t offset, uint64_t value)
+{
+	return ptrace(PTRACE_POKEUSER, tid, (void *)(offsetof(struct user, regs) + offset), (void *)value) < 0 ? -1 : 0;
+}
+
+int arch_set_syscall_nr(pid_t tid, long nr)
+{
+	return poke_reg(tid, offsetof(struct user_regs_struct, orig_rax), (uint64_t)nr);
+}
+
+int arch_set_syscall_result(pid_t tid, int64_t value)
+{
+	return poke_reg(tid, offsetof(struct user_regs_struct, rax), (uint64_t)value);
+}
+
 int arch_read_fs_base(pid_t tid, uint64_t *fs_base)
 {
 	errno = 0;

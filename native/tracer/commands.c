@@ -9,6 +9,7 @@
 #include "inject.h"
 #include "protocol.h"
 #include "shim.h"
+#include "syscalls.h"
 #include "tracer.h"
 
 /* The receive buffer grows in steps of at least this much: one read takes
@@ -85,9 +86,12 @@ static int run_spawn(struct frame *f, uint32_t req)
 	char **envp = read_strings(f);
 	char *cwd = in_str(f), *out_path = in_str(f), *err_path = in_str(f);
 	struct inject_request q = read_inject_request(f);
+	struct ruleset *rules = ruleset_read(f);
 	int ok = !f->bad && argv && argv[0];
 	if (ok)
-		spawn_process(req, path, argv, envp, cwd, out_path, err_path, q.mode ? &q : NULL);
+		spawn_process(req, path, argv, envp, cwd, out_path, err_path, q.mode ? &q : NULL, rules);
+	else
+		ruleset_free(rules);
 	free(q.shim_path);
 	free(q.socket_path);
 	free(path);
@@ -154,6 +158,27 @@ static int run_settle(struct frame *f, uint32_t req)
 	return 0;
 }
 
+static int run_rules(struct frame *f, uint32_t req)
+{
+	pid_t pid = (pid_t)in_u32(f);
+	struct ruleset *rules = ruleset_read(f);
+	if (f->bad || pid <= 0 || f->p != f->end) {
+		ruleset_free(rules);
+		return -1;
+	}
+	set_rules(req, pid, rules);
+	return 0;
+}
+
+static int run_counts(struct frame *f, uint32_t req)
+{
+	pid_t pid = (pid_t)in_u32(f);
+	if (f->bad)
+		return -1;
+	send_counts_of(req, pid);
+	return 0;
+}
+
 /* Each takes the fields after type and req; -1: they do not parse. */
 static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_ATTACH] = run_attach,
@@ -164,6 +189,8 @@ static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_SETTLE] = run_settle,
 	[TLSD_CMD_INJECT] = run_inject,
 	[TLSD_CMD_TIDY] = run_tidy,
+	[TLSD_CMD_RULES] = run_rules,
+	[TLSD_CMD_COUNTS] = run_counts,
 };
 
 static void run_command(const uint8_t *body, size_t len)

@@ -10,6 +10,7 @@
 #include <sys/ptrace.h>
 
 #include "protocol.h"
+#include "syscalls.h"
 #include "tracer.h"
 
 /* Detaches a stopped thread. Nothing the tracer changes in a tracee
@@ -25,9 +26,11 @@ static void let_go(struct thread *t, int signal)
 static void interrupt_for_detach(struct thread *t, void *unused)
 {
 	(void)unused;
-	t->flags |= T_DETACH;
+	t->flags |= T_DETACH | T_KICKED;
 	/* ESRCH: a zombie or exiting thread; its reap or exit stop follows. */
 	ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
+	/* One held in a syscall stop for a delay makes no other stop. */
+	syscalls_end_delay(t);
 }
 
 static void group_release(struct detach_group *g)

@@ -11,6 +11,7 @@
 #include "inject.h"
 #include "protocol.h"
 #include "shim.h"
+#include "syscalls.h"
 #include "tracer.h"
 
 int is_group_stop_signal(int sig)
@@ -20,6 +21,7 @@ int is_group_stop_signal(int sig)
 
 void thread_forget(struct thread *t)
 {
+	syscalls_thread_end(t);
 	for (int i = 0; i < t->nrefresh; i++)
 		send_reply((struct reply){ .req = t->refresh[i], .err = ESRCH, .pid = t->tid });
 	thread_remove(t->tid);
@@ -60,10 +62,7 @@ void announce(struct thread *t)
 	}
 }
 
-/* Restarts a thread from a ptrace-stop, or detaches it if its process is
- * being detached. `signal` is delivered only from a signal-delivery stop:
- * passed at any other stop the kernel drops it. */
-static void resume(struct thread *t, int signal, int group_stop)
+void resume(struct thread *t, int signal, int group_stop)
 {
 	if (t->flags & T_AWAITING_OWNER)
 		return; /* on_new_child restarts it */
@@ -76,7 +75,7 @@ static void resume(struct thread *t, int signal, int group_stop)
 		 * SIGCONT resumes it as it would untraced. */
 		ptrace(PTRACE_LISTEN, t->tid, 0, 0);
 	} else {
-		ptrace(PTRACE_CONT, t->tid, 0, (void *)(long)signal);
+		ptrace(stops_at_syscalls(t) ? PTRACE_SYSCALL : PTRACE_CONT, t->tid, 0, (void *)(long)signal);
 	}
 	/* ESRCH here means it was killed meanwhile: its death report follows. */
 }
@@ -151,6 +150,10 @@ static void claim_new_process(struct thread *parent, struct thread *child, int e
 	int inherits = owner && owner->shim.table && !shares_memory(parent->pid, child->tid);
 	if (inherits)
 		forked->shim = owner->shim;
+	/* strace -f's semantics: what the parent's calls are subject to, its
+	 * children's are too, from their first instruction. */
+	if (owner)
+		forked->rules = ruleset_copy(owner->rules);
 	send_process_new(child->tid, origin, parent->pid, parent->tid, inherits);
 }
 
@@ -250,6 +253,7 @@ static int on_exec(struct thread *t)
 	 * never write there. A new shim says hello again. */
 	if (p)
 		p->shim = (struct shim_table){ 0 };
+	note_exec_for_syscalls(t);
 	if (p && (p->flags & P_SPAWNING)) {
 		/* The first stop of a spawned process is its exec. */
 		p->flags &= ~P_SPAWNING;
@@ -283,6 +287,7 @@ static void on_exit_event(struct thread *t)
 	t->flags |= T_EXITING;
 	struct process *p = process_find(t->pid);
 	int reclaimed = p && p->shim.table ? shim_reclaim(t->pid, &p->shim, t->tid, t->fs_base) : 0;
+	syscalls_thread_end(t);
 	if (t->flags & T_ANNOUNCED)
 		send_thread_exiting(t, (int)status, regs.exit_call, reclaimed);
 }
@@ -323,12 +328,15 @@ static void on_stop(pid_t tid, int status)
 		 * first stop) made any wait it was in fail with EINTR: undone. */
 		if (!is_group_stop_signal(sig) && (t->flags & (T_FIRST_STOP | T_ATTACHING | T_DETACH)))
 			arch_restart_interrupted_wait(t->tid, 0, restart_hides_nothing);
+		t->flags &= ~T_KICKED;
 		on_plain_stop(t);
 		resume(t, 0, is_group_stop_signal(sig));
 		return;
 	case 0:
-		if (sig == (SIGTRAP | 0x80)) { /* a syscall stop; none is asked for */
-			resume(t, 0, 0);
+		if (sig == (SIGTRAP | 0x80)) { /* a syscall stop: its process has rules */
+			int signal;
+			if (!on_syscall_stop(t, &signal))
+				resume(t, signal, 0);
 			return;
 		}
 		/* A traced thread is woken by signals it ignores (SIGCHLD by

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "protocol.h"
+#include "syscalls.h"
 #include "tracer.h"
 
 /* Every moment the tracer waits for a CPU, tracees that stopped wait in
@@ -167,10 +168,13 @@ static void send_due(uint64_t now)
 }
 
 /* How long the loop may sleep (ms, -1: until something happens): until a
- * waiting child must be let go, a batch is due, or the close deadline. */
-static int sleep_limit(uint64_t now)
+ * waiting child must be let go, a delay ends (syscalls_due), a batch is
+ * due, or the close deadline. */
+static int sleep_limit(uint64_t now, int syscalls_due)
 {
 	int timeout = release_stale_children(monotonic_ms());
+	if (syscalls_due >= 0 && (timeout < 0 || syscalls_due < timeout))
+		timeout = syscalls_due;
 	if (out.len && !daemon_gone && !batch_due(now)) {
 		int due = (int)((out.oldest_ns + BATCH_MAX_AGE_NS - now) / 1000000u) + 1;
 		timeout = timeout < 0 || due < timeout ? due : timeout;
@@ -238,11 +242,12 @@ int main(int argc, char **argv)
 	int polling = 0; /* stops came in the last pass: look again soon */
 	for (;;) {
 		uint64_t now = now_ns();
+		int syscalls_due = syscalls_wake(now); /* delays over, counts due */
 		send_due(now); /* first: a closing tracer's last news goes too */
 		if (closed())
 			return 0;
 		struct epoll_event events[4];
-		int n = epoll_wait(epoll_fd, events, 4, polling ? 0 : sleep_limit(now));
+		int n = epoll_wait(epoll_fd, events, 4, polling ? 0 : sleep_limit(now, syscalls_due));
 		int stopped = polling;
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.fd == sig_fd)

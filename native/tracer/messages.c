@@ -7,6 +7,36 @@
 #include "protocol.h"
 #include "tracer.h"
 
+void send_syscall(pid_t pid, pid_t tid, uint32_t rule, uint16_t nr, const uint64_t args[6], int64_t retval,
+		  uint64_t duration_ns, uint8_t flags, const char *path)
+{
+	out_begin(&out, TLSD_MSG_SYSCALL);
+	out_u32(&out, (uint32_t)pid);
+	out_u32(&out, (uint32_t)tid);
+	out_u32(&out, rule);
+	out_u32(&out, nr);
+	for (int i = 0; i < 6; i++)
+		out_u64(&out, args[i]);
+	out_u64(&out, (uint64_t)retval);
+	out_u64(&out, duration_ns);
+	out_u8(&out, flags);
+	out_u64(&out, now_ns());
+	out_str(&out, path ? path : "", path ? strlen(path) : 0);
+	out_end(&out);
+}
+
+void send_syscall_count(pid_t pid, pid_t tid, uint16_t nr, uint32_t calls, uint32_t errors, uint64_t time_ns)
+{
+	out_begin(&out, TLSD_MSG_SYSCALL_COUNT);
+	out_u32(&out, (uint32_t)pid);
+	out_u32(&out, (uint32_t)tid);
+	out_u32(&out, nr);
+	out_u32(&out, calls);
+	out_u32(&out, errors);
+	out_u64(&out, time_ns);
+	out_end(&out);
+}
+
 void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, uint64_t stopped_ns,
 		   uint32_t interrupted, uint8_t step, const char *reason)
 {

@@ -1,5 +1,5 @@
 /*
- * The tlsd-tracer wire protocol, version 5. This file is its one
+ * The tlsd-tracer wire protocol, version 7. This file is its one
  * definition: daemon/tracer/protocol.ts speaks it, and test/protocol.test.ts
  * checks that every number and every field list below is what the
  * TypeScript side reads and writes. docs/tracer-protocol.md tells how the
@@ -27,7 +27,7 @@
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 6
+#define TLSD_PROTOCOL_VERSION 7
 #define TLSD_MAX_FRAME (16u << 20) /* bounds a length read from the socket;
                                       a SETTLE of 1.4 million threads fits */
 
@@ -41,10 +41,12 @@ enum tlsd_command {
 	                         u32 envc, str env[envc], str cwd,
 	                         str stdout_path, str stderr_path, u8 shim_mode,
 	                         u32 slot_count, u32 slot_bytes, str shim_path,
-	                         str shim_socket -- start a command under the
-	                         tracer. shim_mode 0: answered with REPLY at its
-	                         exec; else the shim is injected there, before
-	                         its first instruction, as INJECT does, and the
+	                         str shim_socket, u32 nrules, nrules times
+	                         { rule, as in RULES } -- start a command under
+	                         the tracer, its rules in force from its exec.
+	                         shim_mode 0: answered with REPLY at its exec;
+	                         else the shim is injected there, before its
+	                         first instruction, as INJECT does, and the
 	                         answer is INJECTED (on failure the process is
 	                         killed before it ran) */
 	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill, u8 keep_children --
@@ -78,6 +80,21 @@ enum tlsd_command {
 	                         the process: a stub page, a shim that never
 	                         started. REPLY: threads = mappings removed,
 	                         passes = injected shims that started, kept */
+	TLSD_CMD_RULES = 9,   /* u32 req, u32 pid, u32 nrules, nrules times
+	                         { u32 id, str syscalls, u32 ntids, u32 tid,
+	                         str path, str path_args, u8 fault, u64 value,
+	                         u8 signal, u32 delay_enter_us,
+	                         u32 delay_exit_us, u32 first, u32 last,
+	                         u32 step, u8 trace } -- replaces the
+	                         process's syscall rules (syscalls.h says what
+	                         each field means): syscalls is a bitmap of 64
+	                         bytes (bit nr: call nr), path_args 512 bytes
+	                         (1 + the index of call nr's path argument, 0:
+	                         none) or empty, path empty for any. Its
+	                         threads stop at their syscalls while it has
+	                         rules. REPLY: threads */
+	TLSD_CMD_COUNTS = 10, /* u32 req, u32 pid -- sends every SYSCALL_COUNT
+	                         of the process not sent yet, then REPLY */
 };
 
 /* tracer -> daemon */
@@ -126,6 +143,29 @@ enum tlsd_message {
 	                                stopped to choose it; else step is how
 	                                far it went (enum tlsd_inject_step) and
 	                                reason says why, for a person */
+	TLSD_MSG_SYSCALL = 12,       /* u32 pid, u32 tid, u32 rule, u32 nr,
+	                                u64 arg0, u64 arg1, u64 arg2, u64 arg3,
+	                                u64 arg4, u64 arg5, u64 retval,
+	                                u64 duration_ns, u8 flags, u64 time,
+	                                str path -- one call a rule with trace
+	                                selected, at its exit (flags:
+	                                enum tlsd_syscall_flag); retval is
+	                                what the program got, path its path
+	                                argument if it has one */
+	TLSD_MSG_SYSCALL_COUNT = 13, /* u32 pid, u32 tid, u32 nr, u32 calls,
+	                                u32 errors, u64 time_ns -- calls of nr
+	                                by tid that rules selected since the
+	                                last SYSCALL_COUNT of the same tid and
+	                                nr: sent at least every 250 ms, at the
+	                                thread's end, and on COUNTS */
+};
+
+/* SYSCALL flags: what was done to the call */
+enum tlsd_syscall_flag {
+	TLSD_SYSCALL_INJECTED = 1,  /* its result was injected (error or retval) */
+	TLSD_SYSCALL_SIGNALED = 2,  /* a signal was sent at its entry */
+	TLSD_SYSCALL_DELAYED = 4,
+	TLSD_SYSCALL_NO_RETURN = 8, /* exit or exit_group: it never returned */
 };
 
 /* PROCESS_NEW origin */

@@ -11,6 +11,7 @@
 
 #include "inject.h"
 #include "protocol.h"
+#include "syscalls.h"
 #include "tracer.h"
 
 static int open_output(const char *path)
@@ -51,7 +52,8 @@ static void run_child(int go, int failed, int out_fd, int err_fd,
 }
 
 void spawn_process(uint32_t req, const char *path, char **argv, char **envp, const char *cwd,
-		   const char *out_path, const char *err_path, const struct inject_request *inject)
+		   const char *out_path, const char *err_path, const struct inject_request *inject,
+		   struct ruleset *rules)
 {
 	int go[2] = { -1, -1 }, failed[2] = { -1, -1 };
 	int out_fd = open_output(out_path);
@@ -84,6 +86,8 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp, con
 	p->req = req;
 	if (inject)
 		p->inject = inject_request_copy(inject);
+	p->rules = rules; /* its threads stop at syscalls from its exec stop */
+	rules = NULL;
 	struct thread *t = thread_add(pid);
 	thread_claim(t, pid);
 	t->source = TLSD_FS_EXEC;
@@ -112,4 +116,5 @@ out:
 		close(out_fd);
 	if (err_fd >= 0)
 		close(err_fd);
+	ruleset_free(rules); /* not taken: the spawn failed */
 }

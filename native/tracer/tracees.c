@@ -3,6 +3,7 @@
  * stop, so lookups must not scan. */
 #include "tracees.h"
 #include "inject.h"
+#include "syscalls.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -145,8 +146,10 @@ void thread_claim(struct thread *t, pid_t pid)
 void thread_remove(pid_t tid)
 {
 	struct thread *t = map_del(&threads, tid);
-	if (t)
+	if (t) {
 		count_in(t->pid, -1);
+		syscalls_thread_free(t);
+	}
 	free(t);
 }
 
@@ -197,8 +200,10 @@ void process_remove(pid_t pid)
 	struct process *p = map_del(&processes, pid);
 	if (p && processes.len)
 		map_each(&processes, any, 0, adopt, p);
-	if (p)
+	if (p) {
 		inject_request_free(p->inject);
+		ruleset_free(p->rules);
+	}
 	free(p);
 }
 

@@ -21,9 +21,14 @@ enum thread_flag {
 	T_AWAITING_OWNER = 1 << 9, /* a new child kept at its first stop until its
 	                              parent's clone event names its process */
 	T_INTERRUPTED = 1 << 10, /* attach: interrupted to read its FS base */
+	T_KICKED = 1 << 11,     /* interrupted by the tracer since its last
+	                           interrupt stop: a call that stop makes
+	                           restart is the same call (syscalls.c) */
 };
 
 struct inject_request;
+struct ruleset;
+struct sys_state;
 
 struct thread {
 	pid_t tid;
@@ -41,6 +46,7 @@ struct thread {
 	int dead_status;
 	uint32_t refresh[MAX_REFRESH_WAITERS];
 	int nrefresh;
+	struct sys_state *sys; /* its syscall stops (syscalls.c), or NULL */
 };
 
 /* A process's libtlsshim table: its address (TLSD_CMD_SHIM) and the
@@ -83,6 +89,7 @@ struct process {
 	uint64_t max_stop_ns;
 	struct shim_table shim; /* table == 0: no libtlsshim known */
 	struct inject_request *inject; /* P_SPAWNING: the shim to inject at its exec */
+	struct ruleset *rules;   /* its syscall rules (syscalls.h), or NULL */
 };
 
 struct thread *thread_find(pid_t tid);

@@ -40,6 +40,9 @@ void send_thread_exiting(const struct thread *t, int exit_status, uint8_t exit_c
 void send_thread_gone(pid_t pid, pid_t tid, int wait_status);
 void send_exec(pid_t pid, pid_t former_tid, uint64_t fs_base);
 void send_detached(pid_t pid);
+void send_syscall(pid_t pid, pid_t tid, uint32_t rule, uint16_t nr, const uint64_t args[6], int64_t retval,
+		  uint64_t duration_ns, uint8_t flags, const char *path);
+void send_syscall_count(pid_t pid, pid_t tid, uint16_t nr, uint32_t calls, uint32_t errors, uint64_t time_ns);
 void send_injected(uint32_t req, int err, pid_t pid, pid_t tid, uint64_t base, uint64_t stopped_ns,
 		   uint32_t interrupted, uint8_t step, const char *reason);
 
@@ -51,6 +54,11 @@ int is_group_stop_signal(int sig);
  * how many it handled. */
 int drain_waits(void);
 void handle_wait_status(pid_t tid, int status);
+/* Restarts a thread from a ptrace-stop (at its syscalls, if its process
+ * has rules), or detaches it if its process is being detached. `signal`
+ * is delivered from a signal-delivery stop or a syscall stop; at any
+ * other stop the kernel drops it. */
+void resume(struct thread *t, int signal, int group_stop);
 /* Lets go of new children kept waiting longer than their parent's event
  * can take; the epoll timeout (ms) to call again, or -1 when none waits. */
 int release_stale_children(uint64_t now_ms);
@@ -77,9 +85,12 @@ void restore_scheduling(void);
 
 /* spawn.c */
 struct inject_request;
-/* inject: the shim to inject at its exec (inject.h), or NULL. */
+struct ruleset;
+/* inject: the shim to inject at its exec (inject.h), or NULL; rules: its
+ * syscall rules from its exec on (taken), or NULL. */
 void spawn_process(uint32_t req, const char *path, char **argv, char **envp, const char *cwd,
-		   const char *out_path, const char *err_path, const struct inject_request *inject);
+		   const char *out_path, const char *err_path, const struct inject_request *inject,
+		   struct ruleset *rules);
 
 /* detach.c */
 /* Detaches pid and, unless keep_children, the processes it forked while

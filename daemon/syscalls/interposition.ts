@@ -1,0 +1,209 @@
+/* Syscall interposition, the daemon's side: each process's rules (sent
+ * whole to the tracer, which matches them: native/tracer/syscalls.c), the
+ * counts and records the tracer sends back, kept after the process ends,
+ * and the live stream of records (docs/syscalls.md). */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { TlsdError } from '../errors.js';
+import type { ProcessRecord } from '../registry.js';
+import type { TracerEvent, TracerReply } from '../tracer/client.js';
+import type { TracerCommand } from '../tracer/protocol.js';
+import { syscallFlags } from '../tracer/protocol.js';
+import type { Pid, Tid } from '../types.js';
+import { compileRule, errnoName, syscallName, type CompiledRule, type RuleInput } from './rule.js';
+
+/** Only the tracer engine exists yet; the shim's is to come. */
+export type Engine = 'ptrace';
+
+export interface Rule extends RuleInput {
+  id: number;
+  engine: Engine;
+  createdAt: string;
+}
+
+export interface SyscallRecord {
+  seq: number;
+  pid: number;
+  tid: number;
+  name: string;
+  nr: number;
+  /** The six argument registers, as hex. */
+  args: string[];
+  /** What the program got; null for a call that never returns (exit_group). */
+  retval: number | null;
+  /** The errno name, when retval is -1..-4095 read as an error. */
+  error?: string;
+  durationNs: number;
+  injected?: true;
+  signaled?: true;
+  delayed?: true;
+  /** Its path argument, for a call that has one. */
+  path?: string;
+  at: string;
+  rule: number;
+}
+
+export interface SyscallStats {
+  engine: Engine;
+  since?: string;
+  syscalls: { name: string; nr: number; calls: number; errors: number; timeNs: number }[];
+  threads: { tid: number; calls: number; errors: number }[];
+}
+
+/** The last this many records of each process are kept. */
+export const DEFAULT_LOG_LIMIT = 100_000;
+
+type Counts = { calls: number; errors: number; timeNs: number };
+type Request = (c: Extract<TracerCommand, { type: 'rules' | 'counts' }> extends infer C ? C extends TracerCommand ? Omit<C, 'req'> : never : never) => Promise<TracerReply>;
+
+/** One process's rules, counts and records. */
+class ProcessSyscalls {
+  rules: { rule: Rule; compiled: CompiledRule }[] = [];
+  since?: string;
+  readonly bySyscall = new Map<number, Counts>();
+  readonly byThread = new Map<number, Counts>();
+  log: SyscallRecord[] = [];
+  /** Rule changes one after the other: each sends the whole set. */
+  changes: Promise<unknown> = Promise.resolve();
+}
+
+function add(map: Map<number, Counts>, key: number, calls: number, errors: number, timeNs: number): void {
+  const c = map.get(key) ?? { calls: 0, errors: 0, timeNs: 0 };
+  c.calls += calls;
+  c.errors += errors;
+  c.timeNs += timeNs;
+  map.set(key, c);
+}
+
+export class Interposition {
+  private readonly byPid = new Map<Pid, ProcessSyscalls>();
+  private nextRule = 1;
+  private nextSeq = 1;
+  private readonly live = new EventEmitter();
+
+  constructor(private readonly request: Request, private readonly log: Logger, private readonly logLimit = DEFAULT_LOG_LIMIT) {
+    this.live.setMaxListeners(0);
+  }
+
+  private of(pid: Pid): ProcessSyscalls {
+    let s = this.byPid.get(pid);
+    if (!s) this.byPid.set(pid, (s = new ProcessSyscalls()));
+    return s;
+  }
+
+  /** Checks rules and gives them ids (a spawn's, before it starts). */
+  compile(inputs: readonly RuleInput[], tidOk: (tid: number) => boolean): { rule: Rule; compiled: CompiledRule }[] {
+    const createdAt = new Date().toISOString();
+    return inputs.map((input) => {
+      const compiled = compileRule(this.nextRule, input, tidOk);
+      return { rule: { id: this.nextRule++, engine: 'ptrace' as const, ...input, createdAt }, compiled };
+    });
+  }
+
+  /** A spawned process's rules, which the tracer had in its SPAWN. */
+  adopt(pid: Pid, rules: { rule: Rule; compiled: CompiledRule }[]): void {
+    if (!rules.length) return;
+    const s = this.of(pid);
+    s.rules = rules;
+    s.since = rules[0]!.rule.createdAt;
+  }
+
+  /** A forked child has its parent's rules (the tracer copied them). */
+  inherit(child: Pid, parent: Pid): void {
+    const from = this.byPid.get(parent);
+    if (from?.rules.length) this.adopt(child, [...from.rules]);
+  }
+
+  private change(p: ProcessRecord, edit: (rules: ProcessSyscalls['rules']) => ProcessSyscalls['rules']): Promise<void> {
+    if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} is ${p.state}`);
+    const s = this.of(p.pid);
+    const run = s.changes.then(async () => {
+      const rules = edit(s.rules);
+      const reply = await this.request({ type: 'rules', pid: p.pid, rules: rules.map((r) => r.compiled) });
+      if (reply.errno !== 0) throw new TlsdError('GONE', `process ${p.pid} has ended`);
+      s.rules = rules;
+      s.since ??= new Date().toISOString();
+    });
+    s.changes = run.catch(() => {});
+    return run;
+  }
+
+  async addRule(p: ProcessRecord, input: RuleInput): Promise<Rule> {
+    const [made] = this.compile([input], (tid) => p.threads.has(tid as Tid));
+    await this.change(p, (rules) => [...rules, made!]);
+    this.log.info({ tracee: p.pid, rule: made!.rule.id }, 'syscall rule added');
+    return made!.rule;
+  }
+
+  async removeRule(p: ProcessRecord, id: number): Promise<void> {
+    if (!this.byPid.get(p.pid)?.rules.some((r) => r.rule.id === id)) throw new TlsdError('NOT_FOUND', `process ${p.pid} has no rule ${id}`);
+    await this.change(p, (rules) => rules.filter((r) => r.rule.id !== id));
+  }
+
+  /** After a tracer restart: the new tracer is given every running
+   * process's rules again. */
+  async resend(p: ProcessRecord): Promise<void> {
+    const s = this.byPid.get(p.pid);
+    if (s?.rules.length) await this.change(p, (rules) => rules).catch((e) => this.log.warn({ err: e, tracee: p.pid }, 'cannot give the tracer the rules again'));
+  }
+
+  rules(pid: Pid): Rule[] {
+    return (this.byPid.get(pid)?.rules ?? []).map((r) => r.rule);
+  }
+
+  async stats(p: ProcessRecord): Promise<SyscallStats> {
+    // What the tracer counted and did not send yet comes before its reply.
+    if (p.state === 'running' && this.byPid.get(p.pid)?.rules.length) await this.request({ type: 'counts', pid: p.pid }).catch(() => {});
+    const s = this.byPid.get(p.pid);
+    return {
+      engine: 'ptrace',
+      ...(s?.since ? { since: s.since } : {}),
+      syscalls: [...(s?.bySyscall ?? [])].sort(([a], [b]) => a - b).map(([nr, c]) => ({ name: syscallName(nr), nr, ...c })),
+      threads: [...(s?.byThread ?? [])].sort(([a], [b]) => a - b).map(([tid, c]) => ({ tid, calls: c.calls, errors: c.errors })),
+    };
+  }
+
+  /** Records after `since` (a seq), at most `limit`, oldest first. */
+  records(pid: Pid, since = 0, limit = DEFAULT_LOG_LIMIT): { records: SyscallRecord[]; dropped: boolean } {
+    const log = this.byPid.get(pid)?.log ?? [];
+    // seq grows along the log: find the first after `since` by halving.
+    let lo = Math.max(0, log.length - this.logLimit), hi = log.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (log[mid]!.seq <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    return { records: log.slice(lo, lo + limit), dropped: since > 0 && lo < log.length && log[lo]!.seq > since + 1 };
+  }
+
+  /** Every record of a process (or of all), as it comes. */
+  subscribe(listener: (r: SyscallRecord) => void): () => void {
+    this.live.on('record', listener);
+    return () => this.live.off('record', listener);
+  }
+
+  apply(m: Extract<TracerEvent, { type: 'syscall' | 'syscallCount' }>): void {
+    const s = this.of(m.pid);
+    if (m.type === 'syscallCount') {
+      add(s.bySyscall, m.nr, m.calls, m.errors, Number(m.timeNs));
+      add(s.byThread, m.tid, m.calls, m.errors, Number(m.timeNs));
+      return;
+    }
+    const noReturn = (m.flags & syscallFlags.noReturn) !== 0;
+    const retval = noReturn ? null : Number(m.retval);
+    const error = retval !== null && retval < 0 && retval >= -4095 ? errnoName(-retval) ?? `errno ${-retval}` : undefined;
+    const record: SyscallRecord = {
+      seq: this.nextSeq++, pid: m.pid, tid: m.tid, name: syscallName(m.nr), nr: m.nr,
+      args: m.args.map((a) => '0x' + a.toString(16)), retval, ...(error ? { error } : {}),
+      durationNs: Number(m.durationNs),
+      ...(m.flags & syscallFlags.injected ? { injected: true as const } : {}),
+      ...(m.flags & syscallFlags.signaled ? { signaled: true as const } : {}),
+      ...(m.flags & syscallFlags.delayed ? { delayed: true as const } : {}),
+      ...(m.path ? { path: m.path } : {}),
+      at: new Date(Number(m.at / 1_000_000n)).toISOString(), rule: m.rule,
+    };
+    s.log.push(record);
+    if (s.log.length > this.logLimit * 1.25) s.log = s.log.slice(s.log.length - this.logLimit);
+    this.live.emit('record', record);
+  }
+}

@@ -1,0 +1,212 @@
+/* Syscall rules through the tracer (native/tracer/syscalls.c), with
+ * strace as the oracle: the same spec run under strace and under tlsd
+ * gives the same output and exit; the same trace gives the same calls
+ * and results in the same order; the same counts. */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { TlsdError } from '../clients/client.js';
+import { parseInjectSpec, parseTraceSet } from '../daemon/syscalls/rule.js';
+import { processEnd, startDaemon, type TestDaemon } from './helpers/daemon.js';
+import { Fixture, fixturePath, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
+
+/** A file and a directory for the programs to read, in a directory of the test's own. */
+function workdir(t: ExecutionContext): { dir: string; file: string; tree: string } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-syscalls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'words');
+  writeFileSync(file, 'pear\napple\nfig\nbanana\n');
+  const tree = path.join(dir, 'tree');
+  mkdirSync(tree);
+  for (const name of ['b', 'a', 'c']) writeFileSync(path.join(tree, name), name);
+  return { dir, file, tree };
+}
+
+interface Outcome { stdout: string; stderr: string; code: number | null; signal: string | null }
+
+function underStrace(args: string[], argv: string[]): Outcome & { log: string } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-strace-'));
+  try {
+    const log = path.join(dir, 'log');
+    const r = spawnSync('strace', ['-f', '-o', log, ...args, ...argv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return { stdout: r.stdout, stderr: r.stderr, code: r.status, signal: r.signal, log: readFileSync(log, 'utf8') };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function underTlsd(d: TestDaemon, dir: string, argv: string[], rules: Parameters<TestDaemon['client']['addRule']>[1][]): Promise<Outcome & { pid: number }> {
+  const stdout = path.join(dir, `out-${Math.random()}`), stderr = `${stdout}.err`;
+  const p = await d.client.spawn({ argv, stdout, stderr, syscalls: rules });
+  const ended = await processEnd(d.client, p.pid);
+  const signal = ended.exit?.signal;
+  return {
+    pid: p.pid, stdout: readFileSync(stdout, 'utf8'), stderr: readFileSync(stderr, 'utf8'),
+    code: ended.exit?.code ?? null, signal: signal ? Object.entries(os.constants.signals).find(([, n]) => n === signal)![0] : null,
+  };
+}
+
+const injections: [string[], string][] = [
+  [['cat', 'FILE'], 'openat:error=ENOENT:when=3'],
+  [['cat', 'FILE'], 'read:retval=0:when=2'],
+  [['cat', 'FILE'], 'write:signal=SIGUSR1'],
+  [['cat', 'FILE'], 'read:delay_enter=20ms'],
+  [['ls', 'TREE'], 'getdents64:error=EACCES'],
+  [['sort', 'FILE'], 'openat:error=EMFILE:when=2..4'],
+  [['sort', 'FILE'], 'read:error=EIO:when=2+'],
+  [['sort', 'FILE'], 'close:error=EBADF:when=1+2'],
+  [['WORKERS', 'workers', '3', '3', 'FILE'], 'openat:error=ENOENT:when=2'],
+];
+
+for (const [command, spec] of injections) {
+  test(`${command[0]!.toLowerCase()} with -e inject=${spec}: what strace makes of it`, async (t) => {
+    const w = workdir(t);
+    const argv = command.map((a) => (a === 'FILE' ? w.file : a === 'TREE' ? w.tree : a === 'WORKERS' ? fixturePath('workers') : a));
+    const d = await startDaemon(t);
+    const oracle = underStrace(['-e', `inject=${spec}`], argv);
+    const ours = await underTlsd(d, w.dir, argv, [parseInjectSpec(spec)]);
+    t.deepEqual({ stdout: ours.stdout, stderr: ours.stderr, code: ours.code, signal: ours.signal },
+      { stdout: oracle.stdout, stderr: oracle.stderr, code: oracle.code, signal: oracle.signal });
+  });
+}
+
+/** strace -f -o lines as [name, result]: the result is -ENAME for an
+ * error, '?' for a call that never returned. */
+function straceCalls(log: string): [string, string][] {
+  return log.split('\n').flatMap((line) => {
+    const m = /^\d+\s+(\w+)\(.*\)\s+= (-?\d+|\?|0x[0-9a-f]+)(?: (E[A-Z0-9]+) )?/.exec(line);
+    return m ? [[m[1]!, m[3] ? `-${m[3]}` : m[2]!] as [string, string]] : [];
+  });
+}
+
+/** strace -c's table: name -> { calls, errors }. */
+function straceCounts(log: string): Map<string, { calls: number; errors: number }> {
+  const counts = new Map<string, { calls: number; errors: number }>();
+  for (const line of log.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if ((f.length !== 5 && f.length !== 6) || !/^\d+\.\d+$/.test(f[0]!) || f.at(-1) === 'total') continue;
+    counts.set(f.at(-1)!, { calls: Number(f[3]), errors: f.length === 6 ? Number(f[4]) : 0 });
+  }
+  return counts;
+}
+
+for (const [command, set] of [[['ls', '-la', 'TREE'], '%file'], [['sort', 'FILE'], 'read,write,openat,close']] as const) {
+  test(`the log and counts of ${command.join(' ')} with trace=${set} are strace's`, async (t) => {
+    const w = workdir(t);
+    const argv = command.map((a) => (a === 'FILE' ? w.file : a === 'TREE' ? w.tree : a));
+    const d = await startDaemon(t);
+    const ours = await underTlsd(d, w.dir, argv, [{ syscalls: parseTraceSet(set), trace: true }]);
+    const { records } = await d.client.syscallLog(ours.pid);
+    const oracle = underStrace(['-e', `trace=${set}`], argv);
+    t.is(ours.stdout, oracle.stdout);
+    t.deepEqual(records.map((r) => [r.name, r.error ? `-${r.error}` : r.retval === null ? '?' : String(r.retval)]), straceCalls(oracle.log));
+    const paths = records.filter((r) => r.name === 'openat').map((r) => r.path);
+    t.true(paths.every((p) => typeof p === 'string' && p.length > 0), 'each openat has its path');
+
+    const stats = await d.client.syscallStats(ours.pid);
+    const counted = underStrace(['-c', '-e', `trace=${set}`], argv);
+    t.deepEqual(new Map(stats.syscalls.map((s) => [s.name, { calls: s.calls, errors: s.errors }])), straceCounts(counted.log));
+    t.deepEqual(stats.threads.map((th) => th.tid), [ours.pid]);
+  });
+}
+
+/** The opener fixture's lines of one thread, after the first `from` lines. */
+const linesOf = (f: Fixture, thread: number, from = 0) => f.out.all.slice(from).filter((l) => l.startsWith(`${thread} `)).map((l) => l.split(' ')[2]);
+
+async function opener(t: ExecutionContext, file: string): Promise<{ f: Fixture; tids: number[] }> {
+  const f = await Fixture.start(t, 'workers', ['opener', file], [], /^1 \d+ /);
+  await waitUntil('both threads', () => f.out.all.some((l) => l.startsWith('0 ')));
+  const tid = (i: number) => Number(f.out.all.find((l) => l.startsWith(`${i} `))!.split(' ')[1]);
+  return { f, tids: [tid(0), tid(1)] };
+}
+
+const moreLines = (f: Fixture, n: number) => {
+  const at = f.out.all.length;
+  return waitUntil(`${n} more lines from each thread`, () => [0, 1].every((i) => linesOf(f, i, at).length >= n));
+};
+
+test('live on an attached process: when=1..5 fails exactly five calls of one thread; a rule removed stops at once', async (t) => {
+  const w = workdir(t);
+  const { f, tids } = await opener(t, w.file);
+  const d = await startDaemon(t);
+  await d.client.attach(f.pid);
+  const at = f.out.all.length;
+  const rule = await d.client.addRule(f.pid, { syscalls: ['openat'], path: w.file, error: 'ENOENT', when: '1..5', tids: [tids[0]!] });
+  t.like(rule, { engine: 'ptrace', when: '1..5', tids: [tids[0]] });
+  await moreLines(f, 20);
+  t.deepEqual(linesOf(f, 0, at).filter((r) => r !== 'ok'), ['ENOENT', 'ENOENT', 'ENOENT', 'ENOENT', 'ENOENT']);
+  t.deepEqual(linesOf(f, 1, at).filter((r) => r !== 'ok'), [], 'the other thread is untouched');
+
+  const every = await d.client.addRule(f.pid, { syscalls: ['%file'], path: w.file, error: 'EACCES' });
+  await waitUntil('both threads to fail', () => [0, 1].every((i) => linesOf(f, i, at).includes('EACCES')));
+  await d.client.removeRule(f.pid, every.id);
+  await moreLines(f, 10);
+  for (const i of [0, 1]) t.deepEqual(linesOf(f, i).slice(-8), Array(8).fill('ok'), `thread ${i} after the rule was removed`);
+  t.deepEqual((await d.client.rules(f.pid)).map((r) => r.id), [rule.id]);
+
+  const stats = await d.client.syscallStats(f.pid);
+  const openat = stats.syscalls.find((s) => s.name === 'openat')!;
+  t.true(openat.errors >= 5 + 2 && openat.calls > openat.errors, JSON.stringify(openat));
+  t.deepEqual(stats.threads.map((x) => x.tid).sort(), [...tids].sort());
+  const e = await t.throwsAsync(d.client.removeRule(f.pid, every.id));
+  t.is((e as TlsdError).code, 'NOT_FOUND');
+  f.child.stdin!.end();
+  t.is(await f.exited(), 0);
+});
+
+test('bad rules are 400 with strace\'s words and change nothing', async (t) => {
+  const w = workdir(t);
+  const { f } = await opener(t, w.file);
+  const d = await startDaemon(t);
+  await d.client.attach(f.pid);
+  for (const [rule, words] of [
+    [{ syscalls: ['opnat'] }, /invalid system call 'opnat'/],
+    [{ syscalls: ['%fiel'] }, /invalid system call '%fiel'/],
+    [{ syscalls: ['openat'], error: 'ENOENT', retval: 1 }, /exclude each other/],
+    [{ syscalls: ['openat'], when: '0' }, /invalid inject argument 'when=0'/],
+    [{ syscalls: ['openat'], when: '3..2' }, /invalid inject argument 'when=3..2'/],
+    [{ syscalls: ['openat'], error: 'EFOO' }, /invalid inject argument 'error=EFOO'/],
+    [{ syscalls: ['openat'], signal: 'SIGFOO' }, /invalid inject argument 'signal=SIGFOO'/],
+    [{ syscalls: ['read'], path: '/x' }, /no call in the set has a path argument/],
+    [{ syscalls: ['openat'], tids: [1] }, /not a thread of this process/],
+  ] as const) {
+    const e = await t.throwsAsync(d.client.addRule(f.pid, rule as never));
+    t.is((e as TlsdError).code, 'INVALID_ARGUMENT', JSON.stringify(rule));
+    t.regex(e!.message, words);
+  }
+  t.deepEqual(await d.client.rules(f.pid), []);
+  t.throws(() => parseInjectSpec('openat'), { message: /invalid inject argument 'openat'/ });
+  t.throws(() => parseInjectSpec('openat:error=ENOENT:retval=1'), { message: /invalid inject argument/ });
+  t.deepEqual(parseInjectSpec('openat:error=ENOENT:when=3'), { syscalls: ['openat'], error: 'ENOENT', when: '3' });
+  t.deepEqual(parseTraceSet('!read,write'), ['!read', '!write']);
+});
+
+test('the daemon, then the tracer, SIGKILLed with rules active: no call stays stuck or fails with ENOSYS', async (t) => {
+  const w = workdir(t);
+  const { f } = await opener(t, w.file);
+  const d = await startDaemon(t);
+  await d.client.attach(f.pid);
+  await d.client.addRule(f.pid, { syscalls: ['openat'], error: 'ENOENT', delayEnterUs: 2000 });
+  await waitUntil('failures', () => [0, 1].every((i) => linesOf(f, i).includes('ENOENT')));
+
+  // The tracer: restarted by the daemon, which attaches again and gives
+  // it the rules again.
+  const tracer = (await d.client.health()).tracerPid!;
+  process.kill(tracer, 'SIGKILL');
+  await waitUntil('a new tracer', async () => (await d.client.health()).tracerPid !== tracer && (await d.client.process(f.pid)).state === 'running');
+  let at = f.out.all.length;
+  await waitUntil('failures again', () => [0, 1].every((i) => linesOf(f, i, at).includes('ENOENT')));
+
+  // The daemon: its tracer detaches; every call runs as it would have.
+  d.child.kill('SIGKILL');
+  at = f.out.all.length;
+  await moreLines(f, 10);
+  for (const i of [0, 1]) t.deepEqual(linesOf(f, i).slice(-8), Array(8).fill('ok'), `thread ${i}`);
+  t.false(f.out.all.some((l) => / ENOSYS$/.test(l)), 'no call failed with ENOSYS');
+  t.true(noThreadInTracingStop(f.pid));
+  await waitUntil('no tracer', () => !/TracerPid:\s+[1-9]/.test(readFileSync(`/proc/${f.pid}/status`, 'utf8')));
+  f.child.stdin!.end();
+  t.is(await f.exited(), 0);
+});
