@@ -9,11 +9,20 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { valueTypes } from '../daemon/tls/values.js';
 import { version } from '../daemon/paths.js';
 import { exitHows, processStates, type ExitHow, type ProcessState } from '../daemon/types.js';
-import { TlsdClient, type Process, type Shim, type TlsdEvent, type TlsRead } from './client.js';
+import { parseInjectSpec, parseTraceSet, type RuleInput } from '../daemon/syscalls/rule.js';
+import { pathArg } from '../daemon/syscalls/table.js';
+import { TlsdClient, type Process, type Shim, type SyscallRecord, type TlsdEvent, type TlsRead } from './client.js';
 import { JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
 
 const stdout = process.stdout;
 const stderr = process.stderr;
+/** Aborted when whoever reads our output has gone (`tlsctl trace 1 | head`):
+ * a command that follows stops then, tidily, and nothing more is printed. */
+const readerGone = new AbortController();
+stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+  readerGone.abort();
+});
 
 interface GlobalOptions { socket?: string; http?: string; tokenFile?: string; json?: boolean }
 
@@ -37,6 +46,20 @@ function keyValue(text: string, previous: Record<string, string> = {}): Record<s
   if (eq < 1) throw new InvalidArgumentError('expected KEY=VALUE');
   return { ...previous, [text.slice(0, eq)]: text.slice(eq + 1) };
 }
+
+/** strace's -e inject= and -e trace= strings: a bad one is a usage error,
+ * in strace's words. */
+function straceSyntax<T>(parse: (text: string) => T) {
+  return (text: string, previous: T[] = []): T[] => {
+    try {
+      return [...previous, parse(text)];
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+}
+const injectSpec = straceSyntax(parseInjectSpec);
+const traceSet = straceSyntax(parseTraceSet);
 
 const program = new Command('tlsctl')
   .description('control tlsd: attach to processes, list their threads, read their thread-local storage')
@@ -183,13 +206,23 @@ program.command('attach')
   });
 
 program.command('inject')
-  .description('load libtlsshim into a supervised process with tlsd\'s own loader: no code of the program runs, so static programs and Go work too')
+  .description('with SPEC, tamper with its syscalls as strace -e inject=SPEC does (SET:error=E|retval=V[:signal=S][:delay_enter=T][:delay_exit=T][:when=first..last+step]), at once; '
+    + 'without, load libtlsshim into it with tlsd\'s own loader (no code of the program runs, so static programs and Go work too)')
   .argument('<pid>', 'process id', positiveInteger)
+  .argument('[spec]', 'strace\'s inject expression, e.g. openat:error=ENOENT:when=3', (text) => injectSpec(text)[0]!)
+  .option('--tid <tid>', 'SPEC: only this thread (repeatable)', (text, previous: number[] = []) => [...previous, positiveInteger(text)])
+  .option('--path <path>', 'SPEC: only calls whose path argument is this')
+  .option('--trace', 'SPEC: also record the calls it selects (tlsctl trace shows them)')
   .addOption(new Option('--mode <mode>', 'how the shim finds a thread\'s slot: its thread pointer, or its tid').choices(['thread-pointer', 'tid']).default('thread-pointer'))
   .option('--slots <n>', 'threads at once, a power of two (default 4096)', positiveInteger)
   .option('--slot-bytes <n>', 'variable bytes per thread (default 1024)', positiveInteger)
-  .action(async (pid: number, opts: { mode: 'thread-pointer' | 'tid'; slots?: number; slotBytes?: number }, command: Command) => {
+  .action(async (pid: number, spec: RuleInput | undefined, opts: { mode: 'thread-pointer' | 'tid'; slots?: number; slotBytes?: number; tid?: number[]; path?: string; trace?: boolean }, command: Command) => {
     const { client, json } = context(command);
+    if (spec) {
+      const rule = await client.addRule(pid, { ...spec, ...(opts.tid ? { tids: opts.tid } : {}), ...(opts.path ? { path: opts.path } : {}), ...(opts.trace ? { trace: true } : {}) });
+      if (json) return printJson(rule);
+      return void stdout.write(`rule ${rule.id} on ${pid}: ${ruleText(rule)}\n`);
+    }
     const s = await withProgress(`injecting the shim into ${pid}`, client.injectShim(pid, {
       mode: opts.mode, ...(opts.slots ? { slots: opts.slots } : {}), ...(opts.slotBytes ? { slotBytes: opts.slotBytes } : {}),
     }));
@@ -205,9 +238,12 @@ program.command('spawn')
   .option('--stdout <file>', 'where its stdout goes (default: a file the daemon names)')
   .option('--stderr <file>', 'where its stderr goes')
   .addOption(shimModeOption('start it with libtlsshim in this mode: LD_PRELOAD for a dynamic program, injected before its first instruction for a static one'))
+  .option('--inject <spec>', 'tamper with its syscalls from its first instruction, as strace -e inject=SPEC (repeatable)', injectSpec)
+  .option('--trace <set>', 'record these syscalls from its first instruction, as strace -e trace=SET (tlsctl trace, GET .../syscalls/log)', traceSet)
   .argument('<argv...>', 'the command and its arguments (after --)')
   .action(async (argv: string[], opts: {
     cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdout?: string; stderr?: string; shim?: 'thread-pointer' | 'tid';
+    inject?: RuleInput[]; trace?: string[][];
   }, command: Command) => {
     const { client, json } = context(command);
     const base = opts.clearEnv ? {} : Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
@@ -215,6 +251,7 @@ program.command('spawn')
       argv, cwd: opts.cwd ?? process.cwd(), env: { ...base, ...opts.env },
       ...(opts.stdout ? { stdout: opts.stdout } : {}), ...(opts.stderr ? { stderr: opts.stderr } : {}),
       ...(opts.shim ? { shim: { mode: opts.shim } } : {}),
+      ...(opts.inject || opts.trace ? { syscalls: [...(opts.inject ?? []), ...(opts.trace ?? []).map((set) => ({ syscalls: set, trace: true }))] } : {}),
     });
     if (json) return printJson(p);
     stdout.write(`spawned ${p.pid} (${commandLine(p)}); stdout ${p.stdout}, stderr ${p.stderr}\n`);
@@ -361,6 +398,83 @@ program.command('shim')
     if (json) return printJson(t);
     stdout.write(`thread ${t.tid}, key ${t.key}: ${t.slot ? `slot ${t.slot.index} at ${t.slot.address}` : 'no slot'}\n`);
     if (t.variables.length) printTable(stdout, ['NAME', 'SIZE', 'BYTES'], t.variables.map((v) => [v.name, String(v.size), v.bytes]));
+  });
+
+function ruleText(r: RuleInput & { id?: number; when?: string }): string {
+  const effects = [
+    r.error !== undefined ? `error=${r.error}` : '', r.retval !== undefined ? `retval=${r.retval}` : '', r.signal !== undefined ? `signal=${r.signal}` : '',
+    r.delayEnterUs ? `delay_enter=${r.delayEnterUs}us` : '', r.delayExitUs ? `delay_exit=${r.delayExitUs}us` : '', r.when ? `when=${r.when}` : '',
+  ].filter(Boolean);
+  return [r.syscalls.join(','), ...effects].join(':') + (r.tids ? ` (threads ${r.tids.join(', ')})` : '') + (r.path ? ` (path ${r.path})` : '') + (r.trace ? ' (traced)' : '');
+}
+
+/** One record as strace prints a call, nearly: the path argument as a
+ * string, the others raw (tlsd does not decode them), the first three. */
+function printRecord(r: SyscallRecord): void {
+  const result = r.retval === null ? '?' : r.error ? `-1 ${r.error}` : String(r.retval);
+  const at = pathArg.get(r.name);
+  const shown = r.args.map((a, i) => (i === at && r.path !== undefined ? JSON.stringify(r.path) : a));
+  const args = shown.slice(0, Math.max(3, (at ?? 0) + 1)).join(', ') + ', ...';
+  stdout.write(`[pid ${r.tid}] ${r.name}(${args}) = ${result}${r.injected ? ' (INJECTED)' : ''}${r.signaled ? ' (SIGNALED)' : ''}${r.delayed ? ' (DELAYED)' : ''}\n`);
+}
+
+program.command('trace')
+  .description('print a process\'s syscalls as they happen, as strace -f -e trace=SET does, until interrupted (the rule is removed then)')
+  .argument('<pid>', 'process id', positiveInteger)
+  .option('-e, --expr <set>', 'the syscalls, in strace\'s syntax: trace=%file, openat,read, !write (default: all)', (text) => traceSet(text.replace(/^trace=/, ''))[0]!)
+  .option('--tid <tid>', 'only this thread (repeatable)', (text, previous: number[] = []) => [...previous, positiveInteger(text)])
+  .action(async (pid: number, opts: { expr?: string[]; tid?: number[] }, command: Command) => {
+    const { client, json } = context(command);
+    const stop = new AbortController();
+    process.once('SIGINT', () => stop.abort());
+    readerGone.signal.addEventListener('abort', () => stop.abort());
+    // Subscribed before the rule exists: no record is missed.
+    const records = client.syscalls({ pid, signal: stop.signal });
+    const first = records.next();
+    const rule = await client.addRule(pid, { syscalls: opts.expr ?? ['all'], trace: true, ...(opts.tid ? { tids: opts.tid } : {}) });
+    try {
+      for (let r = await first; !r.done; r = await records.next()) {
+        if (r.value.rule !== rule.id) continue;
+        if (json) stdout.write(JSON.stringify(r.value) + '\n');
+        else printRecord(r.value);
+      }
+    } finally {
+      await client.removeRule(pid, rule.id).catch(() => {}); // it may have ended
+    }
+  });
+
+program.command('stats')
+  .description('what a process\'s rules counted, as strace -c -f prints it')
+  .argument('<pid>', 'process id', positiveInteger)
+  .action(async (pid: number, _opts, command: Command) => {
+    const { client, json } = context(command);
+    const stats = await client.syscallStats(pid);
+    if (json) return printJson(stats);
+    const total = stats.syscalls.reduce((a, s) => ({ calls: a.calls + s.calls, errors: a.errors + s.errors, timeNs: a.timeNs + s.timeNs }), { calls: 0, errors: 0, timeNs: 0 });
+    const row = (name: string, c: { calls: number; errors: number; timeNs: number }) => [
+      total.timeNs ? (100 * c.timeNs / total.timeNs).toFixed(2) : '0.00', (c.timeNs / 1e9).toFixed(6),
+      c.calls ? String(Math.round(c.timeNs / 1000 / c.calls)) : '0', String(c.calls), c.errors ? String(c.errors) : '', name,
+    ];
+    const sorted = [...stats.syscalls].sort((a, b) => b.timeNs - a.timeNs || b.calls - a.calls);
+    printTable(stdout, ['% TIME', 'SECONDS', 'USECS/CALL', 'CALLS', 'ERRORS', 'SYSCALL'], [...sorted.map((s) => row(s.name, s)), row('total', total)]);
+  });
+
+program.command('rules')
+  .description('a process\'s syscall rules (tlsctl rules PID), or remove one (tlsctl rules rm PID ID)')
+  .argument('<pid>', 'process id, or rm')
+  .argument('[more...]', 'rm: PID ID')
+  .action(async (first: string, more: string[], _opts, command: Command) => {
+    const { client, json } = context(command);
+    if (first === 'rm') {
+      if (more.length !== 2) throw command.error('usage: tlsctl rules rm PID ID', { exitCode: 2 });
+      const [pid, id] = more.map((m) => positiveInteger(m)) as [number, number];
+      await client.removeRule(pid, id);
+      return json ? printJson({ removed: id }) : void stdout.write(`removed rule ${id} of ${pid}\n`);
+    }
+    if (more.length) throw command.error('usage: tlsctl rules PID', { exitCode: 2 });
+    const rules = await client.rules(positiveInteger(first));
+    if (json) return printJson({ rules });
+    printTable(stdout, ['ID', 'ENGINE', 'CREATED', 'RULE'], rules.map((r) => [String(r.id), r.engine, shortTime(r.createdAt), ruleText(r)]));
   });
 
 program.command('detach')

@@ -31,6 +31,7 @@ interface Case {
 const attach = (pid: unknown): RawRequest => ({ method: 'POST', url: '/v1/processes', body: { pid } });
 const spawn = (body: unknown): RawRequest => ({ method: 'POST', url: '/v1/processes', body });
 const get = (url: string): RawRequest => ({ method: 'GET', url });
+const rule = (s: Setting, body: unknown): RawRequest => ({ method: 'POST', url: `/v1/processes/${s.supervised}/syscalls/rules`, body });
 
 const catalogue: Case[] = [
   { what: 'attach: a pid that does not exist', request: () => attach(4194000), status: 404, code: 'NOT_FOUND' },
@@ -54,6 +55,20 @@ const catalogue: Case[] = [
   { what: 'inject: slots over 2^20', request: (s) => ({ method: 'POST', url: `/v1/processes/${s.supervised}/shim`, body: { mode: 'tid', slots: 1 << 21 } }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'inject: slots that are not a power of two', request: (s) => ({ method: 'POST', url: `/v1/processes/${s.supervised}/shim`, body: { mode: 'tid', slots: 1000 } }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'inject: a process tlsd does not supervise', request: () => ({ method: 'POST', url: '/v1/processes/4194000/shim', body: { mode: 'tid' } }), status: 404, code: 'NOT_FOUND' },
+  { what: 'rule: a syscall that does not exist', request: (s) => rule(s, { syscalls: ['opnat'] }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'rule: an empty syscall set', request: (s) => rule(s, { syscalls: [] }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'rule: error and retval', request: (s) => rule(s, { syscalls: ['openat'], error: 'ENOENT', retval: 0 }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'rule: when=0', request: (s) => rule(s, { syscalls: ['openat'], when: '0' }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'rule: a field that does not exist', request: (s) => rule(s, { syscalls: ['openat'], poke: 1 }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'rule: a delay over a minute', request: (s) => rule(s, { syscalls: ['openat'], delayEnterUs: 61_000_000 }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'rule: a process tlsd does not supervise', request: () => ({ method: 'POST', url: '/v1/processes/4194000/syscalls/rules', body: { syscalls: ['openat'] } }), status: 404, code: 'NOT_FOUND' },
+  { what: 'rule: remove one that does not exist', request: (s) => ({ method: 'DELETE', url: `/v1/processes/${s.supervised}/syscalls/rules/999999` }), status: 404, code: 'NOT_FOUND' },
+  { what: 'rule: remove one whose id is not a number', request: (s) => ({ method: 'DELETE', url: `/v1/processes/${s.supervised}/syscalls/rules/x` }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'syscall log: a negative since', request: (s) => get(`/v1/processes/${s.supervised}/syscalls/log?since=-1`), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'syscall stats of a process tlsd does not supervise', request: () => get('/v1/processes/4194000/syscalls/stats'), status: 404, code: 'NOT_FOUND' },
+  { what: 'events: a type that does not exist', request: () => get('/v1/events?types=thread.created,syscalls'), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'spawn: a syscall rule that does not parse', request: () => spawn({ argv: ['true'], syscalls: [{ syscalls: ['openat'], when: '2..1' }] }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'spawn: a syscall rule for a thread', request: () => spawn({ argv: ['true'], syscalls: [{ syscalls: ['openat'], tids: [5] }] }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'the shim of a process that has none', request: (s) => get(`/v1/processes/${s.supervised}/threads/${s.supervisedThread}/shim`), status: 404, code: 'NOT_FOUND' },
   { what: 'POST: malformed JSON', request: () => spawn('{"pid":'), status: 400, code: 'INVALID_ARGUMENT' },
   {
