@@ -4,7 +4,11 @@
  * go on: no bookkeeping, no reads, no messages. It runs at the priority
  * tlsd-tracer gives itself, so that the two differ only in their work.
  *
- *   floor-tracer [--poll-us N] COMMAND [ARG...]
+ *   floor-tracer [--poll-us N] [--syscalls] COMMAND [ARG...]
+ *
+ * With --syscalls it stops the command at every syscall's entry and exit
+ * (PTRACE_SYSCALL) and does nothing there either: the floor under a
+ * syscall rule of tlsd's tracer.
  *
  * It sleeps in waitpid between stops; with --poll-us it first polls for
  * the next stop for N microseconds, as tlsd-tracer does (native/tracer/
@@ -57,8 +61,14 @@ int main(int argc, char **argv)
 		argv += 2;
 		argc -= 2;
 	}
+	int restart = PTRACE_CONT;
+	if (argc > 1 && strcmp(argv[1], "--syscalls") == 0) {
+		restart = PTRACE_SYSCALL;
+		argv++;
+		argc--;
+	}
 	if (argc < 2) {
-		fprintf(stderr, "usage: floor-tracer [--poll-us N] COMMAND [ARG...]\n");
+		fprintf(stderr, "usage: floor-tracer [--poll-us N] [--syscalls] COMMAND [ARG...]\n");
 		return 2;
 	}
 	int go[2];
@@ -90,8 +100,8 @@ int main(int argc, char **argv)
 		if (event == PTRACE_EVENT_STOP && is_group_stop_signal(sig))
 			ptrace(PTRACE_LISTEN, tid, 0, 0);
 		else if (event || sig == (SIGTRAP | 0x80))
-			ptrace(PTRACE_CONT, tid, 0, 0);
+			ptrace(restart, tid, 0, 0);
 		else
-			ptrace(PTRACE_CONT, tid, 0, (void *)(long)sig);
+			ptrace(restart, tid, 0, (void *)(long)sig);
 	}
 }

@@ -3,7 +3,7 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
- *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,records,inject,shim
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,records,inject,shim,syscalls
  *   BENCH_EXITS (default 10,000,000): threads the records part makes in one program
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { TlsdClient } from '../clients/client.js';
+import { TlsdClient, type RuleRequest } from '../clients/client.js';
 import { daemonEntry, packageRoot } from '../daemon/paths.js';
 
 const run = promisify(execFile);
@@ -48,8 +48,8 @@ async function underFloor(argv: string[], polling: boolean): Promise<number> {
   return selfTimed((await run(benchProgram('floor-tracer'), [...options, ...argv], { maxBuffer: 1 << 24 })).stdout);
 }
 
-async function underTlsd(client: TlsdClient, argv: string[]): Promise<number> {
-  const p = await client.spawn({ argv });
+async function underTlsd(client: TlsdClient, argv: string[], syscalls?: RuleRequest[]): Promise<number> {
+  const p = await client.spawn({ argv, ...(syscalls ? { syscalls } : {}) });
   for (;;) {
     const q = await client.process(p.pid);
     if (q.state === 'exited') return selfTimed(readFileSync(p.stdout!, 'utf8'));
@@ -168,6 +168,7 @@ async function main(): Promise<void> {
     if (wanted('eintr')) interrupted = await interruptedCalls(client);
     if (wanted('ledger')) ledgerTable = await ledger(client, daemon.pid!, path.join(dir, 'tlsd.sock'));
     if (wanted('inject')) rows.push(...await injections(client));
+    if (wanted('syscalls')) rows.push(...await selectedSyscalls(client));
     if (wanted('records')) {
       rows.push(...await recordsOnDisk());
       recordsTables = [await lossOnKill(), await manyExits(Number(process.env.BENCH_EXITS ?? 10_000_000))].join('\n\n');
@@ -248,6 +249,30 @@ async function churnAndLoop(client: TlsdClient): Promise<Row[]> {
   const paired = (floor: Row) => median(tlsdChurn.ms.map((ms, i) => ms / floor.ms[i]!)).toFixed(2);
   tlsdChurn.extra = `paired by round: ${paired(floorChurn)}× the floor tracer, ${paired(pollingFloorChurn)}× the polling one`;
   return [...churnRows, ...loopRows];
+}
+
+/** A syscall a rule selects, through the tracer: two ptrace stops per
+ * call. Beside strace tracing the same call, and the floor: a tracer that
+ * stops at every syscall and only restarts the thread. */
+async function selectedSyscalls(client: TlsdClient): Promise<Row[]> {
+  const calls = 100_000;
+  const loop = [benchProgram('getppid'), String(calls)];
+  const workload = `${calls.toLocaleString('en')} getppid, each selected`;
+  const rows = ['native', 'floor tracer, PTRACE_SYSCALL', 'tlsd, a counting rule', 'strace -f -e trace=getppid']
+    .map((variant) => ({ workload, variant, ms: [] as number[], baseline: 'native' } as Row));
+  const [nativeRow, floorRow, tlsdRow, straceRow] = rows as [Row, Row, Row, Row];
+  for (let i = 0; i < rounds; i++) {
+    nativeRow.ms.push(await native(loop));
+    floorRow.ms.push(selfTimed((await run(benchProgram('floor-tracer'), ['--syscalls', ...loop], { maxBuffer: 1 << 24 })).stdout));
+    tlsdRow.ms.push(await underTlsd(client, loop, [{ syscalls: ['getppid'] }]));
+    straceRow.ms.push(selfTimed((await run('strace', ['-f', '-o', '/dev/null', '-e', 'trace=getppid', ...loop], { maxBuffer: 1 << 24 })).stdout));
+    process.stderr.write(`round ${i + 1}/${rounds} of selected syscalls done\n`);
+  }
+  const perCall = (r: Row) => ((median(r.ms) - median(nativeRow.ms)) * 1000 / calls).toFixed(1);
+  for (const r of [floorRow, tlsdRow, straceRow]) r.extra = `${perCall(r)} µs per call over native`;
+  const paired = (other: Row) => median(tlsdRow.ms.map((ms, i) => ms / other.ms[i]!)).toFixed(2);
+  tlsdRow.extra += `; paired by round ${paired(straceRow)}× strace, ${paired(floorRow)}× the floor`;
+  return rows;
 }
 
 /** Attach to large processes: tlsd against gdb, and how long any thread

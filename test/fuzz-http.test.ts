@@ -88,6 +88,19 @@ test('every generated request gets a documented answer; nothing is left stopped'
       body: fc.oneof(fc.record({ mode: fc.constantFrom('thread-pointer', 'tid'), slots: fc.integer() }, { requiredKeys: ['mode'] }), fc.jsonValue()),
       contentType,
     }),
+    fc.record({
+      method: fc.constant('POST'), url: fc.tuple(pid).map(([p]) => `/v1/processes/${enc(p)}/syscalls/rules`),
+      // No delays or signals: a thread held for a minute, or stopped, is
+      // what those ask for, not a fault.
+      body: fc.oneof(fc.record({
+        syscalls: fc.oneof(fc.constantFrom(['openat'], ['%file', '!read'], ['opnat'], [], ['/^o'], ['999']), fc.array(weird, { maxLength: 2 })),
+        error: fc.oneof(fc.constantFrom('ENOENT', 'EFOO', 0, 4096), weird), retval: fc.integer(), when: fc.oneof(fc.constantFrom('1..3', '2+', '0', '3..1'), weird),
+        trace: fc.boolean(), path: fc.oneof(fc.constant('/etc/hostname'), weird), tids: fc.array(tid, { maxLength: 2 }),
+      }, { requiredKeys: ['syscalls'] }), fc.jsonValue()),
+      contentType,
+    }),
+    fc.record({ method: fc.constant('GET'), url: fc.tuple(pid, fc.constantFrom('rules', 'stats', 'log', 'log?since=3', 'log?limit=0')).map(([p, what]) => `/v1/processes/${enc(p)}/syscalls/${what}`) }),
+    fc.record({ method: fc.constant('DELETE'), url: fc.tuple(pid, fc.oneof(fc.integer({ min: 0, max: 50 }), weird)).map(([p, id]) => `/v1/processes/${enc(p)}/syscalls/rules/${enc(id)}`) }),
     fc.record({ method: fc.constant('DELETE'), url: fc.tuple(pid, query).map(([p, q]) => `/v1/processes/${enc(p)}${qs(q)}`) }),
     fc.record({ method: fc.constant('POST'), url: fc.constant('/v1/processes'), body, contentType }),
     fc.record({ method: fc.constantFrom('PUT', 'PATCH', 'POST', 'DELETE'), url: fc.constantFrom('/v1/health', '/v1/processes/1/threads', '/metrics') }),
