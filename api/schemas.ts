@@ -40,6 +40,7 @@ export const Process = Type.Object({
   endedAt: Type.Optional(Time),
   parentPid: Type.Optional(Type.Integer({ description: 'for a forked process: the supervised process that forked it' })),
   stdout: Type.Optional(Type.String({ description: 'for a spawned process: the file its stdout goes to' })),
+  killWithDaemon: Type.Optional(Type.Literal(true, { description: 'spawned with killWithDaemon (or forked by such a process): it dies with the daemon, and cannot be detached' })),
   stderr: Type.Optional(Type.String()),
   gaps: Type.Array(Type.Object({ from: Time, to: Type.Optional(Time) }), {
     description: 'spans when no tracer watched the process (the tracer helper restarted): events in them may be missed',
@@ -193,6 +194,9 @@ export const SpawnBody = Type.Object({
   stderr: Type.Optional(Type.String({ minLength: 1 })),
   shim: Type.Optional(shimRequest('start with libtlsshim: loaded by LD_PRELOAD into a dynamic program, injected by the tracer into a static one before its first instruction')),
   syscalls: Type.Optional(Type.Array(RuleBody, { maxItems: 64, description: 'syscall rules in force from its first instruction after execve' })),
+  killWithDaemon: Type.Optional(Type.Boolean({
+    description: 'it dies with the daemon and its tracer, and cannot be detached; in exchange its syscall rules get a seccomp pre-filter (strace --seccomp-bpf): only the calls they select stop',
+  })),
 }, { additionalProperties: false });
 
 export const ProcessParams = Type.Object({ pid: PidParam });

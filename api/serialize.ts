@@ -23,6 +23,7 @@ export function processJson({ record: p, argv, currentRun }: ProcessView): Proce
     ...(p.endedAt ? { endedAt: iso(p.endedAt) } : {}),
     ...(p.parentPid ? { parentPid: p.parentPid } : {}),
     ...(p.stdout ? { stdout: p.stdout, stderr: p.stderr } : {}),
+    ...(p.killWithDaemon ? { killWithDaemon: true as const } : {}),
     gaps: p.gaps.map((g) => ({ from: iso(g.from), ...(g.to ? { to: iso(g.to) } : {}) })),
     ...(p.exit ? { exit: { ...endingJson(p.exit), at: iso(p.exit.at) } } : {}),
     ...(p.attach ? {

@@ -27,6 +27,7 @@ const USAGE = `Usage: tlsd [options]   (npm start -- [options])
   --state-dir D       (TLSD_STATE_DIR)     where the records are kept, default /var/lib/tlsd (:memory: for none on disk)
   --retain-days N     (TLSD_RETAIN_DAYS)   forget what ended more than N days ago, default 0 (no limit)
   --retain-mb N       (TLSD_RETAIN_MB)     keep the records under N MB, default 1024 (0: no limit)
+  --syscall-log N     (TLSD_SYSCALL_LOG)   syscall records kept per process, default 100000
   --help, --version
 `;
 
@@ -48,6 +49,7 @@ function readOptions() {
         'state-dir': { type: 'string' },
         'retain-days': { type: 'string' },
         'retain-mb': { type: 'string' },
+        'syscall-log': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -105,6 +107,9 @@ function retentionLimit(name: string, text: string | undefined): number | undefi
 const retainDays = retentionLimit('--retain-days', values['retain-days'] ?? env.TLSD_RETAIN_DAYS);
 const retainMb = retentionLimit('--retain-mb', values['retain-mb'] ?? env.TLSD_RETAIN_MB);
 const retention = { ...(retainDays !== undefined ? { days: retainDays } : {}), ...(retainMb !== undefined ? { megabytes: retainMb } : {}) };
+const syscallLogText = values['syscall-log'] ?? env.TLSD_SYSCALL_LOG;
+const syscallLogLimit = syscallLogText === undefined ? undefined : Number(syscallLogText);
+if (syscallLogLimit !== undefined && !(Number.isInteger(syscallLogLimit) && syscallLogLimit > 0)) fail(`--syscall-log "${syscallLogText}" is not a positive integer`);
 const httpText = values.http ?? env.TLSD_HTTP;
 const tcp = httpText ? configured('--http', () => parseHostPort(httpText)) : undefined;
 if (tcp && !isLoopback(tcp.host) && !values['allow-remote']) {
@@ -118,7 +123,8 @@ configured('socket directory', () => prepareSocketDirectory(socketPath, gid));
 await claimSocketPath(socketPath, 'API socket').catch((e: Error) => fail(e.message));
 let supervisor: Supervisor;
 try {
-  supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy, shimSocket: shimSocketPath(socketPath), stateDir, retention });
+  supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy, shimSocket: shimSocketPath(socketPath), stateDir, retention,
+    ...(syscallLogLimit !== undefined ? { syscallLogLimit } : {}) });
 } catch (e) {
   fail((e as Error).message);
 }

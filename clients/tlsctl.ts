@@ -240,10 +240,11 @@ program.command('spawn')
   .addOption(shimModeOption('start it with libtlsshim in this mode: LD_PRELOAD for a dynamic program, injected before its first instruction for a static one'))
   .option('--inject <spec>', 'tamper with its syscalls from its first instruction, as strace -e inject=SPEC (repeatable)', injectSpec)
   .option('--trace <set>', 'record these syscalls from its first instruction, as strace -e trace=SET (tlsctl trace, GET .../syscalls/log)', traceSet)
+  .option('--kill-with-daemon', 'it dies with the daemon and cannot be detached; in exchange only the calls its rules select stop (a seccomp pre-filter, strace --seccomp-bpf)')
   .argument('<argv...>', 'the command and its arguments (after --)')
   .action(async (argv: string[], opts: {
     cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdout?: string; stderr?: string; shim?: 'thread-pointer' | 'tid';
-    inject?: RuleInput[]; trace?: string[][];
+    inject?: RuleInput[]; trace?: string[][]; killWithDaemon?: boolean;
   }, command: Command) => {
     const { client, json } = context(command);
     const base = opts.clearEnv ? {} : Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
@@ -252,6 +253,7 @@ program.command('spawn')
       ...(opts.stdout ? { stdout: opts.stdout } : {}), ...(opts.stderr ? { stderr: opts.stderr } : {}),
       ...(opts.shim ? { shim: { mode: opts.shim } } : {}),
       ...(opts.inject || opts.trace ? { syscalls: [...(opts.inject ?? []), ...(opts.trace ?? []).map((set) => ({ syscalls: set, trace: true }))] } : {}),
+      ...(opts.killWithDaemon ? { killWithDaemon: true } : {}),
     });
     if (json) return printJson(p);
     stdout.write(`spawned ${p.pid} (${commandLine(p)}); stdout ${p.stdout}, stderr ${p.stderr}\n`);

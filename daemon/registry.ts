@@ -69,6 +69,8 @@ export interface ProcessRecord {
   startedAt: Date;
   parentPid?: Pid;
   stdout?: string;
+  /** Spawned with killWithDaemon, or forked by such a process. */
+  killWithDaemon?: true;
   stderr?: string;
   exit?: Ending & { at: Date };
   /** When it was no longer supervised: exited, detached or found lost. */
@@ -179,6 +181,9 @@ export class Registry {
       threads: new Map(), threadsExited: 0, exitsDropped: 0, gaps: [], unresolved: new Map(), groupExitSeen: false,
     };
     if (e.parentPid) p.parentPid = e.parentPid;
+    // What the tracer does to the parent (EXITKILL, its pre-filter) the
+    // child inherits.
+    if (e.parentPid && this.processes.get(e.parentPid)?.killWithDaemon) p.killWithDaemon = true;
     this.describe(p, e);
     p.startedAt = readStartTime(p.pid) ?? p.startedAt;
     this.processes.delete(e.pid); // a reused pid: the new one goes last

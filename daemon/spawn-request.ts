@@ -23,6 +23,9 @@ export interface SpawnRequest {
   shim?: ShimRequest;
   /** Syscall rules in force from its first instruction after execve. */
   syscalls?: RuleInput[];
+  /** It dies with the daemon and cannot be detached; its rules get a
+   * seccomp pre-filter (docs/syscalls.md). */
+  killWithDaemon?: boolean;
 }
 
 /** What the tracer's SPAWN command takes. */

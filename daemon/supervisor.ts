@@ -81,7 +81,7 @@ export class Supervisor {
     this.registry.settleEarlierRuns(new Date());
     this.retention = new Retention(db, this.records, opts.retention ?? {}, this.registry, opts.log.child({ component: 'retention' }));
     this.fsBases = new FsBases((c) => this.request(c));
-    this.syscalls = new Interposition((c) => this.request(c), opts.log.child({ component: 'syscalls' }), opts.syscallLogLimit);
+    this.syscalls = new Interposition((c) => this.request(c), this.records.syscalls, opts.log.child({ component: 'syscalls' }), opts.syscallLogLimit);
     this.tls = new TlsReader({ getProcess: (pid) => this.getProcess(pid), refreshFsBase: (t) => this.fsBases.refresh(t) }, opts.log.child({ component: 'tls' }));
     if (!opts.shimSocket) this.shimTempDir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-'));
     this.shims = new ShimServer(
@@ -90,9 +90,11 @@ export class Supervisor {
     );
     this.records.shimFate = (p, x) => this.shims.settleFate(p, x);
     this.bus.subscribe((e) => {
+      if (e.type === 'process.detached') this.syscalls.ended(this.getProcess(asPid(e.data.pid)));
       if (e.type !== 'process.exited') return;
       this.records.flush(); // its threads' slot fates, while the shim is known
       this.shims.ended(asPid(e.data.pid));
+      this.syscalls.ended(this.getProcess(asPid(e.data.pid)));
     });
   }
 
@@ -203,7 +205,8 @@ export class Supervisor {
       outputName: `${Date.now()}-${process.pid}-${++this.spawnCount}`,
     });
     const rules = this.syscalls.compile(req.syscalls ?? [], () => false);
-    const reply = await this.tracer.answer({ type: 'spawn', ...prepared, rules: rules.map((r) => r.compiled) });
+    const killWithDaemon = req.killWithDaemon ?? false;
+    const reply = await this.tracer.answer({ type: 'spawn', ...prepared, killWithDaemon, rules: rules.map((r) => r.compiled) });
     // INJECTED comes at its exec, REPLY with the errno of an exec that failed.
     if (reply.type === 'injected' && reply.errno !== 0) throw injectionError(reply.pid, reply);
     if (reply.errno !== 0) throw new TlsdError('INVALID_ARGUMENT', `cannot start ${req.argv[0]}: ${getSystemErrorName(-reply.errno)}`);
@@ -211,7 +214,7 @@ export class Supervisor {
     this.syscalls.adopt(reply.pid, rules);
     const p = this.getProcess(reply.pid);
     const { stdout, stderr } = prepared;
-    Object.assign(p, { stdout, stderr });
+    Object.assign(p, { stdout, stderr, ...(killWithDaemon ? { killWithDaemon } : {}) });
     this.registry.changed(p);
     this.bus.publish('process.spawned', { ...this.registry.summary(p), stdout, stderr });
     return p;
@@ -281,6 +284,9 @@ export class Supervisor {
     const p = this.getProcess(pid);
     if (p.state !== 'running') throw new TlsdError('GONE', `process ${pid} is ${p.state === 'unsupervised' ? 'no longer supervised' : `already ${p.state}`}`);
     const kill = opts.kill ?? false;
+    if (p.killWithDaemon && !kill) {
+      throw new TlsdError('KILLS_WITH_DAEMON', `process ${pid} was started with killWithDaemon: its syscall pre-filter would make calls fail without tlsd, so it is never detached (?kill=true ends it)`);
+    }
     const exited = kill ? this.whenExited(p) : undefined;
     const detachedBefore = new Set(this.registry.descendants(pid).filter((q) => q.state === 'detached'));
     const reply = await this.request({ type: 'detach', pid, kill, keepChildren: opts.keepChildren ?? false });

@@ -124,3 +124,54 @@ test('tlsd --help lists its options; an option it does not know is a usage error
   t.notRegex(bad.stderr, /^\s+at /m, 'no stack trace');
 });
 
+
+test('the README\'s syscall rules: inject, trace, stats, rules, rules rm, spawn --inject --trace; bad specs in strace\'s words', async (t) => {
+  const { socket, client } = await startDaemon(t);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-cli-syscalls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const f = await Fixture.start(t, 'workers', ['opener', '/etc/hostname'], [], /^1 \d+ /);
+  t.is((await tlsctl(socket, 'attach', String(f.pid))).code, 0);
+
+  // trace follows before the rule: it sees the injected failures.
+  const trace = spawn(process.execPath, [tlsctlPath, '--socket', socket, 'trace', String(f.pid), '-e', 'trace=openat'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => trace.kill('SIGKILL'));
+  let traced = '';
+  trace.stdout.setEncoding('utf8').on('data', (s: string) => (traced += s));
+  await waitUntil('trace to follow', async () => (await client.rules(f.pid)).length === 1);
+  const inject = await tlsctl(socket, 'inject', String(f.pid), 'openat:error=ENOENT:when=1..3');
+  t.is(inject.code, 0, inject.stderr);
+  t.regex(inject.stdout, /^rule \d+ on \d+: openat:error=ENOENT:when=1\.\.3$/m);
+  await waitUntil('three failures per thread in the trace', () => (traced.match(/openat\(.*"\/etc\/hostname".*= -1 ENOENT \(INJECTED\)/g) ?? []).length === 6 && traced);
+  t.regex(traced, /^\[pid \d+\] openat\(0x[0-9a-f]+, "\/etc\/hostname", .*\) = \d+$/m);
+  trace.kill('SIGINT');
+  await new Promise((r) => trace.once('exit', r));
+  const rules = await tlsctl(socket, 'rules', String(f.pid));
+  t.regex(rules.stdout, /openat:error=ENOENT:when=1\.\.3/);
+  t.notRegex(rules.stdout, /traced/, 'trace removed its rule when it stopped');
+  const stats = await tlsctl(socket, 'stats', String(f.pid));
+  t.regex(stats.stdout, /^% TIME\s+SECONDS\s+USECS\/CALL\s+CALLS\s+ERRORS\s+SYSCALL$/m);
+  t.regex(stats.stdout, /^\S+\s+\S+\s+\d+\s+\d+\s+6\s+openat$/m);
+  const id = (await client.rules(f.pid))[0]!.id;
+  t.is((await tlsctl(socket, 'rules', 'rm', String(f.pid), String(id))).code, 0);
+  t.deepEqual(await client.rules(f.pid), []);
+
+  const spawned = await tlsctl(socket, 'spawn', '--stdout', path.join(dir, 'out'), '--inject', 'read:error=EIO:when=2+', '--trace', 'openat,read', '--', 'cat', '/etc/hostname');
+  t.is(spawned.code, 0, spawned.stderr);
+  const pid = Number(/^spawned (\d+)/.exec(spawned.stdout)![1]);
+  await waitUntil('it to end', async () => (await client.process(pid)).state === 'exited');
+  const log = await client.syscallLog(pid);
+  t.true(log.records.some((r) => r.name === 'read' && r.error === 'EIO' && r.injected));
+
+  for (const [args, words] of [
+    [['inject', '1', 'opnat:error=ENOENT'], /invalid system call 'opnat'/],
+    [['inject', '1', 'openat:when=0'], /invalid inject argument 'when=0'/],
+    [['inject', '1', 'openat'], /invalid inject argument 'openat'/],
+    [['trace', '1', '-e', 'trace=%bogus'], /invalid system call '%bogus'/],
+    [['spawn', '--inject', 'read:error=EIO:retval=1', '--', 'true'], /invalid inject argument/],
+  ] as const) {
+    const r = await tlsctl(socket, ...args);
+    t.is(r.code, 2, args.join(' '));
+    t.regex(r.stderr, words, args.join(' '));
+  }
+  t.true(noThreadInTracingStop(f.pid));
+});

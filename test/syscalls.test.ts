@@ -2,7 +2,7 @@
  * strace as the oracle: the same spec run under strace and under tlsd
  * gives the same output and exit; the same trace gives the same calls
  * and results in the same order; the same counts. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava';
 import { TlsdError } from '../clients/client.js';
 import { parseInjectSpec, parseTraceSet } from '../daemon/syscalls/rule.js';
 import { processEnd, startDaemon, type TestDaemon } from './helpers/daemon.js';
-import { Fixture, fixturePath, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
+import { Fixture, fixturePath, killPid, noThreadInTracingStop, processEnded, waitUntil } from './helpers/fixture.js';
 
 /** A file and a directory for the programs to read, in a directory of the test's own. */
 function workdir(t: ExecutionContext): { dir: string; file: string; tree: string } {
@@ -60,17 +60,17 @@ const injections: [string[], string][] = [
   [['WORKERS', 'workers', '3', '3', 'FILE'], 'openat:error=ENOENT:when=2'],
 ];
 
-for (const [command, spec] of injections) {
-  test(`${command[0]!.toLowerCase()} with -e inject=${spec}: what strace makes of it`, async (t) => {
-    const w = workdir(t);
+test('for nine -e inject= expressions on cat, ls, sort and a threaded program, the output and the exit are strace\'s', async (t) => {
+  const w = workdir(t);
+  const d = await startDaemon(t);
+  for (const [command, spec] of injections) {
     const argv = command.map((a) => (a === 'FILE' ? w.file : a === 'TREE' ? w.tree : a === 'WORKERS' ? fixturePath('workers') : a));
-    const d = await startDaemon(t);
     const oracle = underStrace(['-e', `inject=${spec}`], argv);
     const ours = await underTlsd(d, w.dir, argv, [parseInjectSpec(spec)]);
     t.deepEqual({ stdout: ours.stdout, stderr: ours.stderr, code: ours.code, signal: ours.signal },
-      { stdout: oracle.stdout, stderr: oracle.stderr, code: oracle.code, signal: oracle.signal });
-  });
-}
+      { stdout: oracle.stdout, stderr: oracle.stderr, code: oracle.code, signal: oracle.signal }, `${command[0]} -e inject=${spec}`);
+  }
+});
 
 /** strace -f -o lines as [name, result]: the result is -ENAME for an
  * error, '?' for a call that never returned. */
@@ -92,26 +92,26 @@ function straceCounts(log: string): Map<string, { calls: number; errors: number 
   return counts;
 }
 
-for (const [command, set] of [[['ls', '-la', 'TREE'], '%file'], [['sort', 'FILE'], 'read,write,openat,close']] as const) {
-  test(`the log and counts of ${command.join(' ')} with trace=${set} are strace's`, async (t) => {
-    const w = workdir(t);
+test('the log and counts of ls -la with trace=%file, and of sort with trace=read,write,openat,close, are strace\'s', async (t) => {
+  const w = workdir(t);
+  const d = await startDaemon(t);
+  for (const [command, set] of [[['ls', '-la', 'TREE'], '%file'], [['sort', 'FILE'], 'read,write,openat,close']] as const) {
     const argv = command.map((a) => (a === 'FILE' ? w.file : a === 'TREE' ? w.tree : a));
-    const d = await startDaemon(t);
     const ours = await underTlsd(d, w.dir, argv, [{ syscalls: parseTraceSet(set), trace: true }]);
     const { records } = await d.client.syscallLog(ours.pid);
     const oracle = underStrace(['-e', `trace=${set}`], argv);
     t.is(ours.stdout, oracle.stdout);
-    t.deepEqual(records.map((r) => [r.name, r.error ? `-${r.error}` : r.retval === null ? '?' : String(r.retval)]), straceCalls(oracle.log));
+    t.deepEqual(records.map((r) => [r.name, r.error ? `-${r.error}` : r.retval === null ? '?' : String(r.retval)]), straceCalls(oracle.log), `${argv[0]} trace=${set}`);
     const paths = records.filter((r) => r.name === 'openat').map((r) => r.path);
     t.true(paths.every((p) => typeof p === 'string' && p.length > 0), 'each openat has its path');
 
     const stats = await d.client.syscallStats(ours.pid);
     const counted = underStrace(['-c', '-e', `trace=${set}`], argv);
     const byName = (m: Map<string, unknown>) => Object.fromEntries([...m].sort(([a], [b]) => a.localeCompare(b)));
-    t.deepEqual(byName(new Map(stats.syscalls.map((s) => [s.name, { calls: s.calls, errors: s.errors }]))), byName(straceCounts(counted.log)));
+    t.deepEqual(byName(new Map(stats.syscalls.map((s) => [s.name, { calls: s.calls, errors: s.errors }]))), byName(straceCounts(counted.log)), `${argv[0]} -c`);
     t.deepEqual(stats.threads.map((th) => th.tid), [ours.pid]);
-  });
-}
+  }
+});
 
 /** The opener fixture's lines of one thread, after the first `from` lines. */
 const linesOf = (f: Fixture, thread: number, from = 0) => f.out.all.slice(from).filter((l) => l.startsWith(`${thread} `)).map((l) => l.split(' ')[2]);
@@ -208,4 +208,63 @@ test('the daemon, then the tracer, SIGKILLed with rules active: no call stays st
   await waitUntil('no tracer', () => !/TracerPid:\s+[1-9]/.test(readFileSync(`/proc/${f.pid}/status`, 'utf8')));
   f.child.stdin!.end();
   t.is(await f.exited(), 0);
+});
+
+test('killWithDaemon: a seccomp pre-filter stops only the selected calls, as strace --seccomp-bpf; the process is never detached, and dies with the daemon', async (t) => {
+  const w = workdir(t);
+  const d = await startDaemon(t);
+  for (const [argv, spec] of [[['sort', w.file], 'read:error=EIO:when=2+'], [[fixturePath('workers'), 'workers', '3', '3', w.file], 'openat:error=ENOENT:when=2']] as const) {
+    const oracle = underStrace(['--seccomp-bpf', '-e', `trace=${spec.split(':')[0]}`, '-e', `inject=${spec}`], [...argv]);
+    const stdout = path.join(w.dir, `kwd-${Math.random()}`);
+    const p = await d.client.spawn({ argv: [...argv], stdout, stderr: `${stdout}.err`, killWithDaemon: true, syscalls: [{ ...parseInjectSpec(spec), trace: true }] });
+    t.true(p.killWithDaemon);
+    const ended = await processEnd(d.client, p.pid);
+    t.deepEqual({ stdout: readFileSync(stdout, 'utf8'), stderr: readFileSync(`${stdout}.err`, 'utf8'), code: ended.exit?.code ?? null },
+      { stdout: oracle.stdout, stderr: oracle.stderr, code: oracle.code }, spec);
+    // Only the selected call stopped: every record is of it.
+    const { records } = await d.client.syscallLog(p.pid);
+    t.deepEqual([...new Set(records.map((r) => r.name))], [spec.split(':')[0]]);
+  }
+
+  // Running: it has the filter; a detach is refused; the daemon's death kills it.
+  const { dir } = w;
+  const fifo = path.join(dir, 'stdin');
+  spawnSync('mkfifo', [fifo]);
+  const p = await d.client.spawn({ argv: ['sh', '-c', `exec ${fixturePath('workers')} opener ${w.file} < ${fifo}`], stdout: path.join(dir, 'o'), stderr: path.join(dir, 'e'), killWithDaemon: true, syscalls: [{ syscalls: ['openat'], path: w.file, error: 'ENOENT' }] });
+  // Its stdin stays open as long as this writer lives.
+  const writer = spawn('sh', ['-c', `exec sleep 60 > ${fifo}`], { stdio: 'ignore' });
+  t.teardown(() => killPid(writer.pid!));
+  await waitUntil('failures', () => readFileSync(path.join(dir, 'o'), 'utf8').includes('ENOENT'));
+  t.regex(readFileSync(`/proc/${p.pid}/status`, 'utf8'), /Seccomp:\s+2/);
+  const e = await t.throwsAsync(d.client.detach(p.pid));
+  t.is((e as TlsdError).code, 'KILLS_WITH_DAEMON');
+  d.child.kill('SIGKILL');
+  await waitUntil('it to be killed with the daemon', () => processEnded(p.pid));
+  t.false(readFileSync(path.join(dir, 'o'), 'utf8').includes('ENOSYS'));
+});
+
+test('rules, counts and records outlive the process and a restart of the daemon; only the last --syscall-log records are kept', async (t) => {
+  const w = workdir(t);
+  const stateDir = path.join(w.dir, 'state');
+  const first = await startDaemon(t, ['--syscall-log', '5'], { stateDir });
+  const ours = await underTlsd(first, w.dir, ['sort', w.file], [{ syscalls: ['read', 'openat', 'close'], trace: true }]);
+  const stats = await first.client.syscallStats(ours.pid);
+  const log = await first.client.syscallLog(ours.pid);
+  const rules = await first.client.rules(ours.pid);
+  const calls = stats.syscalls.reduce((n, s) => n + s.calls, 0);
+  t.true(calls > 5);
+  t.is(log.records.length, 5);
+  t.true(log.dropped);
+  t.deepEqual((await first.client.syscallLog(ours.pid, { since: log.records[2]!.seq })).records, log.records.slice(3));
+  first.child.kill('SIGTERM');
+  await new Promise((r) => first.child.once('exit', r));
+
+  const second = await startDaemon(t, [], { stateDir });
+  t.deepEqual(await second.client.syscallStats(ours.pid), stats);
+  t.deepEqual(await second.client.syscallLog(ours.pid), log);
+  t.deepEqual(await second.client.rules(ours.pid), rules);
+  // Forgotten with the process.
+  await second.client.forget(ours.pid);
+  const e = await t.throwsAsync(second.client.syscallStats(ours.pid));
+  t.is((e as TlsdError).code, 'NOT_FOUND');
 });

@@ -22,7 +22,7 @@ export const syscallRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, {
 
   app.get('/v1/processes/:pid/syscalls/rules', {
     schema: { summary: 'A process\'s syscall rules, in the order they are matched', params: ProcessParams, response: { 200: RuleList, ...errors } },
-  }, async (request) => ({ rules: syscalls.rules(supervisor.getProcess(request.params.pid).pid) }));
+  }, async (request) => ({ rules: syscalls.rules(supervisor.getProcess(request.params.pid)) }));
 
   app.delete('/v1/processes/:pid/syscalls/rules/:id', {
     schema: { summary: 'Remove a syscall rule; with the last one gone, the process\'s threads no longer stop at syscalls', params: RuleParams, response: { 204: { type: 'null' }, ...errors } },
@@ -41,8 +41,8 @@ export const syscallRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, {
       params: ProcessParams, querystring: SyscallLogQuery, response: { 200: SyscallLog, ...errors },
     },
   }, async (request) => {
-    const { pid } = supervisor.getProcess(request.params.pid);
-    const { records, dropped } = syscalls.records(pid, request.query.since, request.query.limit);
+    const p = supervisor.getProcess(request.params.pid);
+    const { records, dropped } = syscalls.records(p, request.query.since, request.query.limit);
     return { records, ...(dropped ? { dropped: true as const } : {}) };
   });
 };

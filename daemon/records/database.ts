@@ -7,6 +7,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { EVENT_SCHEMA } from './event-log.js';
+import { SYSCALL_SCHEMA } from './syscall-store.js';
 
 export type Db = Database.Database;
 
@@ -15,8 +16,9 @@ export const VOLATILE = ':memory:';
 
 export const DATABASE_FILE = 'tlsd.db';
 
-/** The schema's version, in `PRAGMA user_version`. */
-const SCHEMA_VERSION = 1;
+/** The schema's version, in `PRAGMA user_version`: 2 added the syscall
+ * tables (syscall-store.ts); a version 1 file gets them when opened. */
+const SCHEMA_VERSION = 2;
 
 /* Times are milliseconds since the epoch. A process is its serial, for
  * good: pids are reused, serials never. Ledger rows carry neither pid nor
@@ -133,7 +135,10 @@ function prepare(db: Db): Db {
     db.pragma('synchronous = NORMAL');
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version === 0) {
-      db.exec(SCHEMA + EVENT_SCHEMA);
+      db.exec(SCHEMA + EVENT_SCHEMA + SYSCALL_SCHEMA);
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    } else if (version === 1) {
+      db.exec(SYSCALL_SCHEMA);
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
     } else if (version !== SCHEMA_VERSION) {
       throw Object.assign(new Error(`the records database has schema version ${version}; this tlsd reads ${SCHEMA_VERSION}`), { code: 'TLSD_SCHEMA' });

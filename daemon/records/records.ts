@@ -11,6 +11,7 @@ import { type Page, type PageRequest, pageLimit, cursorPosition } from '../pagin
 import type { ExitRecord, ProcessRecord, ShimFate } from '../registry.js';
 import { asPid, asTid, exitHows, isLeader, type ExitHow, type Pid, type Tid } from '../types.js';
 import type { Db } from './database.js';
+import { SyscallStore } from './syscall-store.js';
 import { EventLog } from './event-log.js';
 
 const FLUSH_MS = 100;
@@ -79,6 +80,8 @@ export class Records {
   private pendingEvents: LifecycleEvent[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly events: EventLog;
+  /** Syscall rules, counts and records of processes that ended. */
+  readonly syscalls: SyscallStore;
   /** What became of an ended thread's shim slot, asked when its row is
    * written (the shim's news of a claim can come after the tracer's of the exit). */
   shimFate: (p: ProcessRecord, x: ExitRecord) => ShimFate | undefined = () => undefined;
@@ -101,6 +104,7 @@ export class Records {
     // joined by spaces.
     db.function('command_line', { deterministic: true }, (argv) => (JSON.parse(String(argv)) as string[]).join(' '));
     this.events = new EventLog(db);
+    this.syscalls = new SyscallStore(db);
   }
 
   /* Writes: O(1) now, in the next batch. */
@@ -274,6 +278,7 @@ export class Records {
       for (const serial of serials) {
         exits += dropExits.run(serial).changes;
         dropProcess.run(serial);
+        this.syscalls.forget(serial);
       }
       this.countForgotten({ processes: serials.length, exits });
       return exits;

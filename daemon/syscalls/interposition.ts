@@ -1,12 +1,14 @@
 /* Syscall interposition, the daemon's side: each process's rules (sent
  * whole to the tracer, which matches them: native/tracer/syscalls.c), the
- * counts and records the tracer sends back, kept after the process ends,
- * and the live stream of records (docs/syscalls.md). */
+ * counts and records the tracer sends back, and the live stream of
+ * records (docs/syscalls.md). A running process's are in memory; when it
+ * ends or is detached they move to the records (records/syscall-store.ts). */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import type { ProcessRecord } from '../registry.js';
 import type { TracerEvent, TracerReply } from '../tracer/client.js';
+import type { SyscallStore } from '../records/syscall-store.js';
 import type { TracerCommand } from '../tracer/protocol.js';
 import { syscallFlags } from '../tracer/protocol.js';
 import type { Pid, Tid } from '../types.js';
@@ -54,6 +56,8 @@ export interface SyscallStats {
 export const DEFAULT_LOG_LIMIT = 100_000;
 
 type Counts = { calls: number; errors: number; timeNs: number };
+/** What the records keep of a process that ended. */
+interface Saved { rules: Rule[]; since?: string; syscalls: Array<[number, Counts]>; threads: Array<[number, Counts]>; droppedThrough: number }
 type Request = (c: Extract<TracerCommand, { type: 'rules' | 'counts' }> extends infer C ? C extends TracerCommand ? Omit<C, 'req'> : never : never) => Promise<TracerReply>;
 
 /** One process's rules, counts and records. */
@@ -62,7 +66,11 @@ class ProcessSyscalls {
   since?: string;
   readonly bySyscall = new Map<number, Counts>();
   readonly byThread = new Map<number, Counts>();
+  /** Its records; past logLimit, the oldest are dropped (in chunks:
+   * kept() is what is readable). */
   log: SyscallRecord[] = [];
+  /** The seq of the last record dropped, 0 for none. */
+  droppedThrough = 0;
   /** Rule changes one after the other: each sends the whole set. */
   changes: Promise<unknown> = Promise.resolve();
 }
@@ -81,7 +89,7 @@ export class Interposition {
   private nextSeq = 1;
   private readonly live = new EventEmitter();
 
-  constructor(private readonly request: Request, private readonly log: Logger, private readonly logLimit = DEFAULT_LOG_LIMIT) {
+  constructor(private readonly request: Request, private readonly store: SyscallStore, private readonly log: Logger, private readonly logLimit = DEFAULT_LOG_LIMIT) {
     this.live.setMaxListeners(0);
   }
 
@@ -147,33 +155,67 @@ export class Interposition {
     if (s?.rules.length) await this.change(p, (rules) => rules).catch((e) => this.log.warn({ err: e, tracee: p.pid }, 'cannot give the tracer the rules again'));
   }
 
-  rules(pid: Pid): Rule[] {
-    return (this.byPid.get(pid)?.rules ?? []).map((r) => r.rule);
+  /** A process that ended or was detached: what it had goes to the
+   * records, and its pid may be another process's from now on. */
+  ended(p: ProcessRecord): void {
+    const s = this.byPid.get(p.pid);
+    if (!s) return;
+    this.byPid.delete(p.pid);
+    this.store.save(p.serial, this.saved(s), this.kept(s).log);
+  }
+
+  /** The last logLimit records, and the seq of the last one not among them. */
+  private kept(s: ProcessSyscalls): { log: SyscallRecord[]; droppedThrough: number } {
+    const extra = s.log.length - this.logLimit;
+    return extra > 0 ? { log: s.log.slice(extra), droppedThrough: s.log[extra - 1]!.seq } : { log: s.log, droppedThrough: s.droppedThrough };
+  }
+
+  private saved(s: ProcessSyscalls): Saved {
+    return {
+      rules: s.rules.map((r) => r.rule), ...(s.since ? { since: s.since } : {}), syscalls: [...s.bySyscall], threads: [...s.byThread],
+      droppedThrough: this.kept(s).droppedThrough,
+    };
+  }
+
+  /** A running process's, from memory; else what the records kept. */
+  private state(p: ProcessRecord): { saved: Saved; log?: SyscallRecord[] } | undefined {
+    const s = p.state === 'running' ? this.byPid.get(p.pid) : undefined;
+    if (s) return { saved: this.saved(s), log: this.kept(s).log };
+    const saved = this.store.load<Saved>(p.serial);
+    return saved ? { saved } : undefined;
+  }
+
+  rules(p: ProcessRecord): Rule[] {
+    return this.state(p)?.saved.rules ?? [];
   }
 
   async stats(p: ProcessRecord): Promise<SyscallStats> {
     // What the tracer counted and did not send yet comes before its reply.
     if (p.state === 'running' && this.byPid.get(p.pid)?.rules.length) await this.request({ type: 'counts', pid: p.pid }).catch(() => {});
-    const s = this.byPid.get(p.pid);
+    const saved = this.state(p)?.saved;
     return {
       engine: 'ptrace',
-      ...(s?.since ? { since: s.since } : {}),
-      syscalls: [...(s?.bySyscall ?? [])].sort(([a], [b]) => a - b).map(([nr, c]) => ({ name: syscallName(nr), nr, ...c })),
-      threads: [...(s?.byThread ?? [])].sort(([a], [b]) => a - b).map(([tid, c]) => ({ tid, calls: c.calls, errors: c.errors })),
+      ...(saved?.since ? { since: saved.since } : {}),
+      syscalls: (saved?.syscalls ?? []).sort(([a], [b]) => a - b).map(([nr, c]) => ({ name: syscallName(nr), nr, ...c })),
+      threads: (saved?.threads ?? []).sort(([a], [b]) => a - b).map(([tid, c]) => ({ tid, calls: c.calls, errors: c.errors })),
     };
   }
 
-  /** Records after `since` (a seq), at most `limit`, oldest first. */
-  records(pid: Pid, since = 0, limit = DEFAULT_LOG_LIMIT): { records: SyscallRecord[]; dropped: boolean } {
-    const log = this.byPid.get(pid)?.log ?? [];
+  /** Records after `since` (a seq), at most `limit`, oldest first;
+   * `dropped` when some after `since` are no longer kept. */
+  records(p: ProcessRecord, since = 0, limit = DEFAULT_LOG_LIMIT): { records: SyscallRecord[]; dropped: boolean } {
+    const state = this.state(p);
+    const dropped = since < (state?.saved.droppedThrough ?? 0);
+    if (!state?.log) return { records: this.store.records<SyscallRecord>(p.serial, since, limit), dropped };
+    const log = state.log;
     // seq grows along the log: find the first after `since` by halving.
-    let lo = Math.max(0, log.length - this.logLimit), hi = log.length;
+    let lo = 0, hi = log.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       if (log[mid]!.seq <= since) lo = mid + 1;
       else hi = mid;
     }
-    return { records: log.slice(lo, lo + limit), dropped: since > 0 && lo < log.length && log[lo]!.seq > since + 1 };
+    return { records: log.slice(lo, lo + limit), dropped };
   }
 
   /** Every record of a process (or of all), as it comes. */
@@ -203,7 +245,10 @@ export class Interposition {
       at: new Date(Number(m.at / 1_000_000n)).toISOString(), rule: m.rule,
     };
     s.log.push(record);
-    if (s.log.length > this.logLimit * 1.25) s.log = s.log.slice(s.log.length - this.logLimit);
+    if (s.log.length > this.logLimit * 1.25) {
+      const { log, droppedThrough } = this.kept(s);
+      Object.assign(s, { log, droppedThrough });
+    }
     this.live.emit('record', record);
   }
 }

@@ -68,7 +68,7 @@ export type TracerMessage =
 
 export type TracerCommand =
   | { type: 'attach'; req: number; pid: Pid }
-  | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string; inject?: InjectRequest; rules?: CompiledRule[] }
+  | { type: 'spawn'; req: number; path: string; argv: string[]; env: string[]; cwd: string; stdout: string; stderr: string; inject?: InjectRequest; killWithDaemon?: boolean; rules?: CompiledRule[] }
   | { type: 'detach'; req: number; pid: Pid; kill: boolean; keepChildren: boolean }
   | { type: 'refresh'; req: number; tid: Tid }
   | { type: 'shim'; req: number; pid: Pid; table: Address }
@@ -222,7 +222,7 @@ export function encodeCommand(c: TracerCommand, kinds?: FieldKind[]): Buffer {
   const w = new FrameWriter(kinds).u8(Command[c.type]).u32(c.req);
   switch (c.type) {
     case 'attach': return w.u32(c.pid).frame();
-    case 'spawn': return ruleFields(injectFields(w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr), c.inject), c.rules ?? []).frame();
+    case 'spawn': return ruleFields(injectFields(w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr), c.inject).u8(c.killWithDaemon ? 1 : 0), c.rules ?? []).frame();
     case 'rules': return ruleFields(w.u32(c.pid), c.rules).frame();
     case 'counts': return w.u32(c.pid).frame();
     case 'inject': return injectFields(w.u32(c.pid), c).frame();

@@ -86,10 +86,11 @@ static int run_spawn(struct frame *f, uint32_t req)
 	char **envp = read_strings(f);
 	char *cwd = in_str(f), *out_path = in_str(f), *err_path = in_str(f);
 	struct inject_request q = read_inject_request(f);
+	uint8_t kill_with_daemon = in_u8(f);
 	struct ruleset *rules = ruleset_read(f);
 	int ok = !f->bad && argv && argv[0];
 	if (ok)
-		spawn_process(req, path, argv, envp, cwd, out_path, err_path, q.mode ? &q : NULL, rules);
+		spawn_process(req, path, argv, envp, cwd, out_path, err_path, q.mode ? &q : NULL, rules, kill_with_daemon);
 	else
 		ruleset_free(rules);
 	free(q.shim_path);

@@ -113,6 +113,11 @@ void detach_process(uint32_t req, pid_t pid, int kill_it, int keep_children)
 		send_reply((struct reply){ .req = req, .err = EBUSY, .pid = pid });
 		return;
 	}
+	if (!kill_it && (p->flags & P_KILL_WITH_DAEMON)) {
+		/* Its pre-filter makes calls fail without a tracer. */
+		send_reply((struct reply){ .req = req, .err = EPERM, .pid = pid });
+		return;
+	}
 	if (kill_it) {
 		/* Its death arrives through the event loop like any other. */
 		send_reply((struct reply){ .req = req, .err = kill(pid, SIGKILL) < 0 ? errno : 0, .pid = pid });
@@ -133,6 +138,12 @@ void detach_process(uint32_t req, pid_t pid, int kill_it, int keep_children)
 static void detach_any(struct process *p, void *unused)
 {
 	(void)unused;
+	if (p->flags & P_KILL_WITH_DAEMON) {
+		/* It asked to end with the daemon; its death is reaped (or the
+		 * kernel's EXITKILL does it, if the tracer is gone first). */
+		kill(p->pid, SIGKILL);
+		return;
+	}
 	p->flags &= ~(P_ATTACHING | P_SPAWNING | P_SCANNING | P_SETTLING);
 	if (!(p->flags & P_DETACHING))
 		detach_process(0, p->pid, 0, 1);

@@ -3,6 +3,7 @@
  * one is looked at: clone and exit events never wait for the daemon. */
 #include <errno.h>
 #include <sched.h>
+#include <string.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
@@ -152,8 +153,13 @@ static void claim_new_process(struct thread *parent, struct thread *child, int e
 		forked->shim = owner->shim;
 	/* strace -f's semantics: what the parent's calls are subject to, its
 	 * children's are too, from their first instruction. */
-	if (owner)
+	if (owner) {
 		forked->rules = ruleset_copy(owner->rules);
+		/* Its filter and the tracer's EXITKILL option are inherited. */
+		forked->flags |= owner->flags & (P_KILL_WITH_DAEMON | P_PREFILTER);
+		memcpy(forked->prefilter, owner->prefilter, sizeof forked->prefilter);
+		forked->prefilter_covers = owner->prefilter_covers;
+	}
 	send_process_new(child->tid, origin, parent->pid, parent->tid, inherits);
 }
 
@@ -318,6 +324,12 @@ static void on_stop(pid_t tid, int status)
 		if (on_exec(t))
 			resume(t, 0, 0);
 		return;
+	case PTRACE_EVENT_SECCOMP: { /* a call its pre-filter stops */
+		int signal;
+		if (!on_syscall_stop(t, &signal))
+			resume(t, signal, 0);
+		return;
+	}
 	case PTRACE_EVENT_EXIT:
 		/* Must be restarted even after SIGKILL (docs/ptrace.md). */
 		on_exit_event(t);

@@ -41,9 +41,13 @@ enum tlsd_command {
 	                         u32 envc, str env[envc], str cwd,
 	                         str stdout_path, str stderr_path, u8 shim_mode,
 	                         u32 slot_count, u32 slot_bytes, str shim_path,
-	                         str shim_socket, u32 nrules, nrules times
-	                         { rule, as in RULES } -- start a command under
-	                         the tracer, its rules in force from its exec.
+	                         str shim_socket, u8 kill_with_daemon,
+	                         u32 nrules, nrules times { rule, as in RULES }
+	                         -- start a command under the tracer, its rules
+	                         in force from its exec. kill_with_daemon: it
+	                         dies with the tracer (PTRACE_O_EXITKILL) and
+	                         with the daemon, is never detached (EPERM),
+	                         and its rules get a seccomp pre-filter.
 	                         shim_mode 0: answered with REPLY at its exec;
 	                         else the shim is injected there, before its
 	                         first instruction, as INJECT does, and the

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,7 +27,7 @@ static void report_and_exit(int fd, int err)
 }
 
 static void run_child(int go, int failed, int out_fd, int err_fd,
-		      const char *path, char **argv, char **envp, const char *cwd)
+		      const char *path, char **argv, char **envp, const char *cwd, const uint8_t *prefilter)
 {
 	/* Undo what the tracer set up for itself: the child starts as a
 	 * process started from a shell would. */
@@ -47,14 +48,21 @@ static void run_child(int go, int failed, int out_fd, int err_fd,
 		_exit(127); /* the tracer is gone: never run untraced */
 	if (cwd[0] && chdir(cwd) < 0)
 		report_and_exit(failed, errno);
+	if (prefilter && install_prefilter(prefilter) < 0)
+		report_and_exit(failed, errno);
 	execve(path, argv, envp);
 	report_and_exit(failed, errno);
 }
 
 void spawn_process(uint32_t req, const char *path, char **argv, char **envp, const char *cwd,
 		   const char *out_path, const char *err_path, const struct inject_request *inject,
-		   struct ruleset *rules)
+		   struct ruleset *rules, int kill_with_daemon)
 {
+	/* The pre-filter, only for a process that dies with the tracer. */
+	uint8_t prefilter[SYSCALL_NR_MAX / 8];
+	ruleset_union(rules, prefilter);
+	int filtered = kill_with_daemon && rules && rules->n;
+	long options = TRACE_OPTIONS | (kill_with_daemon ? PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP : 0);
 	int go[2] = { -1, -1 }, failed[2] = { -1, -1 };
 	int out_fd = open_output(out_path);
 	int err_fd = out_fd < 0 ? -1 : open_output(err_path);
@@ -69,12 +77,12 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp, con
 		goto out;
 	}
 	if (pid == 0)
-		run_child(go[0], failed[1], out_fd, err_fd, path, argv, envp, cwd);
+		run_child(go[0], failed[1], out_fd, err_fd, path, argv, envp, cwd, filtered ? prefilter : NULL);
 
 	close(go[0]);
 	close(failed[1]);
 	go[0] = failed[1] = -1;
-	if (ptrace(PTRACE_SEIZE, pid, 0, (void *)(long)TRACE_OPTIONS) < 0) {
+	if (ptrace(PTRACE_SEIZE, pid, 0, (void *)options) < 0) {
 		int err = errno;
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, __WALL);
@@ -88,6 +96,13 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp, con
 		p->inject = inject_request_copy(inject);
 	p->rules = rules; /* its threads stop at syscalls from its exec stop */
 	rules = NULL;
+	if (kill_with_daemon)
+		p->flags |= P_KILL_WITH_DAEMON;
+	if (filtered) {
+		p->flags |= P_PREFILTER;
+		memcpy(p->prefilter, prefilter, sizeof prefilter);
+		p->prefilter_covers = 1; /* the filter is made of its rules */
+	}
 	struct thread *t = thread_add(pid);
 	thread_claim(t, pid);
 	t->source = TLSD_FS_EXEC;

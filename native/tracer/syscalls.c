@@ -8,7 +8,12 @@
  * in batches (SYSCALL_COUNT), traced calls one frame each (SYSCALL),
  * both through the batched output queue. */
 #include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
@@ -43,6 +48,7 @@ struct sys_state {
 	/* The call in progress: its entry was seen. */
 	int in_call;
 	int restarting;   /* made to restart by a stop of ours: the same call */
+	int entry_stop;   /* its last syscall stop was an entry stop */
 	uint16_t nr;
 	uint64_t args[6];
 	uint64_t entry_ns;
@@ -88,6 +94,11 @@ static void push_tid(pid_t **list, uint32_t *n, uint32_t *cap, pid_t tid)
 		*list = xrealloc(*list, *cap * sizeof **list);
 	}
 	(*list)[(*n)++] = tid;
+}
+
+static int in_set(const uint8_t *set, uint16_t nr)
+{
+	return set[nr / 8] & (1u << (nr % 8));
 }
 
 /* --- Rules ------------------------------------------------------------ */
@@ -207,6 +218,61 @@ static int has_rules(pid_t pid)
 	return p && p->rules && p->rules->n;
 }
 
+void ruleset_union(const struct ruleset *rs, uint8_t set[SYSCALL_NR_MAX / 8])
+{
+	memset(set, 0, SYSCALL_NR_MAX / 8);
+	for (uint32_t i = 0; rs && i < rs->n; i++)
+		for (size_t b = 0; b < SYSCALL_NR_MAX / 8; b++)
+			set[b] |= rs->rules[i].set[b];
+}
+
+/* Whether every call the rules select stops at the process's pre-filter:
+ * then its threads need no other syscall stop. */
+static int prefilter_covers(const struct process *p)
+{
+	if (!(p->flags & P_PREFILTER))
+		return 0;
+	uint8_t set[SYSCALL_NR_MAX / 8];
+	ruleset_union(p->rules, set);
+	for (size_t b = 0; b < sizeof set; b++)
+		if (set[b] & ~p->prefilter[b])
+			return 0;
+	return 1;
+}
+
+int install_prefilter(const uint8_t set[SYSCALL_NR_MAX / 8])
+{
+	struct sock_filter code[8 + SYSCALL_NR_MAX];
+	size_t n = 0;
+	/* A call of another architecture (a 32-bit one) or an x32 call: run. */
+	code[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+	code[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+	code[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+	code[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+	size_t count = 0;
+	for (int nr = 0; nr < SYSCALL_NR_MAX; nr++)
+		count += in_set(set, (uint16_t)nr) ? 1 : 0;
+	/* One test per call: each jumps to the RET_TRACE at the end. */
+	size_t left = count;
+	for (int nr = 0; nr < SYSCALL_NR_MAX; nr++) {
+		if (!in_set(set, (uint16_t)nr))
+			continue;
+		left--;
+		code[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, (uint8_t)(left + 1), 0);
+	}
+	code[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+	code[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE);
+	struct sock_fprog prog = { .len = (unsigned short)n, .filter = code };
+	/* Without CAP_SYS_ADMIN the kernel takes a filter only from a process
+	 * that can gain no privileges (a setuid program then runs without
+	 * its privileges, as under strace --seccomp-bpf). */
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW, &prog) == 0)
+		return 0;
+	if (errno != EACCES || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -1;
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW, &prog);
+}
+
 /* --- Per-thread state ------------------------------------------------- */
 
 static struct sys_state *state_of(struct thread *t)
@@ -221,8 +287,11 @@ static struct sys_state *state_of(struct thread *t)
 int stops_at_syscalls(const struct thread *t)
 {
 	/* A call in progress keeps its exit stop, rules or not, for its
-	 * count and record. */
-	return has_rules(t->pid) || (t->sys && t->sys->in_call && t->sys->selected);
+	 * count and record; with the pre-filter stopping at every call the
+	 * rules select, that is the only syscall stop asked for. */
+	int in_call = t->sys && ((t->sys->in_call && t->sys->selected) || t->sys->exec_exit);
+	struct process *p = process_find(t->pid);
+	return in_call || (p && p->rules && p->rules->n && !p->prefilter_covers);
 }
 
 void syscalls_thread_free(struct thread *t)
@@ -299,11 +368,6 @@ static void send_call(struct thread *t, struct sys_state *s, int64_t rval, uint6
 }
 
 /* --- Matching ---------------------------------------------------------- */
-
-static int in_set(const uint8_t *set, uint16_t nr)
-{
-	return set[nr / 8] & (1u << (nr % 8));
-}
 
 static int selects_thread(const struct rule *r, pid_t tid)
 {
@@ -455,9 +519,9 @@ static int finish_entry(struct thread *t, struct sys_state *s)
 	return s->signal;
 }
 
-static int at_entry(struct thread *t, struct sys_state *s, const struct __ptrace_syscall_info *info, int *signal)
+static int at_entry(struct thread *t, struct sys_state *s, uint64_t nr, const uint64_t args[6], int *signal)
 {
-	if (s->restarting && (info->entry.nr == s->nr || info->entry.nr == SYS_restart_syscall)) {
+	if (s->restarting && (nr == s->nr || nr == SYS_restart_syscall)) {
 		/* The same call going on after a stop of ours: not a new one. */
 		s->restarting = 0;
 		return 0;
@@ -468,13 +532,14 @@ static int at_entry(struct thread *t, struct sys_state *s, const struct __ptrace
 		.when = s->when, .nwhen = s->nwhen, .when_cap = s->when_cap,
 		.counts = s->counts, .ncounts = s->ncounts, .counts_cap = s->counts_cap,
 	};
-	if (info->entry.nr >= SYSCALL_NR_MAX)
+	struct process *p = process_find(t->pid);
+	/* A spawned child's own execve, before its program: no rule yet. */
+	if (nr >= SYSCALL_NR_MAX || !p || (p->flags & P_SPAWNING))
 		return 0;
 	s->in_call = 1;
-	s->nr = (uint16_t)info->entry.nr;
-	memcpy(s->args, info->entry.args, sizeof s->args);
+	s->nr = (uint16_t)nr;
+	memcpy(s->args, args, sizeof s->args);
 	s->entry_ns = now;
-	struct process *p = process_find(t->pid);
 	uint32_t delay = match(t, s, p ? p->rules : NULL);
 	if (delay) {
 		hold(t, s, HOLD_ENTRY, delay);
@@ -538,11 +603,23 @@ int on_syscall_stop(struct thread *t, int *signal)
 	if (ptrace(PTRACE_GET_SYSCALL_INFO, t->tid, sizeof info, &info) <= 0)
 		return 0;
 	struct sys_state *s = state_of(t);
-	if (info.op == PTRACE_SYSCALL_INFO_ENTRY)
-		return at_entry(t, s, &info, signal);
-	if (info.op == PTRACE_SYSCALL_INFO_EXIT)
-		return at_exit(t, s, &info);
-	return 0;
+	if (info.op == PTRACE_SYSCALL_INFO_SECCOMP) {
+		/* The pre-filter's stop, at the entry; right after a
+		 * syscall-entry stop (the thread stops at every call), it is
+		 * that same call. */
+		if (s->entry_stop) {
+			s->entry_stop = 0;
+			return 0;
+		}
+		return at_entry(t, s, info.seccomp.nr, info.seccomp.args, signal);
+	}
+	if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
+		int held = at_entry(t, s, info.entry.nr, info.entry.args, signal);
+		s->entry_stop = 1;
+		return held;
+	}
+	s->entry_stop = 0;
+	return info.op == PTRACE_SYSCALL_INFO_EXIT ? at_exit(t, s, &info) : 0;
 }
 
 void note_exec_for_syscalls(struct thread *t)
@@ -589,10 +666,11 @@ void set_rules(uint32_t req, pid_t pid, struct ruleset *rs)
 		send_reply((struct reply){ .req = req, .err = ESRCH, .pid = pid });
 		return;
 	}
-	int was = p->rules && p->rules->n;
+	int was = p->rules && p->rules->n && !p->prefilter_covers;
 	ruleset_free(p->rules);
 	p->rules = rs;
-	int now = rs && rs->n;
+	p->prefilter_covers = prefilter_covers(p);
+	int now = rs && rs->n && !p->prefilter_covers;
 	/* A spawned process not yet at its exec has no stop to change yet. */
 	if (was != now && !(p->flags & P_SPAWNING))
 		thread_each_of(pid, kick, NULL);

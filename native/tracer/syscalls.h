@@ -53,9 +53,20 @@ void set_rules(uint32_t req, pid_t pid, struct ruleset *rs);
 /* COUNTS: sends what pid's threads counted and did not send yet. */
 void send_counts_of(uint32_t req, pid_t pid);
 
+/* The union of the calls a rule set selects (a bitmap like rule.set). */
+void ruleset_union(const struct ruleset *rs, uint8_t set[SYSCALL_NR_MAX / 8]);
+/* In a spawned child, just before its execve: a seccomp filter that
+ * stops (SECCOMP_RET_TRACE) at the calls in `set` and lets every other
+ * one run with no stop (strace's --seccomp-bpf). Such a process cannot
+ * run without its tracer: its filtered calls would fail with ENOSYS. So
+ * it is only for a spawn that asks to be killed with the daemon
+ * (PTRACE_O_EXITKILL, and the tracer kills it when the daemon goes).
+ * Returns -1 with errno. */
+int install_prefilter(const uint8_t set[SYSCALL_NR_MAX / 8]);
+
 /* Whether a thread must be restarted with PTRACE_SYSCALL. */
 int stops_at_syscalls(const struct thread *t);
-/* A syscall-entry or -exit stop. Returns 1 when the thread is held
+/* A syscall-entry, seccomp or syscall-exit stop. Returns 1 when the thread is held
  * (a delay): syscalls_wake() restarts it. Else the caller restarts it,
  * with *signal. */
 int on_syscall_stop(struct thread *t, int *signal);

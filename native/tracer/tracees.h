@@ -66,6 +66,11 @@ enum process_flag {
 	P_SILENT = 1 << 3,    /* failed spawn: reap it, tell nobody */
 	P_SCANNING = 1 << 4,  /* attach still walking /proc/PID/task */
 	P_SETTLING = 1 << 5,  /* SETTLE came: answer it once no FS base is due */
+	P_KILL_WITH_DAEMON = 1 << 6, /* spawned to die with the tracer and the
+	                                daemon (PTRACE_O_EXITKILL): never
+	                                detached, killed instead */
+	P_PREFILTER = 1 << 7, /* has a seccomp pre-filter (syscalls.h): always
+	                         with P_KILL_WITH_DAEMON */
 };
 
 /* One detach request and the processes it takes along (detach.c): it is
@@ -90,6 +95,8 @@ struct process {
 	struct shim_table shim; /* table == 0: no libtlsshim known */
 	struct inject_request *inject; /* P_SPAWNING: the shim to inject at its exec */
 	struct ruleset *rules;   /* its syscall rules (syscalls.h), or NULL */
+	uint8_t prefilter[64];   /* P_PREFILTER: the calls it stops at */
+	uint8_t prefilter_covers; /* every call its rules select is among them */
 };
 
 struct thread *thread_find(pid_t tid);

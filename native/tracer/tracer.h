@@ -87,10 +87,12 @@ void restore_scheduling(void);
 struct inject_request;
 struct ruleset;
 /* inject: the shim to inject at its exec (inject.h), or NULL; rules: its
- * syscall rules from its exec on (taken), or NULL. */
+ * syscall rules from its exec on (taken), or NULL; kill_with_daemon: it
+ * dies with the tracer and the daemon, and its rules get a seccomp
+ * pre-filter (syscalls.h). */
 void spawn_process(uint32_t req, const char *path, char **argv, char **envp, const char *cwd,
 		   const char *out_path, const char *err_path, const struct inject_request *inject,
-		   struct ruleset *rules);
+		   struct ruleset *rules, int kill_with_daemon);
 
 /* detach.c */
 /* Detaches pid and, unless keep_children, the processes it forked while
