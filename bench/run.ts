@@ -48,8 +48,8 @@ async function underFloor(argv: string[], polling: boolean): Promise<number> {
   return selfTimed((await run(benchProgram('floor-tracer'), [...options, ...argv], { maxBuffer: 1 << 24 })).stdout);
 }
 
-async function underTlsd(client: TlsdClient, argv: string[], syscalls?: RuleRequest[]): Promise<number> {
-  const p = await client.spawn({ argv, ...(syscalls ? { syscalls } : {}) });
+async function underTlsd(client: TlsdClient, argv: string[], syscalls?: RuleRequest[], killWithDaemon = false): Promise<number> {
+  const p = await client.spawn({ argv, ...(syscalls ? { syscalls } : {}), ...(killWithDaemon ? { killWithDaemon } : {}) });
   for (;;) {
     const q = await client.process(p.pid);
     if (q.state === 'exited') return selfTimed(readFileSync(p.stdout!, 'utf8'));
@@ -274,6 +274,39 @@ async function selectedSyscalls(client: TlsdClient): Promise<Row[]> {
   for (const r of [floorRow, tlsdRow, straceRow]) r.extra = `${perCall(r)} µs per call over native`;
   const paired = (other: Row) => median(tlsdRow.ms.map((ms, i) => ms / other.ms[i]!)).toFixed(2);
   tlsdRow.extra += `; paired by round ${paired(straceRow)}× strace, ${paired(floorRow)}× the floor`;
+  return [...rows, ...await unselectedSyscalls(client, calls), ...await noRule(client)];
+}
+
+/** The same loop with a rule on another call (openat): without a
+ * pre-filter every call stops anyway; with killWithDaemon's (and strace's
+ * --seccomp-bpf) none does. */
+async function unselectedSyscalls(client: TlsdClient, calls: number): Promise<Row[]> {
+  const loop = [benchProgram('getppid'), String(calls)];
+  const workload = `${calls.toLocaleString('en')} getppid, a rule on openat`;
+  const variants: [string, () => Promise<number>][] = [
+    ['native', () => native(loop)],
+    ['tlsd', () => underTlsd(client, loop, [{ syscalls: ['openat'] }])],
+    ['tlsd, killWithDaemon (seccomp pre-filter)', () => underTlsd(client, loop, [{ syscalls: ['openat'] }], true)],
+    ['strace -f -e trace=openat', async () => selfTimed((await run('strace', ['-f', '-o', '/dev/null', '-e', 'trace=openat', ...loop], { maxBuffer: 1 << 24 })).stdout)],
+    ['strace -f --seccomp-bpf -e trace=openat', async () => selfTimed((await run('strace', ['-f', '--seccomp-bpf', '-o', '/dev/null', '-e', 'trace=openat', ...loop], { maxBuffer: 1 << 24 })).stdout)],
+  ];
+  const rows = variants.map(([variant]) => ({ workload, variant, ms: [] as number[], baseline: 'native' } as Row));
+  for (let i = 0; i < rounds; i++) {
+    for (const [k, [, measure]] of variants.entries()) rows[k]!.ms.push(await measure());
+    process.stderr.write(`round ${i + 1}/${rounds} of unselected syscalls done\n`);
+  }
+  return rows;
+}
+
+/** A process with no rule makes no syscall stop. */
+async function noRule(client: TlsdClient): Promise<Row[]> {
+  const loop = [benchProgram('getppid'), '2000000'];
+  const workload = '2,000,000 getppid, no rule';
+  const rows = ['native', 'tlsd'].map((variant) => ({ workload, variant, ms: [] as number[], baseline: 'native' } as Row));
+  for (let i = 0; i < rounds; i++) {
+    rows[0]!.ms.push(await native(loop));
+    rows[1]!.ms.push(await underTlsd(client, loop));
+  }
   return rows;
 }
 
