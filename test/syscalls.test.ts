@@ -3,7 +3,7 @@
  * gives the same output and exit; the same trace gives the same calls
  * and results in the same order; the same counts. */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -26,13 +26,20 @@ function workdir(t: ExecutionContext): { dir: string; file: string; tree: string
 
 interface Outcome { stdout: string; stderr: string; code: number | null; signal: string | null }
 
+/** Output goes to files opened to append, as a spawn's does: programs
+ * write to those otherwise than to a pipe (GNU cat tries copy_file_range,
+ * which O_APPEND refuses, then reads and writes). */
 function underStrace(args: string[], argv: string[]): Outcome & { log: string } {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-strace-'));
+  const [out, err] = ['out', 'err'].map((name) => openSync(path.join(dir, name), 'a'));
   try {
     const log = path.join(dir, 'log');
-    const r = spawnSync('strace', ['-f', '-o', log, ...args, ...argv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    return { stdout: r.stdout, stderr: r.stderr, code: r.status, signal: r.signal, log: readFileSync(log, 'utf8') };
+    const r = spawnSync('strace', ['-f', '-o', log, ...args, ...argv], { stdio: ['ignore', out!, err!] });
+    const read = (name: string) => readFileSync(path.join(dir, name), 'utf8');
+    return { stdout: read('out'), stderr: read('err'), code: r.status, signal: r.signal, log: read('log') };
   } finally {
+    closeSync(out!);
+    closeSync(err!);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -58,13 +65,15 @@ const injections: [string[], string][] = [
   [['sort', 'FILE'], 'read:error=EIO:when=2+'],
   [['sort', 'FILE'], 'close:error=EBADF:when=1+2'],
   [['WORKERS', 'workers', '3', '3', 'FILE'], 'openat:error=ENOENT:when=2'],
+  // Forks: each child has the rules, and counts its calls from 1 (strace -f).
+  [['sh', '-c', 'cat FILE; cat FILE >&2; cat FILE'], 'copy_file_range:error=EIO:when=1'],
 ];
 
-test('for nine -e inject= expressions on cat, ls, sort and a threaded program, the output and the exit are strace\'s', async (t) => {
+test('for ten -e inject= expressions on cat, ls, sort, a threaded program and a shell that forks, the output and the exit are strace\'s', async (t) => {
   const w = workdir(t);
   const d = await startDaemon(t);
   for (const [command, spec] of injections) {
-    const argv = command.map((a) => (a === 'FILE' ? w.file : a === 'TREE' ? w.tree : a === 'WORKERS' ? fixturePath('workers') : a));
+    const argv = command.map((a) => (a === 'TREE' ? w.tree : a === 'WORKERS' ? fixturePath('workers') : a.replaceAll('FILE', w.file)));
     const oracle = underStrace(['-e', `inject=${spec}`], argv);
     const ours = await underTlsd(d, w.dir, argv, [parseInjectSpec(spec)]);
     t.deepEqual({ stdout: ours.stdout, stderr: ours.stderr, code: ours.code, signal: ours.signal },
