@@ -123,7 +123,7 @@ export class Interposition {
   }
 
   private change(p: ProcessRecord, edit: (rules: ProcessSyscalls['rules']) => ProcessSyscalls['rules']): Promise<void> {
-    if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} is ${p.state}`);
+    if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} is ${p.state}: its rules can be read, not changed`);
     const s = this.of(p.pid);
     const run = s.changes.then(async () => {
       const rules = edit(s.rules);
@@ -144,6 +144,7 @@ export class Interposition {
   }
 
   async removeRule(p: ProcessRecord, id: number): Promise<void> {
+    if (p.state !== 'running') throw new TlsdError('GONE', `process ${p.pid} is ${p.state}: its rules can be read, not changed`);
     if (!this.byPid.get(p.pid)?.rules.some((r) => r.rule.id === id)) throw new TlsdError('NOT_FOUND', `process ${p.pid} has no rule ${id}`);
     await this.change(p, (rules) => rules.filter((r) => r.rule.id !== id));
   }

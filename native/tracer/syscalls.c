@@ -54,7 +54,7 @@ struct sys_state {
 	uint64_t entry_ns;
 	int selected;     /* some rule selected it: it is counted */
 	uint32_t trace;   /* the id of a tracing rule that selected it, or 0 */
-	uint8_t fault;    /* enum rule_fault, written at its exit */
+	uint8_t fault;    /* enum rule_fault, its result written at its entry */
 	int64_t value;
 	int signal;       /* sent at its entry */
 	uint32_t delay_exit_us;
@@ -519,6 +519,17 @@ static int finish_entry(struct thread *t, struct sys_state *s)
 	return s->signal;
 }
 
+/* Forgets the call before; what the thread counted stays. */
+static void new_call(struct sys_state *s, uint16_t nr, uint64_t now)
+{
+	free(s->path);
+	*s = (struct sys_state){
+		.in_call = 1, .nr = nr, .entry_ns = now,
+		.when = s->when, .nwhen = s->nwhen, .when_cap = s->when_cap,
+		.counts = s->counts, .ncounts = s->ncounts, .counts_cap = s->counts_cap,
+	};
+}
+
 static int at_entry(struct thread *t, struct sys_state *s, uint64_t nr, const uint64_t args[6], int *signal)
 {
 	if (s->restarting && (nr == s->nr || nr == SYS_restart_syscall)) {
@@ -526,21 +537,15 @@ static int at_entry(struct thread *t, struct sys_state *s, uint64_t nr, const ui
 		s->restarting = 0;
 		return 0;
 	}
-	free(s->path);
-	uint64_t now = now_ns();
-	*s = (struct sys_state){
-		.when = s->when, .nwhen = s->nwhen, .when_cap = s->when_cap,
-		.counts = s->counts, .ncounts = s->ncounts, .counts_cap = s->counts_cap,
-	};
+	new_call(s, (uint16_t)nr, now_ns());
 	struct process *p = process_find(t->pid);
 	/* A spawned child's own execve, before its program: no rule yet. */
-	if (nr >= SYSCALL_NR_MAX || !p || (p->flags & P_SPAWNING))
+	if (nr >= SYSCALL_NR_MAX || !p || (p->flags & P_SPAWNING)) {
+		s->in_call = 0;
 		return 0;
-	s->in_call = 1;
-	s->nr = (uint16_t)nr;
+	}
 	memcpy(s->args, args, sizeof s->args);
-	s->entry_ns = now;
-	uint32_t delay = match(t, s, p ? p->rules : NULL);
+	uint32_t delay = match(t, s, p->rules);
 	if (delay) {
 		hold(t, s, HOLD_ENTRY, delay);
 		return 1;
@@ -562,17 +567,11 @@ static int at_exit(struct thread *t, struct sys_state *s, const struct __ptrace_
 		 * counted as strace counts it; its arguments are gone. */
 		arch_regs regs;
 		s->exec_exit = 0;
-		if (arch_get_regs(t->tid, &regs) < 0 || !has_rules(t->pid))
+		if (arch_get_regs(t->tid, &regs) < 0 || !has_rules(t->pid) || regs.orig_rax >= SYSCALL_NR_MAX)
 			return 0;
-		*s = (struct sys_state){
-			.in_call = 1, .nr = (uint16_t)regs.orig_rax, .entry_ns = now,
-			.when = s->when, .nwhen = s->nwhen, .when_cap = s->when_cap,
-			.counts = s->counts, .ncounts = s->ncounts, .counts_cap = s->counts_cap,
-		};
-		struct process *p = process_find(t->pid);
-		if (s->nr < SYSCALL_NR_MAX)
-			match(t, s, p->rules);
-		s->fault = 0;
+		new_call(s, (uint16_t)regs.orig_rax, now);
+		match(t, s, process_find(t->pid)->rules);
+		s->fault = 0; /* it has happened: nothing to do to it now */
 		s->delay_exit_us = 0;
 	}
 	if (!s->in_call)
