@@ -89,3 +89,10 @@ export function printFields(out: Output, fields: Record<string, unknown>): void 
 export function shortTime(iso: string | undefined): string {
   return iso ? iso.replace('T', ' ').slice(0, 19) : '';
 }
+
+/** A C string as gdb prints one: quoted, with what is not printable
+ * escaped (\n, \t, \033, ...). */
+export function cString(text: string): string {
+  const named: Record<string, string> = { '\n': '\\n', '\t': '\\t', '\r': '\\r', '"': '\\"', '\\': '\\\\' };
+  return `"${[...text].map((c) => named[c] ?? (c < ' ' || c === '\x7f' ? `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}` : c)).join('')}"`;
+}

@@ -12,7 +12,7 @@ import { exitHows, processStates, type ExitHow, type ProcessState } from '../dae
 import { parseInjectSpec, parseTraceSet, type RuleInput } from '../daemon/syscalls/rule.js';
 import { pathArg } from '../daemon/syscalls/table.js';
 import { TlsdClient, type Process, type Shim, type SyscallRecord, type TlsdEvent, type TlsRead } from './client.js';
-import { JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
+import { cString, JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
 
 const stdout = process.stdout;
 const stderr = process.stderr;
@@ -158,11 +158,14 @@ async function withProgress<T>(label: string, work: Promise<T>): Promise<T> {
 
 /** Threads of the process, from /proc, for the progress label; over TCP
  * the daemon may be on another machine, so nothing. */
+/** "1 thread", "2 threads". */
+const count = (n: number, noun: string, nouns = `${noun}s`) => `${n} ${n === 1 ? noun : nouns}`;
+
 function threadCount(client: TlsdClient, pid: number): string {
   if (client.where.startsWith('http')) return '';
   try {
     const n = /^Threads:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    return n ? ` (${n} threads)` : '';
+    return n ? ` (${count(Number(n), 'thread')})` : '';
   } catch {
     return '';
   }
@@ -195,13 +198,15 @@ program.command('attach')
   .addOption(shimModeOption('also inject libtlsshim, in this mode (the process is detached again if that fails)'))
   .action(async (pid: number, opts: { shim?: 'thread-pointer' | 'tid' }, command: Command) => {
     const { client, json } = context(command);
+    const started = performance.now();
     const p = await withProgress(`attaching to ${pid}${threadCount(client, pid)}`, client.attach(pid, opts.shim ? { mode: opts.shim } : undefined));
+    const took = performance.now() - started;
     if (json) return printJson(opts.shim ? { ...p, shim: await client.shim(pid) } : p);
     const a = p.attach;
     const stops = !a ? '' : a.interrupted
-      ? `, ${a.interrupted} stopped to read their thread pointer (longest stop ${Math.round(a.longestStopMicros)} µs)`
+      ? `, ${a.interrupted} stopped to read ${a.interrupted === 1 ? 'its' : 'their'} thread pointer (longest stop ${Math.round(a.longestStopMicros)} µs)`
       : ', no thread stopped';
-    stdout.write(`attached to ${p.pid} (${commandLine(p)}): ${p.threads} threads, ${a?.passes ?? 0} passes${stops}\n`);
+    stdout.write(`attached to ${p.pid} (${commandLine(p)}) in ${took < 1000 ? `${Math.round(took)} ms` : `${(took / 1000).toFixed(1)} s`}: ${count(p.threads, 'thread')}, ${count(a?.passes ?? 0, 'pass', 'passes')}${stops}\n`);
     if (opts.shim) printShim(await client.shim(pid));
   });
 
@@ -274,10 +279,12 @@ program.command('threads')
   .argument('<pid>', 'process id', positiveInteger)
   .action(async (pid: number, _opts, command: Command) => {
     const { client, json } = context(command);
-    const threads = await client.threads(pid);
+    const threads = (await client.threads(pid)).sort((a, b) => a.tid - b.tid);
     if (json) return printJson({ threads });
+    // A thread found by the attach was made before it, when is not known.
     printTable(stdout, ['TID', 'NAME', 'STATE', 'FS_BASE', 'FROM', 'CREATED', 'PARENT'], threads.map((t) => [
-      String(t.tid), t.name, t.state, t.fsBase, t.fsBaseSource, shortTime(t.createdAt), t.parentTid ? String(t.parentTid) : '',
+      String(t.tid), t.name, t.state, t.fsBase, t.fsBaseSource, t.fsBaseSource === 'attach' ? 'before attach' : shortTime(t.createdAt),
+      t.parentTid ? String(t.parentTid) : '',
     ]));
   });
 
@@ -285,8 +292,9 @@ program.command('threads')
 function printRead(r: TlsRead, json: boolean): void {
   if (json) return printJson(r);
   stdout.write(`${r.readable ?? r.symbol} in ${r.module} (${r.type})${r.readable ? `, symbol ${r.symbol}` : ''}\n`);
-  printTable(stdout, ['TID', 'ADDRESS', 'STATE', 'VALUE'], r.values.map((v) => [
-    String(v.tid), v.address ?? '', v.state, v.error ?? (v.value === null ? '' : String(v.value)),
+  const shown = (value: unknown) => (value === null ? '' : r.type === 'cstring' && typeof value === 'string' ? cString(value) : String(value));
+  printTable(stdout, ['TID', 'ADDRESS', 'STATE', 'VALUE'], [...r.values].sort((a, b) => a.tid - b.tid).map((v) => [
+    String(v.tid), v.address ?? '', v.state, v.error ?? shown(v.value),
   ]));
 }
 
@@ -323,13 +331,26 @@ valueOptions(program.command('block'), 'bytes', ' (default 8)')
 program.command('symbols')
   .description('the thread-local variables of a process, by module (as gdb\'s info variables)')
   .argument('<pid>', 'process id', positiveInteger)
-  .argument('[match]', 'only the names that contain this')
-  .action(async (pid: number, match: string | undefined, _opts, command: Command) => {
+  .argument('[match]', 'only the names that contain this (as --match)')
+  .option('--match <text>', 'only the names (or readable names) that contain this')
+  .action(async (pid: number, match: string | undefined, opts: { match?: string }, command: Command) => {
     const { client, json } = context(command);
-    const symbols = await client.tlsSymbols(pid, match);
+    const symbols = await client.tlsSymbols(pid, opts.match ?? match);
     if (json) return printJson({ symbols });
     // As gdb shows them: the readable name; the symbol too when mangled.
     printTable(stdout, ['NAME', 'SIZE', 'MODULE', 'SYMBOL'], symbols.map((s) => [s.readable ?? s.name, String(s.size), s.module, s.readable ? s.name : '']));
+  });
+
+program.command('modules')
+  .description('the modules of a process that have TLS, with their blocks (tlsctl block reads one without a symbol)')
+  .argument('<pid>', 'process id', positiveInteger)
+  .action(async (pid: number, _opts, command: Command) => {
+    const { client, json } = context(command);
+    const modules = await client.tlsModules(pid);
+    if (json) return printJson({ modules });
+    printTable(stdout, ['ID', 'SIZE', 'ALIGN', 'INIT', 'STATIC_OFFSET', 'BASE', 'PATH'], modules.map((m) => [
+      String(m.id), String(m.tlsSize), String(m.tlsAlign), String(m.initSize), m.staticOffset === undefined ? '' : String(m.staticOffset), m.base, m.path,
+    ]));
   });
 
 listingOptions(program.command('exits'), 'ended')
@@ -353,17 +374,41 @@ function printEvent(e: TlsdEvent, json: boolean): void {
   stdout.write(`${id}  ${shortTime(at)}  ${type.padEnd(16)}  ${pid}  ${details}\n`);
 }
 
+/** A process and everything it forked, and what they forked: grows as
+ * the events tell of new children. */
+class Family {
+  private readonly pids: Set<number>;
+  constructor(root: number, processes: Process[]) {
+    this.pids = new Set([root]);
+    // Oldest first: a parent comes before its children.
+    for (const p of processes) if (p.parentPid !== undefined && this.pids.has(p.parentPid)) this.pids.add(p.pid);
+  }
+  has(e: TlsdEvent): boolean {
+    const parent = e.type === 'process.spawned' ? (e as { parentPid?: number }).parentPid : undefined;
+    if (parent !== undefined && this.pids.has(parent)) this.pids.add(e.pid);
+    return this.pids.has(e.pid);
+  }
+}
+
 program.command('events')
   .description('lifecycle events: the recorded ones, oldest first, as the pages come, then (--follow) new ones as they happen')
   .option('-f, --follow', 'keep printing events as they happen, until interrupted')
   .option('--pid <pid>', 'one process only', positiveInteger)
+  .option('--descendants', 'with --pid: that process and every process it forked, and they forked')
   .option('--since <id>', 'those after this event id', nonNegativeInteger)
   .option('--limit <n>', 'print at most this many recorded ones', positiveInteger)
-  .action(async (opts: { follow?: boolean; pid?: number; since?: number; limit?: number }, command: Command) => {
+  .action(async (opts: { follow?: boolean; pid?: number; descendants?: boolean; since?: number; limit?: number }, command: Command) => {
     const { client, json } = context(command);
-    const { follow, limit, ...filter } = opts;
+    const { follow, limit, descendants, ...filter } = opts;
+    if (descendants && filter.pid === undefined) throw command.error('error: --descendants needs --pid', { exitCode: 2 });
+    const family = descendants ? new Family(filter.pid!, await client.processes()) : undefined;
+    // A family is filtered here: its members are not known in advance.
+    const query = family ? { since: filter.since } : filter;
+    const wanted = (e: TlsdEvent) => !family || family.has(e);
     let last = filter.since ?? 0;
-    const pages = (async function* () { for await (const page of client.eventPages({ ...filter, ...pageSize(limit) })) yield page.events; })();
+    const pages = (async function* () {
+      for await (const page of client.eventPages({ ...query, ...(family ? {} : pageSize(limit)) })) yield page.events.filter(wanted);
+    })();
     for await (const some of firstItems(pages, limit)) {
       for (const e of some) {
         printEvent(e, json);
@@ -373,8 +418,9 @@ program.command('events')
     if (!follow) return;
     const stop = new AbortController();
     process.once('SIGINT', () => stop.abort());
+    readerGone.signal.addEventListener('abort', () => stop.abort());
     // The stream replays whatever was recorded after the last one printed.
-    for await (const e of client.events({ ...filter, since: last, signal: stop.signal })) printEvent(e, json);
+    for await (const e of client.events({ ...query, since: last, signal: stop.signal })) if (wanted(e)) printEvent(e, json);
   });
 
 program.command('shim')
@@ -519,8 +565,10 @@ try {
     // Help and version are not errors; commander printed the rest.
     process.exitCode = e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
   } else {
-    // A TlsdError's message starts with its code.
-    stderr.write(`tlsctl: ${(e as Error).message}\n`);
+    // A TlsdError's message starts with its code. The API names a bad
+    // query field as querystring/name: here it is an option.
+    const message = (e as Error).message.replace(/querystring\/(\w+)/g, (_m, name: string) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+    stderr.write(`tlsctl: ${message}\n`);
     process.exitCode = 1;
   }
 }

@@ -8,6 +8,7 @@ import test from 'ava';
 import { daemonEntry } from '../daemon/paths.js';
 import { startDaemon } from './helpers/daemon.js';
 import { Fixture, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
+import { cString } from '../clients/text-output.js';
 import { tlsctl, tlsctlPath } from './helpers/tlsctl.js';
 
 /** tid -> 7*i+1, from the fixture's "tls-thread I TID" lines. */
@@ -25,14 +26,24 @@ test('attach, ps, threads, tls, show, exits, events, detach', async (t) => {
 
   const attached = await tlsctl(socket, 'attach', String(f.pid));
   t.is(attached.code, 0, attached.stderr);
-  t.regex(attached.stdout, new RegExp(`^attached to ${f.pid} .*: 4 threads`));
+  t.regex(attached.stdout, new RegExp(`^attached to ${f.pid} \\(.*\\) in \\d+ ms: 4 threads, \\d+ passes`));
 
   const ps = JSON.parse((await tlsctl(socket, '--json', 'ps')).stdout);
   t.like(ps.processes.find((p: { pid: number }) => p.pid === f.pid), { state: 'running', libc: 'glibc', threads: 4 });
 
   const threads = (await tlsctl(socket, 'threads', String(f.pid))).stdout.trim().split('\n');
   t.regex(threads[0]!, /^TID\s+NAME\s+STATE\s+FS_BASE/);
-  t.deepEqual(threads.slice(1).map((l) => l.split(/\s+/)[0]).sort(), Object.keys(expected).sort());
+  const tids = threads.slice(1).map((l) => Number(l.split(/\s+/)[0]));
+  t.deepEqual(tids, [...tids].sort((a, b) => a - b), 'sorted by tid');
+  t.deepEqual(tids.map(String).sort(), Object.keys(expected).sort());
+  t.true(threads.slice(1).every((l) => / attach\s+before attach\s*/.test(l)), 'threads that existed before the attach say so');
+  const modules = (await tlsctl(socket, 'modules', String(f.pid))).stdout;
+  t.regex(modules, /^ID\s+SIZE\s+ALIGN\s+INIT\s+STATIC_OFFSET\s+BASE\s+PATH\n/);
+  t.regex(modules, /^1\s+\d+\s+\d+\s+\d+\s+\d+\s+0x[0-9a-f]+\s+\S+\/glibc-dynamic\/tls$/m);
+  t.regex((await tlsctl(socket, 'symbols', String(f.pid), '--match', 'tls_ex')).stdout, /^tls_exe\s/m);
+  const tooLong = await tlsctl(socket, 'tls', String(f.pid), 'tls_name', '--type', 'cstring', '--length', '99999999');
+  t.is(tooLong.code, 1);
+  t.regex(tooLong.stderr, /--length must be/, 'the CLI\'s option name, not the API\'s querystring/length');
 
   const read = JSON.parse((await tlsctl(socket, '--json', 'tls', String(f.pid), 'tls_exe')).stdout);
   t.deepEqual(Object.fromEntries(read.values.map((v: { tid: number; value: number }) => [v.tid, v.value])), expected);
@@ -45,7 +56,7 @@ test('attach, ps, threads, tls, show, exits, events, detach', async (t) => {
   t.deepEqual(Object.fromEntries(atOffset.values.map((v: { tid: number; value: number }) => [v.tid, v.value])), expected, 'by module and offset');
   const table = (await tlsctl(socket, 'tls', String(f.pid), 'tls_name', '--type', 'cstring')).stdout;
   t.regex(table, /^tls_name in .*\/tls \(cstring\)\nTID\s+ADDRESS\s+STATE\s+VALUE\n/);
-  t.regex(table, /\bok\s+thread-3\n/);
+  t.regex(table, /\bok\s+"thread-3"\n/);
   const one = JSON.parse((await tlsctl(socket, '--json', 'tls', String(f.pid), 'errno', '--tid', String(f.pid))).stdout);
   t.deepEqual(one.values.map((v: { value: number }) => v.value), [1]);
 
@@ -174,4 +185,25 @@ test('the README\'s syscall rules: inject, trace, stats, rules, rules rm, spawn 
     t.regex(r.stderr, words, args.join(' '));
   }
   t.true(noThreadInTracingStop(f.pid));
+});
+
+test('a cut output ends tlsctl quietly; cstrings are escaped as gdb does; events --descendants follows what a process forked', async (t) => {
+  const { socket, client } = await startDaemon(t);
+  for (let i = 0; i < 50; i++) {
+    const r = spawnSync('sh', ['-c', `"${process.execPath}" "${tlsctlPath}" --socket "${socket}" ps --state running | head -0; "${process.execPath}" "${tlsctlPath}" --socket "${socket}" ps | head -1`], { encoding: 'utf8' });
+    t.is(r.stderr, '', `run ${i}`);
+  }
+  t.is(cString('a\nb\t\x01\x1b"\\z'), '"a\\nb\\t\\001\\033\\"\\\\z"');
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-cli-family-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const p = await client.spawn({ argv: ['sh', '-c', 'sh -c "/bin/true; /bin/true"; /bin/true'], stdout: path.join(dir, 'o'), stderr: path.join(dir, 'e') });
+  await waitUntil('it to end', async () => (await client.process(p.pid)).state === 'exited');
+  const family = (await tlsctl(socket, '--json', 'events', '--pid', String(p.pid), '--descendants')).stdout.trim().split('\n').map((l) => JSON.parse(l) as { pid: number; type: string });
+  const pids = new Set(family.map((e) => e.pid));
+  t.true(pids.size >= 3, `the shell, its child shell and the child's children: ${[...pids].join(', ')}`);
+  t.is(family.filter((e) => e.type === 'process.exited').length, pids.size);
+  const alone = (await tlsctl(socket, '--json', 'events', '--pid', String(p.pid))).stdout.trim().split('\n').map((l) => JSON.parse(l) as { pid: number });
+  t.deepEqual([...new Set(alone.map((e) => e.pid))], [p.pid]);
+  t.is((await tlsctl(socket, 'events', '--descendants')).code, 2);
 });
