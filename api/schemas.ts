@@ -69,6 +69,10 @@ export const Thread = Type.Object({
   fsBaseSource: Type.Enum(fsBaseSources),
   createdAt: Time,
   parentTid: Type.Optional(Type.Integer()),
+  goroutine: Type.Optional(Type.Object({
+    goid: Type.Integer({ description: '0: no goroutine (the scheduler\'s g0)' }),
+    m: Type.Integer({ description: 'the id of its M' }),
+  }, { description: 'a static Go program: the goroutine the thread runs now, from Go\'s own layout (read from the binary\'s DWARF)' })),
 });
 
 export const ThreadWithTcb = Type.Intersect([Thread, Type.Object({

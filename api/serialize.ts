@@ -36,11 +36,12 @@ export function processJson({ record: p, argv, currentRun }: ProcessView): Proce
   };
 }
 
-export function threadJson({ record: t, name, state }: ThreadView): ThreadJson {
+export function threadJson({ record: t, name, state, goroutine }: ThreadView): ThreadJson {
   return {
     tid: t.tid, pid: t.pid, name, state,
     fsBase: formatAddress(t.fsBase), fsBaseSource: t.fsBaseSource, createdAt: iso(t.createdAt),
     ...(t.parentTid ? { parentTid: t.parentTid } : {}),
+    ...(goroutine ? { goroutine } : {}),
   };
 }
 

@@ -282,9 +282,12 @@ program.command('threads')
     const threads = (await client.threads(pid)).sort((a, b) => a.tid - b.tid);
     if (json) return printJson({ threads });
     // A thread found by the attach was made before it, when is not known.
-    printTable(stdout, ['TID', 'NAME', 'STATE', 'FS_BASE', 'FROM', 'CREATED', 'PARENT'], threads.map((t) => [
+    // A Go program's threads say which goroutine each runs (0: none).
+    const go = threads.some((t) => t.goroutine);
+    printTable(stdout, ['TID', 'NAME', 'STATE', 'FS_BASE', 'FROM', 'CREATED', 'PARENT', ...(go ? ['GOROUTINE', 'M'] : [])], threads.map((t) => [
       String(t.tid), t.name, t.state, t.fsBase, t.fsBaseSource, t.fsBaseSource === 'attach' ? 'before attach' : shortTime(t.createdAt),
       t.parentTid ? String(t.parentTid) : '',
+      ...(go ? [t.goroutine ? String(t.goroutine.goid) : '', t.goroutine ? String(t.goroutine.m) : ''] : []),
     ]));
   });
 

@@ -16,6 +16,7 @@ import { openDatabase } from './records/database.js';
 import { Records } from './records/records.js';
 import { Retention, type RetentionPolicy } from './records/retention.js';
 import { Registry, type ProcessRecord, type ThreadRecord } from './registry.js';
+import { GoRuntime } from './go.js';
 import { hasInjectionMappings, injectionError, injectionOf, injectRequest, type ShimRequest } from './shim/injection.js';
 import { shimLibrary } from './paths.js';
 import { ShimServer, type ShimConnection } from './shim/server.js';
@@ -59,6 +60,7 @@ export class Supervisor {
   readonly shims: ShimServer;
   readonly fsBases: FsBases;
   readonly syscalls: Interposition;
+  readonly go: GoRuntime;
   readonly startedAt = Date.now();
   private tracer!: TracerKeeper;
   private readonly attaching = new Set<Pid>();
@@ -81,6 +83,7 @@ export class Supervisor {
     this.registry.settleEarlierRuns(new Date());
     this.retention = new Retention(db, this.records, opts.retention ?? {}, this.registry, opts.log.child({ component: 'retention' }));
     this.fsBases = new FsBases((c) => this.request(c));
+    this.go = new GoRuntime(opts.log.child({ component: 'go' }));
     this.syscalls = new Interposition((c) => this.request(c), this.records.syscalls, opts.log.child({ component: 'syscalls' }), opts.syscallLogLimit);
     this.tls = new TlsReader({ getProcess: (pid) => this.getProcess(pid), refreshFsBase: (t) => this.fsBases.refresh(t) }, opts.log.child({ component: 'tls' }));
     if (!opts.shimSocket) this.shimTempDir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-'));

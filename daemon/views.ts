@@ -2,6 +2,7 @@
  * process's command line as it reads now (children rename themselves after
  * a fork; the one kept is from its birth or exec), a thread's name and
  * scheduler state. */
+import type { Goroutine } from './go.js';
 import { readCmdline, readThreadStat } from './procfs.js';
 import type { ProcessRecord, ThreadRecord } from './registry.js';
 
@@ -17,6 +18,8 @@ export interface ThreadView {
   name: string;
   /** running, sleeping, stopped, ...; gone once it has ended. */
   state: string;
+  /** In a static Go program, what it runs (daemon/go.ts). */
+  goroutine?: Goroutine;
 }
 
 export function viewProcess(p: ProcessRecord, currentRun: number): ProcessView {
@@ -24,7 +27,7 @@ export function viewProcess(p: ProcessRecord, currentRun: number): ProcessView {
   return { record: p, argv: (live && readCmdline(p.pid)) || p.argv, currentRun };
 }
 
-export function viewThread(t: ThreadRecord): ThreadView {
+export function viewThread(t: ThreadRecord, goroutine?: Goroutine): ThreadView {
   const stat = readThreadStat(t.pid, t.tid);
-  return { record: t, name: stat?.name ?? '', state: stat?.state ?? 'gone' };
+  return { record: t, name: stat?.name ?? '', state: stat?.state ?? 'gone', ...(goroutine ? { goroutine } : {}) };
 }

@@ -12,7 +12,8 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   }, async (request) => {
     const p = supervisor.getProcess(request.params.pid);
     await supervisor.fsBases.refreshUnknown(p);
-    return { threads: [...p.threads.values()].map((t) => threadJson(viewThread(t))) };
+    const go = supervisor.go.applies(p);
+    return { threads: [...p.threads.values()].map((t) => threadJson(viewThread(t, go ? supervisor.go.goroutine(p, t) : undefined))) };
   });
 
   app.get('/v1/processes/:pid/threads/:tid', {
@@ -20,7 +21,8 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   }, async (request) => {
     const { process, thread } = supervisor.getThread(request.params.pid, request.params.tid);
     const tcb = await supervisor.fsBases.tcb(process, thread);
-    return { ...threadJson(viewThread(thread)), tcb: tcbJson(tcb) };
+    const goroutine = supervisor.go.applies(process) ? supervisor.go.goroutine(process, thread) : undefined;
+    return { ...threadJson(viewThread(thread, goroutine)), tcb: tcbJson(tcb) };
   });
 
   app.get('/v1/processes/:pid/exits', {

@@ -1,0 +1,219 @@
+/* The least of DWARF that tlsd needs: where named members lie in named
+ * structures (.debug_info and .debug_abbrev, DWARF 2 to 5, 32-bit units),
+ * from sections compressed or not. Go's runtime keeps the current
+ * goroutine's fields at offsets that change between Go versions, and its
+ * binaries carry this debug information by default (daemon/go.ts). */
+import { inflateSync } from 'node:zlib';
+
+export class DwarfError extends Error {}
+
+const SHF_COMPRESSED = 0x800;
+const ELFCOMPRESS_ZLIB = 1;
+const DW_TAG_structure_type = 0x13;
+const DW_TAG_member = 0x0d;
+const DW_AT_name = 0x03;
+const DW_AT_data_member_location = 0x38;
+const DW_FORM_string = 0x08;
+const DW_FORM_strp = 0x0e;
+const DW_FORM_indirect = 0x16;
+const DW_FORM_implicit_const = 0x21;
+const DW_OP_plus_uconst = 0x23;
+
+/** A section's bytes by name, decompressed: SHF_COMPRESSED (zlib), or
+ * the older .zdebug_* ("ZLIB" and a big-endian size). */
+function sections(elf: Buffer, wanted: string[]): Map<string, Buffer> {
+  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2) throw new DwarfError('not a 64-bit ELF file');
+  const shoff = Number(elf.readBigUInt64LE(0x28));
+  const shentsize = elf.readUInt16LE(0x3a), shnum = elf.readUInt16LE(0x3c), shstrndx = elf.readUInt16LE(0x3e);
+  if (shoff + shnum * shentsize > elf.length || shstrndx >= shnum) throw new DwarfError('section headers outside the file');
+  const header = (i: number) => {
+    const at = shoff + i * shentsize;
+    return { name: elf.readUInt32LE(at), flags: Number(elf.readBigUInt64LE(at + 8)), offset: Number(elf.readBigUInt64LE(at + 0x18)), size: Number(elf.readBigUInt64LE(at + 0x20)) };
+  };
+  const names = header(shstrndx);
+  const found = new Map<string, Buffer>();
+  for (let i = 0; i < shnum; i++) {
+    const h = header(i);
+    const nameAt = names.offset + h.name;
+    const name = elf.toString('latin1', nameAt, elf.indexOf(0, nameAt));
+    const plain = name.replace(/^\.zdebug_/, '.debug_');
+    if (!wanted.includes(plain) || h.offset + h.size > elf.length) continue;
+    let bytes = elf.subarray(h.offset, h.offset + h.size);
+    if (h.flags & SHF_COMPRESSED) {
+      if (bytes.readUInt32LE(0) !== ELFCOMPRESS_ZLIB) throw new DwarfError(`${name}: not zlib-compressed`);
+      bytes = inflateSync(bytes.subarray(24)); // Elf64_Chdr
+    } else if (name.startsWith('.zdebug_')) {
+      if (bytes.toString('latin1', 0, 4) !== 'ZLIB') throw new DwarfError(`${name}: no ZLIB header`);
+      bytes = inflateSync(bytes.subarray(12));
+    }
+    found.set(plain, bytes);
+  }
+  return found;
+}
+
+/** A cursor over one section. */
+class Reader {
+  constructor(readonly buf: Buffer, public at = 0) {}
+  u8(): number { return this.buf[this.at++]!; }
+  u16(): number { const v = this.buf.readUInt16LE(this.at); this.at += 2; return v; }
+  u32(): number { const v = this.buf.readUInt32LE(this.at); this.at += 4; return v; }
+  uleb(): number {
+    let result = 0, shift = 0, byte;
+    do {
+      byte = this.buf[this.at++];
+      if (byte === undefined) throw new DwarfError('LEB128 past the end of the section');
+      if (shift < 49) result += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80);
+    return result;
+  }
+  sleb(): number {
+    let result = 0, shift = 0, byte;
+    do {
+      byte = this.buf[this.at++]!;
+      if (shift < 49) result += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80);
+    return byte & 0x40 && shift < 53 ? result - 2 ** shift : result;
+  }
+  cstring(): string {
+    const end = this.buf.indexOf(0, this.at);
+    if (end < 0) throw new DwarfError('unterminated string');
+    const s = this.buf.toString('utf8', this.at, end);
+    this.at = end + 1;
+    return s;
+  }
+}
+
+interface Abbrev { tag: number; children: boolean; attrs: Array<{ name: number; form: number; implicit?: number }> }
+
+function abbrevTable(r: Reader): Map<number, Abbrev> {
+  const table = new Map<number, Abbrev>();
+  for (;;) {
+    const code = r.uleb();
+    if (code === 0) return table;
+    const tag = r.uleb();
+    const children = r.u8() === 1;
+    const attrs: Abbrev['attrs'] = [];
+    for (;;) {
+      const name = r.uleb(), form = r.uleb();
+      if (name === 0 && form === 0) break;
+      attrs.push({ name, form, ...(form === DW_FORM_implicit_const ? { implicit: r.sleb() } : {}) });
+    }
+    table.set(code, { tag, children, attrs });
+  }
+}
+
+/** An attribute's value: a number, a string, or a block's bytes. */
+type Value = number | string | Buffer | undefined;
+
+function readValue(r: Reader, form: number, addressSize: number, version: number, str: Buffer | undefined, implicit?: number): Value {
+  const block = (n: number) => { const b = r.buf.subarray(r.at, r.at + n); r.at += n; return b; };
+  switch (form) {
+    case 0x01: r.at += addressSize; return undefined; // addr
+    case 0x03: return block(r.u16());
+    case 0x04: return block(r.u32());
+    case 0x05: return r.u16();
+    case 0x06: return r.u32();
+    case 0x07: { const v = r.buf.readBigUInt64LE(r.at); r.at += 8; return Number(v); }
+    case DW_FORM_string: return r.cstring();
+    case 0x09: case 0x18: return block(r.uleb()); // block, exprloc
+    case 0x0a: return block(r.u8());
+    case 0x0b: return r.u8();
+    case 0x0c: return r.u8(); // flag
+    case 0x0d: return r.sleb();
+    case DW_FORM_strp: {
+      const off = r.u32();
+      if (!str) return undefined;
+      return str.toString('utf8', off, str.indexOf(0, off));
+    }
+    case 0x0f: return r.uleb();
+    case 0x10: r.at += version <= 2 ? addressSize : 4; return undefined; // ref_addr
+    case 0x11: return r.u8();
+    case 0x12: return r.u16();
+    case 0x13: return r.u32();
+    case 0x14: case 0x20: r.at += 8; return undefined; // ref8, ref_sig8
+    case 0x15: return r.uleb();
+    case DW_FORM_indirect: return readValue(r, r.uleb(), addressSize, version, str);
+    case 0x17: case 0x1c: case 0x1d: case 0x1f: r.at += 4; return undefined; // sec_offset, ref_sup4, strp_sup, line_strp
+    case 0x19: return 1; // flag_present
+    case 0x1a: case 0x1b: case 0x22: case 0x23: r.uleb(); return undefined; // strx, addrx, loclistx, rnglistx
+    case 0x1e: r.at += 16; return undefined;
+    case DW_FORM_implicit_const: return implicit;
+    case 0x24: r.at += 8; return undefined;
+    case 0x25: case 0x29: r.at += 1; return undefined;
+    case 0x26: case 0x2a: r.at += 2; return undefined;
+    case 0x27: case 0x2b: r.at += 3; return undefined;
+    case 0x28: case 0x2c: r.at += 4; return undefined;
+    default: throw new DwarfError(`unknown DWARF form 0x${form.toString(16)}`);
+  }
+}
+
+/** A member's offset: a constant, or a DW_OP_plus_uconst expression. */
+function memberOffset(v: Value): number | undefined {
+  if (typeof v === 'number') return v;
+  if (Buffer.isBuffer(v) && v[0] === DW_OP_plus_uconst) return new Reader(v, 1).uleb();
+  return undefined;
+}
+
+export type StructLayouts = Map<string, Map<string, number>>;
+
+/** The offsets of the members of these structures (by name), from the
+ * first definition of each that has members. */
+export function structLayouts(elf: Buffer, structs: readonly string[]): StructLayouts {
+  const s = sections(elf, ['.debug_info', '.debug_abbrev', '.debug_str']);
+  const info = s.get('.debug_info'), abbrev = s.get('.debug_abbrev');
+  if (!info || !abbrev) throw new DwarfError('no debug information (built without it, or stripped)');
+  const str = s.get('.debug_str');
+  const layouts: StructLayouts = new Map();
+  const r = new Reader(info);
+  while (r.at < info.length && layouts.size < structs.length) {
+    const start = r.at;
+    const length = r.u32();
+    if (length >= 0xfffffff0) throw new DwarfError('64-bit DWARF units are not read');
+    const end = start + 4 + length;
+    const version = r.u16();
+    let addressSize: number, abbrevOffset: number;
+    if (version >= 5) {
+      r.u8(); // unit type
+      addressSize = r.u8();
+      abbrevOffset = r.u32();
+    } else {
+      abbrevOffset = r.u32();
+      addressSize = r.u8();
+    }
+    const table = abbrevTable(new Reader(abbrev, abbrevOffset));
+    // The structure being read (its depth) and its members.
+    let depth = 0, inStruct = -1, current: Map<string, number> | undefined, currentName = '';
+    while (r.at < end) {
+      const code = r.uleb();
+      if (code === 0) {
+        depth--;
+        if (depth === inStruct) {
+          if (current?.size && !layouts.has(currentName)) layouts.set(currentName, current);
+          inStruct = -1;
+          current = undefined;
+        }
+        continue;
+      }
+      const a = table.get(code);
+      if (!a) throw new DwarfError(`abbreviation ${code} is not in its table`);
+      let name: string | undefined, location: number | undefined;
+      for (const attr of a.attrs) {
+        const v = readValue(r, attr.form, addressSize, version, str, attr.implicit);
+        if (attr.name === DW_AT_name && typeof v === 'string') name = v;
+        else if (attr.name === DW_AT_data_member_location) location = memberOffset(v);
+      }
+      if (a.tag === DW_TAG_structure_type && inStruct < 0 && name && structs.includes(name) && !layouts.has(name) && a.children) {
+        inStruct = depth;
+        current = new Map();
+        currentName = name;
+      } else if (current && a.tag === DW_TAG_member && depth === inStruct + 1 && name !== undefined && location !== undefined) {
+        current.set(name, location);
+      }
+      if (a.children) depth++;
+    }
+    r.at = end;
+  }
+  return layouts;
+}
