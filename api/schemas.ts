@@ -297,6 +297,7 @@ export const TlsSymbol = Type.Object({
   name: Type.String({ description: 'the symbol, as the file has it' }),
   readable: Type.Optional(Type.String({ description: 'for a mangled C++ or Rust name: the name its programmer knows (proj::CONST_TLS); it, or its last component when no other variable has that, reads the variable too' })),
   module: Type.String(), size: Type.Integer(),
+  type: Type.Optional(Type.String({ description: 'its C type as the module\'s debug information declares it (its own, or its separate debug file\'s): a read shows it so unless asked otherwise' })),
   offset: Type.Optional(Type.Integer({ description: 'in its module\'s TLS block (not for musl\'s errno, which is in the TCB)' })),
 });
 

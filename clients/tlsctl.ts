@@ -341,7 +341,7 @@ program.command('symbols')
     const symbols = await client.tlsSymbols(pid, opts.match ?? match);
     if (json) return printJson({ symbols });
     // As gdb shows them: the readable name; the symbol too when mangled.
-    printTable(stdout, ['NAME', 'SIZE', 'MODULE', 'SYMBOL'], symbols.map((s) => [s.readable ?? s.name, String(s.size), s.module, s.readable ? s.name : '']));
+    printTable(stdout, ['NAME', 'TYPE', 'SIZE', 'MODULE', 'SYMBOL'], symbols.map((s) => [s.readable ?? s.name, s.type ?? '', String(s.size), s.module, s.readable ? s.name : '']));
   });
 
 program.command('modules')

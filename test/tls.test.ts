@@ -180,7 +180,8 @@ test('glibc-dynamic: a static TLS variable of a stripped library, from its separ
   await command(fixture, `dlopen ${file}`, /^dlopened /);
   await command(fixture, 'call 1 debug_only_set', /^called /);
 
-  t.like((await client.tlsSymbols(fixture.pid, 'tls_debug_only'))[0], { name: 'tls_debug_only', module: file, size: 8 });
+  // Its type too: from the debug file's DWARF.
+  t.like((await client.tlsSymbols(fixture.pid, 'tls_debug_only'))[0], { name: 'tls_debug_only', module: file, size: 8, type: 'long int' });
   const r = await valuesByIndex(client, fixture, 'tls_debug_only');
   t.is(r.byIndex.size, 3);
   // Thread 1 set it; the others never touched it: glibc has not allocated
@@ -192,9 +193,21 @@ test('glibc-dynamic: every value is what gdb reads', async (t) => {
   const fixture = await Fixture.start(t, 'glibc-dynamic/tls', ['20']);
   const byGdb = new Map<string, Map<number, string>>();
   for (const name of ['tls_exe', 'tls_needed', LONG_NAME]) byGdb.set(name, await gdbPerThread(fixture.pid, `print ${name}`, /^-?\d+$/));
+  // glibc's own, known only to its separate debug file (libc6-dbg): a
+  // pointer, shown as one because the debug file says so.
+  byGdb.set('tcache', await gdbPerThread(fixture.pid, 'print/x (unsigned long) tcache', /^0x[0-9a-f]+$/));
   await waitUntil('gdb to detach', () => tracerPidOf(fixture.pid) === 0);
   const { client } = await startDaemon(t);
   await client.attach(fixture.pid);
+  // Types as the program's DWARF declares them; a read shows a char array
+  // as a string unless asked otherwise.
+  const symbols = await client.tlsSymbols(fixture.pid, 'tls_');
+  t.like(symbols.find((s) => s.name === 'tls_exe'), { type: 'int' });
+  t.like(symbols.find((s) => s.name === 'tls_name'), { type: 'char[32]' });
+  t.like((await client.tlsSymbols(fixture.pid, 'tcache')).find((s) => s.name === 'tcache'), { type: 'tcache_perthread_struct *' });
+  const names = await client.readTls(fixture.pid, 'tls_name');
+  t.is(names.type, 'cstring');
+  t.true(names.values.every((v) => typeof v.value === 'string' && /^(thread-\d+|)$/.test(v.value)), JSON.stringify(names.values.slice(0, 3)));
   for (const [name, expected] of byGdb) {
     t.is(expected.size, 21, `gdb read ${name} in every thread`);
     const r = await client.readTls(fixture.pid, name);

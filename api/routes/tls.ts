@@ -30,7 +30,7 @@ export const tlsRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { sup
     const variables = await supervisor.tls.variables(request.params.pid);
     return {
       symbols: variables.filter((v) => match === undefined || v.name.includes(match) || v.readable?.includes(match)).map((v) => ({
-        name: v.name, ...(v.readable ? { readable: v.readable } : {}), module: v.module, size: v.size,
+        name: v.name, ...(v.readable ? { readable: v.readable } : {}), module: v.module, size: v.size, ...(v.declared ? { type: v.declared.name } : {}),
         ...(v.location.kind === 'block' ? { offset: Number(v.location.offset) } : {}),
       })),
     };

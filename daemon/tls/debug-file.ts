@@ -6,7 +6,8 @@
  * work. A file counts only when it matches: the same build id, or the CRC-32
  * the debuglink gives. Its TLS symbols join the module's: a stripped
  * library keeps only the ones it exports (`.dynsym`), the debug file has
- * the static ones too (`.symtab`), at the same offsets. */
+ * the static ones too (`.symtab`), at the same offsets. Its DWARF gives
+ * their types (dwarf.ts). */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -26,17 +27,20 @@ export function withDebugSymbols(image: ElfImage, root: string, file: string): E
   let result = byRoot.get(key);
   if (!result) {
     const debug = findDebugFile(image, root, file);
-    result = debug ? { ...image, tlsSymbols: new Map([...debug.tlsSymbols, ...image.tlsSymbols]) } : image;
+    result = debug
+      ? { ...image, tlsSymbols: new Map([...debug.image.tlsSymbols, ...image.tlsSymbols]), dwarfFile: debug.path }
+      : { ...image, dwarfFile: path.join(root, file) };
     byRoot.set(key, result);
   }
   return result;
 }
 
-function findDebugFile(image: ElfImage, root: string, file: string): ElfImage | undefined {
+function findDebugFile(image: ElfImage, root: string, file: string): { image: ElfImage; path: string } | undefined {
   const id = image.buildId;
   if (id && id.length > 2) {
-    const debug = attempt(() => loadElf(path.join(root, DEBUG_ROOT, '.build-id', id.slice(0, 2), `${id.slice(2)}.debug`)));
-    if (debug?.buildId === id) return debug;
+    const byId = path.join(root, DEBUG_ROOT, '.build-id', id.slice(0, 2), `${id.slice(2)}.debug`);
+    const debug = attempt(() => loadElf(byId));
+    if (debug?.buildId === id) return { image: debug, path: byId };
   }
   const link = image.debugLink;
   if (!link) return undefined;
@@ -44,10 +48,11 @@ function findDebugFile(image: ElfImage, root: string, file: string): ElfImage | 
   for (const candidate of [path.join(dir, link.file), path.join(dir, '.debug', link.file), path.join(DEBUG_ROOT, dir, link.file)]) {
     if (candidate === file) continue;
     // Read once: its CRC, then its symbols from the same bytes.
-    const bytes = attempt(() => readFileSync(path.join(root, candidate)));
+    const at = path.join(root, candidate);
+    const bytes = attempt(() => readFileSync(at));
     if (!bytes || crc32(bytes) !== link.crc) continue;
     const debug = attempt(() => parseElf(bytes));
-    if (debug) return debug;
+    if (debug) return { image: debug, path: at };
   }
   return undefined;
 }

@@ -156,18 +156,25 @@ function memberOffset(v: Value): number | undefined {
   return undefined;
 }
 
-export type StructLayouts = Map<string, Map<string, number>>;
+/** One debugging information entry: its tag, its attributes by name,
+ * where it is in its unit, and how deep. */
+interface Die {
+  offset: number; // in its unit
+  tag: number;
+  attrs: Map<number, Value>;
+  depth: number;
+  children: boolean;
+}
 
-/** The offsets of the members of these structures (by name), from the
- * first definition of each that has members. */
-export function structLayouts(elf: Buffer, structs: readonly string[]): StructLayouts {
+/** Every entry of every unit, in order; `unitEnd` is called after each
+ * unit's last one (its entries' offsets are unit-relative). */
+function* entries(elf: Buffer): Generator<Die | 'unit-end'> {
   const s = sections(elf, ['.debug_info', '.debug_abbrev', '.debug_str']);
   const info = s.get('.debug_info'), abbrev = s.get('.debug_abbrev');
   if (!info || !abbrev) throw new DwarfError('no debug information (built without it, or stripped)');
   const str = s.get('.debug_str');
-  const layouts: StructLayouts = new Map();
   const r = new Reader(info);
-  while (r.at < info.length && layouts.size < structs.length) {
+  while (r.at < info.length) {
     const start = r.at;
     const length = r.u32();
     if (length >= 0xfffffff0) throw new DwarfError('64-bit DWARF units are not read');
@@ -183,37 +190,133 @@ export function structLayouts(elf: Buffer, structs: readonly string[]): StructLa
       addressSize = r.u8();
     }
     const table = abbrevTable(new Reader(abbrev, abbrevOffset));
-    // The structure being read (its depth) and its members.
-    let depth = 0, inStruct = -1, current: Map<string, number> | undefined, currentName = '';
+    let depth = 0;
     while (r.at < end) {
+      const offset = r.at - start;
       const code = r.uleb();
       if (code === 0) {
         depth--;
-        if (depth === inStruct) {
-          if (current?.size && !layouts.has(currentName)) layouts.set(currentName, current);
-          inStruct = -1;
-          current = undefined;
-        }
         continue;
       }
       const a = table.get(code);
       if (!a) throw new DwarfError(`abbreviation ${code} is not in its table`);
-      let name: string | undefined, location: number | undefined;
-      for (const attr of a.attrs) {
-        const v = readValue(r, attr.form, addressSize, version, str, attr.implicit);
-        if (attr.name === DW_AT_name && typeof v === 'string') name = v;
-        else if (attr.name === DW_AT_data_member_location) location = memberOffset(v);
-      }
-      if (a.tag === DW_TAG_structure_type && inStruct < 0 && name && structs.includes(name) && !layouts.has(name) && a.children) {
-        inStruct = depth;
-        current = new Map();
-        currentName = name;
-      } else if (current && a.tag === DW_TAG_member && depth === inStruct + 1 && name !== undefined && location !== undefined) {
-        current.set(name, location);
-      }
+      const attrs = new Map<number, Value>();
+      for (const attr of a.attrs) attrs.set(attr.name, readValue(r, attr.form, addressSize, version, str, attr.implicit));
+      yield { offset, tag: a.tag, attrs, depth, children: a.children };
       if (a.children) depth++;
     }
     r.at = end;
+    yield 'unit-end';
+  }
+}
+
+export type StructLayouts = Map<string, Map<string, number>>;
+
+/** The offsets of the members of these structures (by name), from the
+ * first definition of each that has members. */
+export function structLayouts(elf: Buffer, structs: readonly string[]): StructLayouts {
+  const layouts: StructLayouts = new Map();
+  let inside: { depth: number; name: string; members: Map<string, number> } | undefined;
+  for (const die of entries(elf)) {
+    if (inside && (die === 'unit-end' || die.depth <= inside.depth)) {
+      if (inside.members.size && !layouts.has(inside.name)) layouts.set(inside.name, inside.members);
+      inside = undefined;
+      if (layouts.size === structs.length) break;
+    }
+    if (die === 'unit-end') continue;
+    const name = die.attrs.get(DW_AT_name);
+    if (!inside && die.tag === DW_TAG_structure_type && die.children && typeof name === 'string' && structs.includes(name) && !layouts.has(name)) {
+      inside = { depth: die.depth, name, members: new Map() };
+    } else if (inside && die.tag === DW_TAG_member && die.depth === inside.depth + 1 && typeof name === 'string') {
+      const at = memberOffset(die.attrs.get(DW_AT_data_member_location));
+      if (at !== undefined) inside.members.set(name, at);
+    }
   }
   return layouts;
+}
+
+/** A variable's type as its source says it (`unsigned long`, `char[32]`,
+ * `struct tcache *`) and the base it comes down to, through typedefs and
+ * qualifiers. */
+export interface VariableType {
+  name: string;
+  base: { kind: 'signed' | 'unsigned' | 'float' | 'pointer' | 'chars' | 'other'; size: number };
+}
+
+const DW_TAG = { array: 0x01, enumeration: 0x04, pointer: 0x0f, structure: 0x13, typedef: 0x16, union: 0x17, base: 0x24, const: 0x26, volatile: 0x35, variable: 0x34, subrange: 0x21 };
+const DW_AT_type = 0x49, DW_AT_byte_size = 0x0b, DW_AT_encoding = 0x3e, DW_AT_upper_bound = 0x2f, DW_AT_count = 0x37;
+const DW_ATE = { boolean: 2, float: 4, signed: 5, signedChar: 6, unsigned: 7, unsignedChar: 8 };
+
+/** The types of the variables with these names, from the first unit that
+ * declares each with a type. */
+export function variableTypes(elf: Buffer, names: ReadonlySet<string>): Map<string, VariableType> {
+  const found = new Map<string, VariableType>();
+  let unit = new Map<number, Die>();
+  let variables: Die[] = [];
+  let lastArray: Die | undefined;
+  for (const die of entries(elf)) {
+    if (die !== 'unit-end') {
+      unit.set(die.offset, die);
+      if (die.tag === DW_TAG.array) lastArray = die;
+      // An array's length is its subrange's: kept on the array.
+      if (die.tag === DW_TAG.subrange && lastArray && die.depth > lastArray.depth) {
+        const n = die.attrs.get(DW_AT_count) ?? (typeof die.attrs.get(DW_AT_upper_bound) === 'number' ? (die.attrs.get(DW_AT_upper_bound) as number) + 1 : undefined);
+        if (typeof n === 'number') lastArray.attrs.set(DW_AT_count, n);
+      }
+      const name = die.attrs.get(DW_AT_name);
+      if (die.tag === DW_TAG.variable && typeof name === 'string' && names.has(name) && !found.has(name)) variables.push(die);
+      continue;
+    }
+    for (const v of variables) {
+      const t = describe(unit, v.attrs.get(DW_AT_type));
+      if (t && !found.has(v.attrs.get(DW_AT_name) as string)) found.set(v.attrs.get(DW_AT_name) as string, t);
+    }
+    if (found.size === names.size) break;
+    unit = new Map();
+    variables = [];
+    lastArray = undefined;
+  }
+  return found;
+}
+
+function describe(unit: Map<number, Die>, ref: Value, hops = 0): VariableType | undefined {
+  const die = typeof ref === 'number' ? unit.get(ref) : undefined;
+  if (!die || hops > 16) return undefined;
+  const name = die.attrs.get(DW_AT_name);
+  const size = die.attrs.get(DW_AT_byte_size);
+  const inner = () => describe(unit, die.attrs.get(DW_AT_type), hops + 1);
+  switch (die.tag) {
+    case DW_TAG.base: {
+      const e = die.attrs.get(DW_AT_encoding), n = typeof size === 'number' ? size : 0;
+      const kind = e === DW_ATE.float ? 'float' : e === DW_ATE.signed || e === DW_ATE.signedChar ? 'signed'
+        : e === DW_ATE.unsigned || e === DW_ATE.unsignedChar || e === DW_ATE.boolean ? 'unsigned' : 'other';
+      return { name: String(name ?? '?'), base: { kind, size: n } };
+    }
+    case DW_TAG.typedef: {
+      const t = inner();
+      return t && { ...t, name: String(name ?? t.name) };
+    }
+    case DW_TAG.const: case DW_TAG.volatile: {
+      const t = inner();
+      return t && { ...t, name: `${die.tag === DW_TAG.const ? 'const' : 'volatile'} ${t.name}` };
+    }
+    case DW_TAG.pointer: {
+      const t = inner();
+      return { name: `${t?.name ?? 'void'} *`, base: { kind: 'pointer', size: typeof size === 'number' ? size : 8 } };
+    }
+    case DW_TAG.array: {
+      const t = inner();
+      const count = die.attrs.get(DW_AT_count);
+      const chars = t?.base.size === 1 && (t.base.kind === 'signed' || t.base.kind === 'unsigned');
+      const n = typeof count === 'number' ? count : 0;
+      return { name: `${t?.name ?? '?'}[${n || ''}]`, base: { kind: chars ? 'chars' : 'other', size: n * (t?.base.size ?? 0) } };
+    }
+    case DW_TAG.structure: case DW_TAG.union: case DW_TAG.enumeration: {
+      const word = die.tag === DW_TAG.structure ? 'struct' : die.tag === DW_TAG.union ? 'union' : 'enum';
+      const n = typeof size === 'number' ? size : 0;
+      return { name: `${word} ${String(name ?? '{...}')}`, base: { kind: die.tag === DW_TAG.enumeration ? 'signed' : 'other', size: n } };
+    }
+    default:
+      return undefined;
+  }
 }

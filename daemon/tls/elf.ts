@@ -86,6 +86,9 @@ export interface ElfImage {
   buildId?: string;
   /** `.gnu_debuglink`: the file name of its separate debug file. */
   debugLink?: { file: string; crc: number };
+  /** The file whose DWARF describes it (its separate debug file, or
+   * itself), set by debug-file.ts. */
+  dwarfFile?: string;
   /** TLS symbols by name, .dynsym first, then .symtab's that are not there. */
   tlsSymbols: Map<string, TlsSymbol>;
   /** Defined non-TLS symbols' values (link-time addresses). */

@@ -2,6 +2,7 @@
  * the process's TLS layout (cached per program image, rebuilt when a module
  * comes or goes), the symbol catalogue, and batched reads of one variable
  * in many threads. */
+import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -13,7 +14,8 @@ import type { ElfImage } from './elf.js';
 import { discoverLayout, readState, type TlsLayout, type TlsModule, type TlsState } from './layout.js';
 import { NotReadyError } from './objects.js';
 import { readAll, type Location, type ThreadRead } from './resolve.js';
-import { byteLength, decode, defaultType, isFixedSize, type Value, type ValueType } from './values.js';
+import { byteLength, decode, defaultType, isFixedSize, typeOfDeclared, type Value, type ValueType } from './values.js';
+import { variableTypes, type VariableType } from './dwarf.js';
 
 /** What the reader needs from the supervisor. */
 export interface ThreadSource {
@@ -31,6 +33,8 @@ export interface Variable {
   module: string;
   moduleId: number;
   size: number;
+  /** Its type as its debug information declares it, if that is there. */
+  declared?: VariableType;
   location: Location;
   /** The bytes a thread that has not allocated the block would first see. */
   initial: (length: number) => Buffer;
@@ -103,7 +107,7 @@ export class TlsReader {
     // A name we do not know may be in a library loaded since the last look.
     if (!named(cached.variables, name).length) cached = await this.current(p, true);
     const variable = pick(name, named(cached.variables, name), opts.module);
-    const type = opts.type ?? defaultType(variable.size);
+    const type = opts.type ?? (variable.declared && typeOfDeclared(variable.declared)) ?? defaultType(variable.size);
     return this.readVariable(p, cached, variable, type, readLength(type, variable.size, opts.length), opts.tid);
   }
 
@@ -225,10 +229,12 @@ function catalogue(layout: TlsLayout): Catalogue {
   const add = (index: Map<string, Variable[]>, key: string, v: Variable) => index.set(key, [...(index.get(key) ?? []), v]);
   for (const m of layout.modules) {
     const readableNames = readableNamesOf(m.object.elf);
+    const declared = declaredTypesOf(m.object.elf);
     for (const s of m.object.elf.tlsSymbols.values()) {
       const readable = readableNames.get(s.name);
+      const type = declared.get(s.name);
       const v: Variable = {
-        name: s.name, ...(readable ? { readable } : {}), module: m.object.path, moduleId: m.id, size: s.size,
+        name: s.name, ...(readable ? { readable } : {}), module: m.object.path, moduleId: m.id, size: s.size, ...(type ? { declared: type } : {}),
         location: { kind: 'block', module: m, offset: s.offset },
         initial: (length) => initialBytes(m.tls.initImage, Number(s.offset), length),
       };
@@ -260,6 +266,21 @@ function readableNamesOf(elf: ElfImage): Map<string, string> {
   let names = readableCache.get(elf);
   if (!names) readableCache.set(elf, (names = demangle([...elf.tlsSymbols.keys()])));
   return names;
+}
+
+/** Read once per ELF file, from its DWARF if it has some (a module built
+ * with -g, or its separate debug file). */
+const declaredCache = new WeakMap<ElfImage, Map<string, VariableType>>();
+function declaredTypesOf(elf: ElfImage): Map<string, VariableType> {
+  let types = declaredCache.get(elf);
+  if (!types) {
+    types = new Map();
+    try {
+      if (elf.dwarfFile && elf.tlsSymbols.size) types = variableTypes(readFileSync(elf.dwarfFile), new Set(elf.tlsSymbols.keys()));
+    } catch { /* no DWARF, or one not read: sizes decide */ }
+    declaredCache.set(elf, types);
+  }
+  return types;
 }
 
 /** .tdata bytes from `offset`, then the zeros of .tbss. */
