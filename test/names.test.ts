@@ -54,18 +54,35 @@ test('C++: a namespaced and a templated thread_local, by readable, short and man
   t.regex(printed, /^app::counter in \S+ \(i64\), symbol _ZN3app7counterE$/m);
 });
 
-test('Rust: a thread_local! by proj::CONST_TLS, CONST_TLS and its mangled name', async (t) => {
-  const fixture = await Fixture.start(t, 'names/tls-rust');
-  const [, pid, worker] = fixture.out.all.find((l) => l.startsWith('ready'))!.split(' ').map(Number) as [number, number, number];
-  const { client } = await startDaemon(t);
-  await client.attach(pid);
-
-  const [symbol] = await client.tlsSymbols(pid, 'proj::CONST_TLS');
-  t.truthy(symbol);
-  t.true(symbol!.name.startsWith('_ZN4proj9CONST_TLS'), symbol!.name);
-  t.is(symbol!.readable, 'proj::CONST_TLS');
-  const expected = { [pid]: '1001', [worker]: '2002' };
-  for (const name of ['proj::CONST_TLS', 'CONST_TLS', symbol!.name]) {
-    t.deepEqual(byTid(await client.readTls(pid, name, { type: 'u64' })), expected, name);
-  }
-});
+for (const build of ['tls-rust', 'tls-rust-static']) {
+  test(`Rust (${build}): a const and a lazy thread_local! in 16 threads, by proj::NAME, NAME and the mangled name`, async (t) => {
+    const fixture = await Fixture.start(t, `names/${build}`);
+    const pid = Number(fixture.out.all.find((l) => l.startsWith('ready'))!.split(' ')[1]);
+    const tids = new Map(fixture.out.all.flatMap((l) => {
+      const m = /^thread (\d+) (\d+)$/.exec(l);
+      return m ? [[Number(m[2]), Number(m[1])]] : [];
+    }));
+    t.is(tids.size, 16);
+    const { client } = await startDaemon(t);
+    await client.attach(pid);
+    for (const [name, base] of [['CONST_TLS', 1000], ['LAZY_TLS', 2000]] as const) {
+      const [symbol] = await client.tlsSymbols(pid, `proj::${name}`);
+      t.truthy(symbol, name);
+      t.true(symbol!.name.startsWith(`_ZN4proj${name.length}${name}`), symbol!.name);
+      t.is(symbol!.readable, `proj::${name}`);
+      const expected = Object.fromEntries([...tids].map(([tid, i]) => [tid, String(base + i)]));
+      for (const asked of [`proj::${name}`, name, symbol!.name]) {
+        // A lazy one's storage holds its state beside its value, before or
+        // after it as rustc versions differ: the value is one of its words.
+        const read = await client.readTls(pid, asked, { type: 'bytes', length: symbol!.size });
+        const values = Object.fromEntries(read.values.map((v) => {
+          const words = Buffer.from(String(v.value), 'hex');
+          const found = [0, 8, 16].filter((at) => at + 8 <= words.length).map((at) => String(words.readBigUInt64LE(at)));
+          return [v.tid, found.find((w) => w === expected[v.tid]) ?? found.join(',')];
+        }));
+        t.deepEqual(values, expected, `${asked} in ${build}`);
+      }
+      if (name === 'CONST_TLS') t.deepEqual(byTid(await client.readTls(pid, name, { type: 'u64' })), expected, 'a const one is its value');
+    }
+  });
+}

@@ -43,6 +43,8 @@ async function valuesByIndex(client: TlsdClient, f: Fixture, name: string, query
 
 /** test/fixtures/tls/tls.c's 125-character variable: 7*i+2 in thread i. */
 const LONG_NAME = 'tls_a_name_as_long_as_the_mangled_name_of_a_rust_thread_local_for_instance_proj_9CONST_TLS_with_its_hash_17h0123456789abcdefE';
+/** 300 characters (test/fixtures/tls/tls.c). */
+const NAME_300 = 'tls_a_three_hundred_character_name_as_long_as_the_longest_names_that_templates_and_namespaces_make_in_cpp_as_long_as_the_longest_names_that_templates_and_namespaces_make_in_cpp_as_long_as_the_longest_names_that_templates_and_namespaces_make_in_cpp_as_long_as_the_longest_names_that_templates_and_namz';
 
 async function command(f: Fixture, line: string, answer: RegExp): Promise<void> {
   const from = f.out.all.length;
@@ -92,6 +94,10 @@ for (const kind of kinds) {
     // as a Rust thread_local!'s mangled name is.
     const long = await valuesByIndex(client, fixture, LONG_NAME);
     for (const [i, v] of long.byIndex) t.like(v, { state: 'ok', value: String(7 * i + 2) }, `the long name in thread ${i}`);
+    t.is(NAME_300.length, 300);
+    const longer = await valuesByIndex(client, fixture, NAME_300);
+    t.is(longer.byIndex.size, WORKERS + 1);
+    for (const [i, v] of longer.byIndex) t.like(v, { state: 'ok', value: String(7 * i + 3) }, `the 300-character name in thread ${i}`);
     const names = await valuesByIndex(client, fixture, 'tls_name', { type: 'cstring' });
     const bytes = await valuesByIndex(client, fixture, 'tls_name', { type: 'bytes', length: 10 });
     for (const [i, v] of names.byIndex) {
@@ -187,6 +193,13 @@ test('glibc-dynamic: a static TLS variable of a stripped library, from its separ
   // Thread 1 set it; the others never touched it: glibc has not allocated
   // their block, whose first value is the initial image's 5.
   for (const [i, v] of r.byIndex) t.like(v, i === 1 ? { state: 'ok', value: '8' } : { state: 'unallocated', value: '5' }, `thread ${i}`);
+
+  // Without any symbol: the module's block at the offset readelf gives
+  // (a TLS symbol's value is its offset in the block).
+  const offset = Number.parseInt(/^\s*\d+:\s+([0-9a-f]+)\s+\d+\s+TLS\s+LOCAL\s+\S+\s+\d+\s+tls_debug_only$/m.exec(execFileSync('readelf', ['-Ws', `${file}.debug`], { encoding: 'utf8' }))![1]!, 16);
+  const module = (await client.tlsModules(fixture.pid)).find((m) => m.path === file)!;
+  const at = await client.readTlsAt(fixture.pid, String(module.id), offset, { type: 'i64' });
+  t.deepEqual(at.values.map((v) => [v.tid, v.state, v.value]), (await client.readTls(fixture.pid, 'tls_debug_only')).values.map((v) => [v.tid, v.state, v.value]));
 });
 
 test('glibc-dynamic: every value is what gdb reads', async (t) => {
