@@ -9,10 +9,9 @@ export class DwarfError extends Error {}
 
 const SHF_COMPRESSED = 0x800;
 const ELFCOMPRESS_ZLIB = 1;
-const DW_TAG_structure_type = 0x13;
-const DW_TAG_member = 0x0d;
-const DW_AT_name = 0x03;
-const DW_AT_data_member_location = 0x38;
+const DW_TAG = { array: 0x01, enumeration: 0x04, member: 0x0d, pointer: 0x0f, structure: 0x13, typedef: 0x16, union: 0x17, subrange: 0x21, base: 0x24, const: 0x26, variable: 0x34, volatile: 0x35 };
+const DW_AT = { name: 0x03, byteSize: 0x0b, upperBound: 0x2f, count: 0x37, dataMemberLocation: 0x38, encoding: 0x3e, type: 0x49 };
+const DW_ATE = { boolean: 2, float: 4, signed: 5, signedChar: 6, unsigned: 7, unsignedChar: 8 };
 const DW_FORM_string = 0x08;
 const DW_FORM_strp = 0x0e;
 const DW_FORM_indirect = 0x16;
@@ -224,11 +223,11 @@ export function structLayouts(elf: Buffer, structs: readonly string[]): StructLa
       if (layouts.size === structs.length) break;
     }
     if (die === 'unit-end') continue;
-    const name = die.attrs.get(DW_AT_name);
-    if (!inside && die.tag === DW_TAG_structure_type && die.children && typeof name === 'string' && structs.includes(name) && !layouts.has(name)) {
+    const name = die.attrs.get(DW_AT.name);
+    if (!inside && die.tag === DW_TAG.structure && die.children && typeof name === 'string' && structs.includes(name) && !layouts.has(name)) {
       inside = { depth: die.depth, name, members: new Map() };
-    } else if (inside && die.tag === DW_TAG_member && die.depth === inside.depth + 1 && typeof name === 'string') {
-      const at = memberOffset(die.attrs.get(DW_AT_data_member_location));
+    } else if (inside && die.tag === DW_TAG.member && die.depth === inside.depth + 1 && typeof name === 'string') {
+      const at = memberOffset(die.attrs.get(DW_AT.dataMemberLocation));
       if (at !== undefined) inside.members.set(name, at);
     }
   }
@@ -243,9 +242,6 @@ export interface VariableType {
   base: { kind: 'signed' | 'unsigned' | 'float' | 'pointer' | 'chars' | 'other'; size: number };
 }
 
-const DW_TAG = { array: 0x01, enumeration: 0x04, pointer: 0x0f, structure: 0x13, typedef: 0x16, union: 0x17, base: 0x24, const: 0x26, volatile: 0x35, variable: 0x34, subrange: 0x21 };
-const DW_AT_type = 0x49, DW_AT_byte_size = 0x0b, DW_AT_encoding = 0x3e, DW_AT_upper_bound = 0x2f, DW_AT_count = 0x37;
-const DW_ATE = { boolean: 2, float: 4, signed: 5, signedChar: 6, unsigned: 7, unsignedChar: 8 };
 
 /** The types of the variables with these names, from the first unit that
  * declares each with a type. */
@@ -260,16 +256,16 @@ export function variableTypes(elf: Buffer, names: ReadonlySet<string>): Map<stri
       if (die.tag === DW_TAG.array) lastArray = die;
       // An array's length is its subrange's: kept on the array.
       if (die.tag === DW_TAG.subrange && lastArray && die.depth > lastArray.depth) {
-        const n = die.attrs.get(DW_AT_count) ?? (typeof die.attrs.get(DW_AT_upper_bound) === 'number' ? (die.attrs.get(DW_AT_upper_bound) as number) + 1 : undefined);
-        if (typeof n === 'number') lastArray.attrs.set(DW_AT_count, n);
+        const n = die.attrs.get(DW_AT.count) ?? (typeof die.attrs.get(DW_AT.upperBound) === 'number' ? (die.attrs.get(DW_AT.upperBound) as number) + 1 : undefined);
+        if (typeof n === 'number') lastArray.attrs.set(DW_AT.count, n);
       }
-      const name = die.attrs.get(DW_AT_name);
+      const name = die.attrs.get(DW_AT.name);
       if (die.tag === DW_TAG.variable && typeof name === 'string' && names.has(name) && !found.has(name)) variables.push(die);
       continue;
     }
     for (const v of variables) {
-      const t = describe(unit, v.attrs.get(DW_AT_type));
-      if (t && !found.has(v.attrs.get(DW_AT_name) as string)) found.set(v.attrs.get(DW_AT_name) as string, t);
+      const t = describe(unit, v.attrs.get(DW_AT.type));
+      if (t && !found.has(v.attrs.get(DW_AT.name) as string)) found.set(v.attrs.get(DW_AT.name) as string, t);
     }
     if (found.size === names.size) break;
     unit = new Map();
@@ -282,12 +278,12 @@ export function variableTypes(elf: Buffer, names: ReadonlySet<string>): Map<stri
 function describe(unit: Map<number, Die>, ref: Value, hops = 0): VariableType | undefined {
   const die = typeof ref === 'number' ? unit.get(ref) : undefined;
   if (!die || hops > 16) return undefined;
-  const name = die.attrs.get(DW_AT_name);
-  const size = die.attrs.get(DW_AT_byte_size);
-  const inner = () => describe(unit, die.attrs.get(DW_AT_type), hops + 1);
+  const name = die.attrs.get(DW_AT.name);
+  const size = die.attrs.get(DW_AT.byteSize);
+  const inner = () => describe(unit, die.attrs.get(DW_AT.type), hops + 1);
   switch (die.tag) {
     case DW_TAG.base: {
-      const e = die.attrs.get(DW_AT_encoding), n = typeof size === 'number' ? size : 0;
+      const e = die.attrs.get(DW_AT.encoding), n = typeof size === 'number' ? size : 0;
       const kind = e === DW_ATE.float ? 'float' : e === DW_ATE.signed || e === DW_ATE.signedChar ? 'signed'
         : e === DW_ATE.unsigned || e === DW_ATE.unsignedChar || e === DW_ATE.boolean ? 'unsigned' : 'other';
       return { name: String(name ?? '?'), base: { kind, size: n } };
@@ -306,7 +302,7 @@ function describe(unit: Map<number, Die>, ref: Value, hops = 0): VariableType | 
     }
     case DW_TAG.array: {
       const t = inner();
-      const count = die.attrs.get(DW_AT_count);
+      const count = die.attrs.get(DW_AT.count);
       const chars = t?.base.size === 1 && (t.base.kind === 'signed' || t.base.kind === 'unsigned');
       const n = typeof count === 'number' ? count : 0;
       return { name: `${t?.name ?? '?'}[${n || ''}]`, base: { kind: chars ? 'chars' : 'other', size: n * (t?.base.size ?? 0) } };
