@@ -214,8 +214,8 @@ export class Supervisor {
     if (reply.type === 'injected' && reply.errno !== 0) throw injectionError(reply.pid, reply);
     if (reply.errno !== 0) throw new TlsdError('INVALID_ARGUMENT', `cannot start ${req.argv[0]}: ${getSystemErrorName(-reply.errno)}`);
     if (reply.type === 'injected') this.shims.injected(reply.pid, injectionOf(reply));
-    this.syscalls.adopt(reply.pid, rules);
     const p = this.getProcess(reply.pid);
+    this.syscalls.adopt(p, rules);
     const { stdout, stderr } = prepared;
     Object.assign(p, { stdout, stderr, ...(killWithDaemon ? { killWithDaemon } : {}) });
     this.registry.changed(p);

@@ -277,3 +277,16 @@ test('rules, counts and records outlive the process and a restart of the daemon;
   const e = await t.throwsAsync(second.client.syscallStats(ours.pid));
   t.is((e as TlsdError).code, 'NOT_FOUND');
 });
+
+test('a command that ends at once keeps its rules, counts and records (its news can come with its spawn\'s answer)', async (t) => {
+  const w = workdir(t);
+  const d = await startDaemon(t);
+  for (let i = 0; i < 5; i++) {
+    const ours = await underTlsd(d, w.dir, ['true'], [{ syscalls: ['execve', 'exit_group'], trace: true }]);
+    t.deepEqual((await d.client.rules(ours.pid)).map((r) => r.syscalls), [['execve', 'exit_group']], `run ${i}`);
+    const stats = await d.client.syscallStats(ours.pid);
+    t.deepEqual(stats.syscalls.map((s) => [s.name, s.calls]), [['execve', 1], ['exit_group', 1]], `run ${i}`);
+    const { records } = await d.client.syscallLog(ours.pid);
+    t.deepEqual(records.map((r) => [r.name, r.retval]), [['execve', 0], ['exit_group', null]], `run ${i}`);
+  }
+});

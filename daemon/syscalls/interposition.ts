@@ -108,9 +108,18 @@ export class Interposition {
     });
   }
 
-  /** A spawned process's rules, which the tracer had in its SPAWN. */
-  adopt(pid: Pid, rules: { rule: Rule; compiled: CompiledRule }[]): void {
+  /** A spawned process's rules, which the tracer had in its SPAWN. A
+   * command that ended before its spawn was answered here (all its news
+   * can come in one read of the tracer's socket) has them added to what
+   * the records kept. */
+  adopt(p: ProcessRecord, rules: { rule: Rule; compiled: CompiledRule }[]): void {
     if (!rules.length) return;
+    if (p.state === 'running') return this.take(p.pid, rules);
+    const saved = this.store.load<Saved>(p.serial) ?? { syscalls: [], threads: [], droppedThrough: 0 };
+    this.store.save(p.serial, { ...saved, rules: rules.map((r) => r.rule), since: rules[0]!.rule.createdAt }, []);
+  }
+
+  private take(pid: Pid, rules: { rule: Rule; compiled: CompiledRule }[]): void {
     const s = this.of(pid);
     s.rules = rules;
     s.since = rules[0]!.rule.createdAt;
@@ -119,7 +128,7 @@ export class Interposition {
   /** A forked child has its parent's rules (the tracer copied them). */
   inherit(child: Pid, parent: Pid): void {
     const from = this.byPid.get(parent);
-    if (from?.rules.length) this.adopt(child, [...from.rules]);
+    if (from?.rules.length) this.take(child, [...from.rules]);
   }
 
   private change(p: ProcessRecord, edit: (rules: ProcessSyscalls['rules']) => ProcessSyscalls['rules']): Promise<void> {
