@@ -238,12 +238,11 @@ export class TlsdClient {
   }
 
   private async *stream(query: string, signal?: AbortSignal): AsyncGenerator<unknown> {
-    const opts = { signal };
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = this.send('GET', `/v1/events${query}`, undefined, resolve, opts.signal);
-      req.on('error', (e) => reject(opts.signal?.aborted ? e : this.unreachable(e)));
+      const req = this.send('GET', `/v1/events${query}`, undefined, resolve, signal);
+      req.on('error', (e) => reject(signal?.aborted ? e : this.unreachable(e)));
     }).catch((e: Error) => {
-      if (opts.signal?.aborted) return undefined;
+      if (signal?.aborted) return undefined;
       throw e;
     });
     if (!res) return;
@@ -264,9 +263,9 @@ export class TlsdClient {
         }
       }
     } catch (e) {
-      if (!opts.signal?.aborted) throw this.unreachable(e as Error);
+      if (!signal?.aborted) throw this.unreachable(e as Error);
     }
-    if (!opts.signal?.aborted) throw new TlsdError(0, 'UNREACHABLE', `tlsd at ${this.where} closed the event stream`);
+    if (!signal?.aborted) throw new TlsdError(0, 'UNREACHABLE', `tlsd at ${this.where} closed the event stream`);
   }
 }
 

@@ -31,6 +31,11 @@ function positiveInteger(text: string): number {
   return Number(text);
 }
 
+/** A repeatable --tid. */
+function tidList(text: string, previous: number[] = []): number[] {
+  return [...previous, positiveInteger(text)];
+}
+
 function nonNegativeInteger(text: string): number {
   if (!/^\d+$/.test(text)) throw new InvalidArgumentError('not a number');
   return Number(text);
@@ -215,7 +220,7 @@ program.command('inject')
     + 'without, load libtlsshim into it with tlsd\'s own loader (no code of the program runs, so static programs and Go work too)')
   .argument('<pid>', 'process id', positiveInteger)
   .argument('[spec]', 'strace\'s inject expression, e.g. openat:error=ENOENT:when=3', (text) => injectSpec(text)[0]!)
-  .option('--tid <tid>', 'SPEC: only this thread (repeatable)', (text, previous: number[] = []) => [...previous, positiveInteger(text)])
+  .option('--tid <tid>', 'SPEC: only this thread (repeatable)', tidList)
   .option('--path <path>', 'SPEC: only calls whose path argument is this')
   .option('--trace', 'SPEC: also record the calls it selects (tlsctl trace shows them)')
   .addOption(new Option('--mode <mode>', 'how the shim finds a thread\'s slot: its thread pointer, or its tid').choices(['thread-pointer', 'tid']).default('thread-pointer'))
@@ -473,7 +478,7 @@ program.command('trace')
   .description('print a process\'s syscalls as they happen, as strace -f -e trace=SET does, until interrupted (the rule is removed then)')
   .argument('<pid>', 'process id', positiveInteger)
   .option('-e, --expr <set>', 'the syscalls, in strace\'s syntax: trace=%file, openat,read, !write (default: all)', (text) => traceSet(text.replace(/^trace=/, ''))[0]!)
-  .option('--tid <tid>', 'only this thread (repeatable)', (text, previous: number[] = []) => [...previous, positiveInteger(text)])
+  .option('--tid <tid>', 'only this thread (repeatable)', tidList)
   .action(async (pid: number, opts: { expr?: string[]; tid?: number[] }, command: Command) => {
     const { client, json } = context(command);
     const stop = new AbortController();

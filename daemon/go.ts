@@ -55,25 +55,24 @@ export class GoRuntime {
     return layout;
   }
 
-  /** Whether this is a static Go program whose layout can be read. */
-  applies(p: ProcessRecord): boolean {
-    return p.libc === 'none' && p.state === 'running' && this.layout(p.pid) !== null;
-  }
-
-  /** What the thread runs now; undefined when it cannot be read (or the
-   * slot holds no g of an M of this thread). */
-  goroutine(p: ProcessRecord, t: ThreadRecord): Goroutine | undefined {
-    const layout = this.layout(p.pid);
-    if (!layout || t.fsBase < G_SLOT) return undefined;
+  /** For a static Go program whose layout can be read: what each of its
+   * threads runs now (undefined for one where that cannot be read, or
+   * whose slot holds no g of an M of that thread). */
+  reader(p: ProcessRecord): ((t: ThreadRecord) => Goroutine | undefined) | undefined {
+    const layout = p.libc === 'none' && p.state === 'running' ? this.layout(p.pid) : null;
+    if (!layout) return undefined;
     const u64 = (at: bigint) => {
       const b = tryRead(p.pid, asAddress(at), 8);
       return b instanceof ReadFailure ? undefined : b.readBigUInt64LE(0);
     };
-    const g = u64(t.fsBase - G_SLOT);
-    const m = g ? u64(g + BigInt(layout.m)) : undefined;
-    if (!g || !m) return undefined;
-    if (u64(m + BigInt(layout.mProcid)) !== BigInt(t.tid)) return undefined;
-    const goid = u64(g + BigInt(layout.goid)), id = u64(m + BigInt(layout.mId));
-    return goid === undefined || id === undefined ? undefined : { goid: Number(goid), m: Number(id) };
+    return (t) => {
+      if (t.fsBase < G_SLOT) return undefined;
+      const g = u64(t.fsBase - G_SLOT);
+      const m = g ? u64(g + BigInt(layout.m)) : undefined;
+      if (!g || !m) return undefined;
+      if (u64(m + BigInt(layout.mProcid)) !== BigInt(t.tid)) return undefined;
+      const goid = u64(g + BigInt(layout.goid)), id = u64(m + BigInt(layout.mId));
+      return goid === undefined || id === undefined ? undefined : { goid: Number(goid), m: Number(id) };
+    };
   }
 }

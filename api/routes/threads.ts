@@ -12,8 +12,8 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   }, async (request) => {
     const p = supervisor.getProcess(request.params.pid);
     await supervisor.fsBases.refreshUnknown(p);
-    const go = supervisor.go.applies(p);
-    return { threads: [...p.threads.values()].map((t) => threadJson(viewThread(t, go ? supervisor.go.goroutine(p, t) : undefined))) };
+    const goroutine = supervisor.go.reader(p);
+    return { threads: [...p.threads.values()].map((t) => threadJson(viewThread(t, goroutine?.(t)))) };
   });
 
   app.get('/v1/processes/:pid/threads/:tid', {
@@ -21,8 +21,7 @@ export const threadRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { 
   }, async (request) => {
     const { process, thread } = supervisor.getThread(request.params.pid, request.params.tid);
     const tcb = await supervisor.fsBases.tcb(process, thread);
-    const goroutine = supervisor.go.applies(process) ? supervisor.go.goroutine(process, thread) : undefined;
-    return { ...threadJson(viewThread(thread, goroutine)), tcb: tcbJson(tcb) };
+    return { ...threadJson(viewThread(thread, supervisor.go.reader(process)?.(thread))), tcb: tcbJson(tcb) };
   });
 
   app.get('/v1/processes/:pid/exits', {

@@ -67,7 +67,7 @@ class ProcessSyscalls {
   readonly bySyscall = new Map<number, Counts>();
   readonly byThread = new Map<number, Counts>();
   /** Its records; past logLimit, the oldest are dropped (in chunks:
-   * kept() is what is readable). */
+   * from firstKept() on is what is readable). */
   log: SyscallRecord[] = [];
   /** The seq of the last record dropped, 0 for none. */
   droppedThrough = 0;
@@ -171,26 +171,33 @@ export class Interposition {
     const s = this.byPid.get(p.pid);
     if (!s) return;
     this.byPid.delete(p.pid);
-    this.store.save(p.serial, this.saved(s), this.kept(s).log);
+    this.store.save(p.serial, this.saved(s), s.log.slice(this.firstKept(s)));
   }
 
-  /** The last logLimit records, and the seq of the last one not among them. */
-  private kept(s: ProcessSyscalls): { log: SyscallRecord[]; droppedThrough: number } {
-    const extra = s.log.length - this.logLimit;
-    return extra > 0 ? { log: s.log.slice(extra), droppedThrough: s.log[extra - 1]!.seq } : { log: s.log, droppedThrough: s.droppedThrough };
+  /** Where the last logLimit records begin in the log (it is trimmed in
+   * chunks, so it may hold a few more). */
+  private firstKept(s: ProcessSyscalls): number {
+    return Math.max(0, s.log.length - this.logLimit);
+  }
+
+  /** The seq of the last record no longer kept, 0 for none. */
+  private droppedThrough(s: ProcessSyscalls): number {
+    const first = this.firstKept(s);
+    return first > 0 ? s.log[first - 1]!.seq : s.droppedThrough;
   }
 
   private saved(s: ProcessSyscalls): Saved {
     return {
       rules: s.rules.map((r) => r.rule), ...(s.since ? { since: s.since } : {}), syscalls: [...s.bySyscall], threads: [...s.byThread],
-      droppedThrough: this.kept(s).droppedThrough,
+      droppedThrough: this.droppedThrough(s),
     };
   }
 
-  /** A running process's, from memory; else what the records kept. */
-  private state(p: ProcessRecord): { saved: Saved; log?: SyscallRecord[] } | undefined {
+  /** A running process's, from memory (its whole log, read from
+   * firstKept on); else what the records kept. */
+  private state(p: ProcessRecord): { saved: Saved; live?: ProcessSyscalls } | undefined {
     const s = p.state === 'running' ? this.byPid.get(p.pid) : undefined;
-    if (s) return { saved: this.saved(s), log: this.kept(s).log };
+    if (s) return { saved: this.saved(s), live: s };
     const saved = this.store.load<Saved>(p.serial);
     return saved ? { saved } : undefined;
   }
@@ -216,10 +223,10 @@ export class Interposition {
   records(p: ProcessRecord, since = 0, limit = DEFAULT_LOG_LIMIT): { records: SyscallRecord[]; dropped: boolean } {
     const state = this.state(p);
     const dropped = since < (state?.saved.droppedThrough ?? 0);
-    if (!state?.log) return { records: this.store.records<SyscallRecord>(p.serial, since, limit), dropped };
-    const log = state.log;
+    if (!state?.live) return { records: this.store.records<SyscallRecord>(p.serial, since, limit), dropped };
+    const { log } = state.live;
     // seq grows along the log: find the first after `since` by halving.
-    let lo = 0, hi = log.length;
+    let lo = this.firstKept(state.live), hi = log.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       if (log[mid]!.seq <= since) lo = mid + 1;
@@ -256,8 +263,8 @@ export class Interposition {
     };
     s.log.push(record);
     if (s.log.length > this.logLimit * 1.25) {
-      const { log, droppedThrough } = this.kept(s);
-      Object.assign(s, { log, droppedThrough });
+      s.droppedThrough = this.droppedThrough(s);
+      s.log = s.log.slice(this.firstKept(s));
     }
     this.live.emit('record', record);
   }

@@ -4,6 +4,7 @@
  * goroutine's fields at offsets that change between Go versions, and its
  * binaries carry this debug information by default (daemon/go.ts). */
 import { inflateSync } from 'node:zlib';
+import { namedSections } from './elf.js';
 
 export class DwarfError extends Error {}
 
@@ -21,31 +22,17 @@ const DW_OP_plus_uconst = 0x23;
 /** A section's bytes by name, decompressed: SHF_COMPRESSED (zlib), or
  * the older .zdebug_* ("ZLIB" and a big-endian size). */
 function sections(elf: Buffer, wanted: string[]): Map<string, Buffer> {
-  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2) throw new DwarfError('not a 64-bit ELF file');
-  const shoff = Number(elf.readBigUInt64LE(0x28));
-  const shentsize = elf.readUInt16LE(0x3a), shnum = elf.readUInt16LE(0x3c), shstrndx = elf.readUInt16LE(0x3e);
-  if (shoff + shnum * shentsize > elf.length || shstrndx >= shnum) throw new DwarfError('section headers outside the file');
-  const header = (i: number) => {
-    const at = shoff + i * shentsize;
-    return { name: elf.readUInt32LE(at), flags: Number(elf.readBigUInt64LE(at + 8)), offset: Number(elf.readBigUInt64LE(at + 0x18)), size: Number(elf.readBigUInt64LE(at + 0x20)) };
-  };
-  const names = header(shstrndx);
   const found = new Map<string, Buffer>();
-  for (let i = 0; i < shnum; i++) {
-    const h = header(i);
-    const nameAt = names.offset + h.name;
-    const name = elf.toString('latin1', nameAt, elf.indexOf(0, nameAt));
-    const plain = name.replace(/^\.zdebug_/, '.debug_');
-    if (!wanted.includes(plain) || h.offset + h.size > elf.length) continue;
-    let bytes = elf.subarray(h.offset, h.offset + h.size);
-    if (h.flags & SHF_COMPRESSED) {
+  for (const [name, { bytes, flags }] of namedSections(elf, [...wanted, ...wanted.map((w) => w.replace(/^\.debug_/, '.zdebug_'))])) {
+    let plain = bytes;
+    if (flags & SHF_COMPRESSED) {
       if (bytes.readUInt32LE(0) !== ELFCOMPRESS_ZLIB) throw new DwarfError(`${name}: not zlib-compressed`);
-      bytes = inflateSync(bytes.subarray(24)); // Elf64_Chdr
+      plain = inflateSync(bytes.subarray(24)); // after its Elf64_Chdr
     } else if (name.startsWith('.zdebug_')) {
       if (bytes.toString('latin1', 0, 4) !== 'ZLIB') throw new DwarfError(`${name}: no ZLIB header`);
-      bytes = inflateSync(bytes.subarray(12));
+      plain = inflateSync(bytes.subarray(12));
     }
-    found.set(plain, bytes);
+    found.set(name.replace(/^\.zdebug_/, '.debug_'), plain);
   }
   return found;
 }

@@ -135,22 +135,42 @@ class Bytes {
   }
 }
 
-interface Section { name: number; type: number; offset: number; size: number; link: number; entsize: number }
+interface Section { name: number; type: number; flags: number; offset: number; size: number; link: number; entsize: number }
+
+/** The ELF header's checks, and where its section headers are. */
+function header(b: Bytes): { shoff: number; shentsize: number; shnum: number; shstrndx: number } {
+  b.check(0, EHDR_SIZE, 'ELF header');
+  if (b.buf.readUInt32BE(0) !== 0x7f454c46) throw new ElfFormatError('not an ELF file');
+  if (b.buf[4] !== ELFCLASS64 || b.buf[5] !== ELFDATA2LSB) throw new ElfFormatError('not a 64-bit little-endian ELF file');
+  return { shoff: b.size(40, 'e_shoff'), shentsize: b.u16(58, 'e_shentsize'), shnum: b.u16(60, 'e_shnum'), shstrndx: b.u16(62, 'e_shstrndx') };
+}
+
+/** The bytes of the sections with these names, as the file has them
+ * (compressed or not: `flags` says), for a reader of their contents
+ * (dwarf.ts). */
+export function namedSections(buf: Buffer, names: readonly string[]): Map<string, { bytes: Buffer; flags: number }> {
+  const b = new Bytes(buf);
+  const { shoff, shentsize, shnum, shstrndx } = header(b);
+  const sections = readSections(b, shoff, shentsize, shnum);
+  const found = new Map<string, { bytes: Buffer; flags: number }>();
+  const table = sections[shstrndx];
+  if (!table || table.type !== SHT_STRTAB) return found;
+  const strings = new Bytes(b.slice(table.offset, table.size, 'section names'));
+  for (const s of sections) {
+    const name = strings.cstring(s.name, 'section name');
+    if (names.includes(name)) found.set(name, { bytes: b.slice(s.offset, s.size, name), flags: s.flags });
+  }
+  return found;
+}
 
 export function parseElf(buf: Buffer): ElfImage {
   const b = new Bytes(buf);
-  b.check(0, EHDR_SIZE, 'ELF header');
-  if (buf.readUInt32BE(0) !== 0x7f454c46) throw new ElfFormatError('not an ELF file');
-  if (buf[4] !== ELFCLASS64 || buf[5] !== ELFDATA2LSB) throw new ElfFormatError('not a 64-bit little-endian ELF file');
+  const { shoff, shentsize, shnum, shstrndx } = header(b);
   const type = b.u16(16, 'e_type');
   const entry = b.u64(24, 'e_entry');
   const phoff = b.size(32, 'e_phoff');
-  const shoff = b.size(40, 'e_shoff');
   const phentsize = b.u16(54, 'e_phentsize');
   const phnum = b.u16(56, 'e_phnum');
-  const shentsize = b.u16(58, 'e_shentsize');
-  const shnum = b.u16(60, 'e_shnum');
-  const shstrndx = b.u16(62, 'e_shstrndx');
   if (phnum > 0 && phentsize < PHDR_SIZE) throw new ElfFormatError(`e_phentsize ${phentsize} is too small`);
   if (phnum > MAX_PHDRS) throw new ElfFormatError(`${phnum} program headers`);
 
@@ -260,6 +280,7 @@ function readSections(b: Bytes, shoff: number, shentsize: number, shnum: number)
     sections.push({
       name: b.u32(at, 'sh_name'),
       type: b.u32(at + 4, 'sh_type'),
+      flags: Number(b.u64(at + 8, 'sh_flags')),
       offset: b.length(at + 24, 'sh_offset'),
       size: b.length(at + 32, 'sh_size'), // .bss and .tbss take no file space
       link: b.u32(at + 40, 'sh_link'),

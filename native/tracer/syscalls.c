@@ -79,14 +79,6 @@ static pid_t *counting; /* threads with counts not sent */
 static uint32_t ncounting, counting_cap;
 static uint64_t counts_sent_ns;
 
-static void *xrealloc(void *p, size_t n)
-{
-	p = realloc(p, n);
-	if (!p)
-		abort(); /* out of memory: dying detaches every tracee unharmed */
-	return p;
-}
-
 static void push_tid(pid_t **list, uint32_t *n, uint32_t *cap, pid_t tid)
 {
 	if (*n == *cap) {
@@ -178,8 +170,7 @@ struct ruleset *ruleset_read(struct frame *f)
 	}
 	struct ruleset *rs = xrealloc(NULL, sizeof *rs);
 	rs->n = n;
-	rs->rules = n ? xrealloc(NULL, n * sizeof *rs->rules) : NULL;
-	memset(rs->rules, 0, n * sizeof *rs->rules);
+	rs->rules = n ? xcalloc(n, sizeof *rs->rules) : NULL;
 	for (uint32_t i = 0; i < n; i++) {
 		if (rule_read(f, &rs->rules[i]) < 0) {
 			rs->n = i + 1;
@@ -277,10 +268,8 @@ int install_prefilter(const uint8_t set[SYSCALL_NR_MAX / 8])
 
 static struct sys_state *state_of(struct thread *t)
 {
-	if (!t->sys) {
-		t->sys = xrealloc(NULL, sizeof *t->sys);
-		memset(t->sys, 0, sizeof *t->sys);
-	}
+	if (!t->sys)
+		t->sys = xcalloc(1, sizeof *t->sys);
 	return t->sys;
 }
 

@@ -28,11 +28,19 @@ static size_t slot_of(const struct map *m, pid_t key)
 	return (uint32_t)((uint32_t)key * FIBONACCI_32) >> (32 - m->bits);
 }
 
-static void *xcalloc(size_t n, size_t size)
+void *xcalloc(size_t n, size_t size)
 {
 	void *p = calloc(n, size);
 	if (!p)
 		abort(); /* out of memory: dying detaches every tracee unharmed */
+	return p;
+}
+
+void *xrealloc(void *p, size_t size)
+{
+	p = realloc(p, size);
+	if (!p)
+		abort();
 	return p;
 }
 

@@ -3,6 +3,7 @@
 #ifndef TLSD_TRACEES_H
 #define TLSD_TRACEES_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -98,6 +99,11 @@ struct process {
 	uint8_t prefilter[64];   /* P_PREFILTER: the calls it stops at */
 	uint8_t prefilter_covers; /* every call its rules select is among them */
 };
+
+/* Allocations that never fail: out of memory, the tracer aborts, and its
+ * death detaches every tracee unharmed. */
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t size);
 
 struct thread *thread_find(pid_t tid);
 struct thread *thread_add(pid_t tid);
