@@ -128,6 +128,9 @@ export const AttachBody = Type.Object({
 
 /* Syscall interposition (docs/syscalls.md). */
 const Microseconds = Type.Integer({ minimum: 0, maximum: 60_000_000, description: 'microseconds, at most a minute' });
+const Engine = Type.Union([Type.Literal('shim'), Type.Literal('ptrace')], {
+  description: 'what applies it: shim, the shim\'s engine in the process (a SIGSYS handler; a process spawned with `shim` has it); ptrace, the tracer, at ptrace stops. Default: shim when the process has the engine and its filter traps the rule\'s calls',
+});
 export const RuleBody = Type.Object({
   syscalls: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), {
     minItems: 1, maxItems: 512,
@@ -142,16 +145,17 @@ export const RuleBody = Type.Object({
   delayExitUs: Type.Optional(Microseconds),
   when: Type.Optional(Type.String({ minLength: 1, maxLength: 32, description: 'strace\'s first[..last][+[step]]: which calls of each syscall, counted per thread, the effects apply to; default every one' })),
   trace: Type.Optional(Type.Boolean({ description: 'record each call it selects (GET .../syscalls/log, SSE syscall events)' })),
+  engine: Type.Optional(Engine),
 }, { additionalProperties: false, description: 'a rule with no effect (error, retval, signal, delay) only selects: its calls are counted' });
 export const Rule = Type.Intersect([Type.Object({
   id: Type.Integer(),
-  engine: Type.Literal('ptrace', { description: 'what applies it: the tracer, at two ptrace stops per selected call' }),
+  engine: Engine,
   createdAt: Time,
 }), RuleBody]);
 export const RuleList = Type.Object({ rules: Type.Array(Rule) });
 export const RuleParams = Type.Object({ pid: PidParam, id: Type.Integer({ minimum: 1 }) });
 export const SyscallStats = Type.Object({
-  engine: Type.Literal('ptrace'),
+  engine: Type.Union([Type.Literal('shim'), Type.Literal('ptrace')], { description: 'shim once the process\'s shim engine applies its shim rules' }),
   since: Type.Optional(Time),
   syscalls: Type.Array(Type.Object({
     name: Type.String(), nr: Type.Integer(), calls: Type.Integer(), errors: Type.Integer(),

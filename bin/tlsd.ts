@@ -28,6 +28,8 @@ const USAGE = `Usage: tlsd [options]   (npm start -- [options])
   --retain-days N     (TLSD_RETAIN_DAYS)   forget what ended more than N days ago, default 0 (no limit)
   --retain-mb N       (TLSD_RETAIN_MB)     keep the records under N MB, default 1024 (0: no limit)
   --syscall-log N     (TLSD_SYSCALL_LOG)   syscall records kept per process, default 100000
+  --shim-lease MS     (TLSD_SHIM_LEASE)    how long a shim's syscall engine keeps its rules
+                                           when tlsd stops renewing them, default 5000
   --help, --version
 `;
 
@@ -50,6 +52,7 @@ function readOptions() {
         'retain-days': { type: 'string' },
         'retain-mb': { type: 'string' },
         'syscall-log': { type: 'string' },
+        'shim-lease': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -110,6 +113,9 @@ const retention = { ...(retainDays !== undefined ? { days: retainDays } : {}), .
 const syscallLogText = values['syscall-log'] ?? env.TLSD_SYSCALL_LOG;
 const syscallLogLimit = syscallLogText === undefined ? undefined : Number(syscallLogText);
 if (syscallLogLimit !== undefined && !(Number.isInteger(syscallLogLimit) && syscallLogLimit > 0)) fail(`--syscall-log "${syscallLogText}" is not a positive integer`);
+const leaseText = values['shim-lease'] ?? env.TLSD_SHIM_LEASE;
+const shimLeaseMs = leaseText === undefined ? undefined : Number(leaseText);
+if (shimLeaseMs !== undefined && !(Number.isInteger(shimLeaseMs) && shimLeaseMs >= 100 && shimLeaseMs <= 3_600_000)) fail(`--shim-lease "${leaseText}" is not a number of milliseconds in 100..3600000`);
 const httpText = values.http ?? env.TLSD_HTTP;
 const tcp = httpText ? configured('--http', () => parseHostPort(httpText)) : undefined;
 if (tcp && !isLoopback(tcp.host) && !values['allow-remote']) {
@@ -124,7 +130,7 @@ await claimSocketPath(socketPath, 'API socket').catch((e: Error) => fail(e.messa
 let supervisor: Supervisor;
 try {
   supervisor = await Supervisor.start({ tracerPath: tracerBinary, outputDir, log, policy, shimSocket: shimSocketPath(socketPath), stateDir, retention,
-    ...(syscallLogLimit !== undefined ? { syscallLogLimit } : {}) });
+    ...(syscallLogLimit !== undefined ? { syscallLogLimit } : {}), ...(shimLeaseMs !== undefined ? { shimLeaseMs } : {}) });
 } catch (e) {
   fail((e as Error).message);
 }

@@ -48,6 +48,9 @@ export interface SpawnSetting {
   outputName: string;
   /** The socket the shim's agent connects to. */
   shimSocket: string;
+  /** The calls the shim's syscall engine traps, when it has rules: the
+   * shim is then injected at the exec, the engine started there. */
+  trap?: Buffer;
 }
 
 const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
@@ -58,11 +61,14 @@ export function prepareSpawn(req: SpawnRequest, s: SpawnSetting): PreparedSpawn 
   const given = req.env ?? (process.env as Record<string, string>);
   const program = resolveExecutable(req.argv[0] ?? '', cwd, given.PATH ?? DEFAULT_PATH);
   s.policy.checkSpawn(program);
-  const preload = req.shim && isDynamic(program);
+  // The engine starts with the process's first instruction, which only the
+  // tracer's loader reaches: a dynamic linker would load the shim after
+  // calls of its own.
+  const preload = req.shim && !s.trap && isDynamic(program);
   const env = req.shim && preload ? withShim(given, req.shim, s.shimSocket) : given;
   mkdirSync(s.outputDir, { recursive: true, mode: 0o700 });
   return {
-    ...(req.shim && !preload ? { inject: injectRequest(req.shim, s.shimSocket) } : {}),
+    ...(req.shim && !preload ? { inject: { ...injectRequest(req.shim, s.shimSocket), ...(s.trap ? { trap: s.trap } : {}) } } : {}),
     path: program, argv: req.argv, env: Object.entries(env).map(([k, v]) => `${k}=${v}`), cwd,
     stdout: path.resolve(cwd, req.stdout ?? path.join(s.outputDir, `${s.outputName}.stdout`)),
     stderr: path.resolve(cwd, req.stderr ?? path.join(s.outputDir, `${s.outputName}.stderr`)),

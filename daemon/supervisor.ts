@@ -22,6 +22,7 @@ import { shimLibrary } from './paths.js';
 import { ShimServer, type ShimConnection } from './shim/server.js';
 import { prepareSpawn, type SpawnRequest } from './spawn-request.js';
 import { Interposition } from './syscalls/interposition.js';
+import { anyTrap } from './syscalls/rule.js';
 import { TlsReader } from './tls/tls-reader.js';
 import type { TracerReply } from './tracer/client.js';
 import { TracerKeeper, type TracerRequest } from './tracer/keeper.js';
@@ -41,6 +42,8 @@ export interface SupervisorOptions {
   retention?: RetentionPolicy;
   /** Syscall records kept per process (default DEFAULT_LOG_LIMIT). */
   syscallLogLimit?: number;
+  /** How long rules hold in a shim's engine that the daemon no longer renews. */
+  shimLeaseMs?: number;
 }
 
 const { ESRCH } = os.constants.errno;
@@ -84,15 +87,21 @@ export class Supervisor {
     this.retention = new Retention(db, this.records, opts.retention ?? {}, this.registry, opts.log.child({ component: 'retention' }));
     this.fsBases = new FsBases((c) => this.request(c));
     this.go = new GoRuntime(opts.log.child({ component: 'go' }));
-    this.syscalls = new Interposition((c) => this.request(c), this.records.syscalls, opts.log.child({ component: 'syscalls' }), opts.syscallLogLimit);
+    this.syscalls = new Interposition(
+      (c) => this.request(c),
+      { request: (...a) => this.shims.request(...a), tell: (pid, lines) => this.shims.tell(pid, lines) },
+      this.records.syscalls, opts.log.child({ component: 'syscalls' }), opts.syscallLogLimit, opts.shimLeaseMs,
+    );
     this.tls = new TlsReader({ getProcess: (pid) => this.getProcess(pid), refreshFsBase: (t) => this.fsBases.refresh(t) }, opts.log.child({ component: 'tls' }));
     if (!opts.shimSocket) this.shimTempDir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-shim-'));
     this.shims = new ShimServer(
       opts.shimSocket ?? path.join(this.shimTempDir!, 'shim.sock'),
       this.registry, this.bus, opts.log.child({ component: 'shim' }), (pid) => void this.tellTracerShim(pid),
+      (pid, news) => this.syscalls.fromShim(pid, news),
     );
     this.records.shimFate = (p, x) => this.shims.settleFate(p, x);
     this.bus.subscribe((e) => {
+      if (e.type === 'process.exec') this.syscalls.exec(asPid(e.data.pid), Date.parse(e.at));
       if (e.type === 'process.detached') this.syscalls.ended(this.getProcess(asPid(e.data.pid)));
       if (e.type !== 'process.exited') return;
       this.records.flush(); // its threads' slot fates, while the shim is known
@@ -203,11 +212,14 @@ export class Supervisor {
   }
 
   async spawn(req: SpawnRequest): Promise<ProcessRecord> {
+    // With the shim, rules the shim's engine can apply are its own: the
+    // engine starts at the exec, its filter trapping their calls.
+    const rules = this.syscalls.compile(req.syscalls ?? [], () => false, req.shim ? anyTrap() : undefined);
+    const trap = unionOf(rules.filter((r) => r.compiled.shim).map((r) => r.compiled.set));
     const prepared = prepareSpawn(req, {
       policy: this.policy, outputDir: this.opts.outputDir, shimSocket: this.shims.socketPath,
-      outputName: `${Date.now()}-${process.pid}-${++this.spawnCount}`,
+      outputName: `${Date.now()}-${process.pid}-${++this.spawnCount}`, ...(trap ? { trap } : {}),
     });
-    const rules = this.syscalls.compile(req.syscalls ?? [], () => false);
     const killWithDaemon = req.killWithDaemon ?? false;
     const reply = await this.tracer.answer({ type: 'spawn', ...prepared, killWithDaemon, rules: rules.map((r) => r.compiled) });
     // INJECTED comes at its exec, REPLY with the errno of an exec that failed.
@@ -324,6 +336,7 @@ export class Supervisor {
   /** Detaches every tracee (the tracer does it when its socket closes),
    * then commits the records. */
   async close(): Promise<void> {
+    this.syscalls.close();
     this.shims.close();
     this.retention.stop();
     if (this.shimTempDir) rmSync(this.shimTempDir, { recursive: true, force: true });
@@ -335,4 +348,12 @@ export class Supervisor {
   killTracer(): void {
     this.tracer.kill();
   }
+}
+
+/** The calls any of the sets select; undefined for none. */
+function unionOf(sets: Buffer[]): Buffer | undefined {
+  if (!sets.length) return undefined;
+  const u = Buffer.alloc(sets[0]!.length);
+  for (const set of sets) for (let i = 0; i < u.length; i++) u[i]! |= set[i]!;
+  return u;
 }

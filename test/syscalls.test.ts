@@ -1,7 +1,8 @@
-/* Syscall rules through the tracer (native/tracer/syscalls.c), with
- * strace as the oracle: the same spec run under strace and under tlsd
- * gives the same output and exit; the same trace gives the same calls
- * and results in the same order; the same counts. */
+/* Syscall rules, through the tracer (native/tracer/syscalls.c) and
+ * through the shim's engine in the process (native/shim/engine.c), with
+ * strace as the oracle: the same spec run under strace and under tlsd,
+ * with either engine, gives the same output and exit; the same trace
+ * gives the same calls and results in the same order; the same counts. */
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -44,9 +45,16 @@ function underStrace(args: string[], argv: string[]): Outcome & { log: string } 
   }
 }
 
-async function underTlsd(d: TestDaemon, dir: string, argv: string[], rules: Parameters<TestDaemon['client']['addRule']>[1][]): Promise<Outcome & { pid: number }> {
+type RuleInput = Parameters<TestDaemon['client']['addRule']>[1];
+type Engine = NonNullable<RuleInput['engine']>;
+const engines: Engine[] = ['ptrace', 'shim'];
+
+/** The shim's engine is asked for by name: a rule it cannot take is a 400. */
+async function underTlsd(d: TestDaemon, dir: string, argv: string[], rules: RuleInput[], engine: Engine = 'ptrace'): Promise<Outcome & { pid: number }> {
   const stdout = path.join(dir, `out-${Math.random()}`), stderr = `${stdout}.err`;
-  const p = await d.client.spawn({ argv, stdout, stderr, syscalls: rules });
+  const p = await d.client.spawn({
+    argv, stdout, stderr, syscalls: rules.map((r) => ({ ...r, engine })), ...(engine === 'shim' ? { shim: { mode: 'thread-pointer' as const } } : {}),
+  });
   const ended = await processEnd(d.client, p.pid);
   const signal = ended.exit?.signal;
   return {
@@ -69,17 +77,19 @@ const injections: [string[], string][] = [
   [['sh', '-c', 'cat FILE; cat FILE >&2; cat FILE'], 'copy_file_range:error=EIO:when=1'],
 ];
 
-test('for ten -e inject= expressions on cat, ls, sort, a threaded program and a shell that forks, the output and the exit are strace\'s', async (t) => {
-  const w = workdir(t);
-  const d = await startDaemon(t);
-  for (const [command, spec] of injections) {
-    const argv = command.map((a) => (a === 'TREE' ? w.tree : a === 'WORKERS' ? fixturePath('workers') : a.replaceAll('FILE', w.file)));
-    const oracle = underStrace(['-e', `inject=${spec}`], argv);
-    const ours = await underTlsd(d, w.dir, argv, [parseInjectSpec(spec)]);
-    t.deepEqual({ stdout: ours.stdout, stderr: ours.stderr, code: ours.code, signal: ours.signal },
-      { stdout: oracle.stdout, stderr: oracle.stderr, code: oracle.code, signal: oracle.signal }, `${command[0]} -e inject=${spec}`);
-  }
-});
+for (const engine of engines) {
+  test(`${engine} engine: for ten -e inject= expressions on cat, ls, sort, a threaded program and a shell that forks, the output and the exit are strace's`, async (t) => {
+    const w = workdir(t);
+    const d = await startDaemon(t);
+    for (const [command, spec] of injections) {
+      const argv = command.map((a) => (a === 'TREE' ? w.tree : a === 'WORKERS' ? fixturePath('workers') : a.replaceAll('FILE', w.file)));
+      const oracle = underStrace(['-e', `inject=${spec}`], argv);
+      const ours = await underTlsd(d, w.dir, argv, [parseInjectSpec(spec)], engine);
+      t.deepEqual({ stdout: ours.stdout, stderr: ours.stderr, code: ours.code, signal: ours.signal },
+        { stdout: oracle.stdout, stderr: oracle.stderr, code: oracle.code, signal: oracle.signal }, `${command[0]} -e inject=${spec}`);
+    }
+  });
+}
 
 /** strace -f -o lines as [name, result]: the result is -ENAME for an
  * error, '?' for a call that never returned. */
@@ -101,12 +111,12 @@ function straceCounts(log: string): Map<string, { calls: number; errors: number 
   return counts;
 }
 
-test('the log and counts of ls -la with trace=%file, and of sort with trace=read,write,openat,close, are strace\'s', async (t) => {
+for (const engine of engines) test(`${engine} engine: the log and counts of ls -la with trace=%file, and of sort with trace=read,write,openat,close, are strace's`, async (t) => {
   const w = workdir(t);
   const d = await startDaemon(t);
   for (const [command, set] of [[['ls', '-la', 'TREE'], '%file'], [['sort', 'FILE'], 'read,write,openat,close']] as const) {
     const argv = command.map((a) => (a === 'FILE' ? w.file : a === 'TREE' ? w.tree : a));
-    const ours = await underTlsd(d, w.dir, argv, [{ syscalls: parseTraceSet(set), trace: true }]);
+    const ours = await underTlsd(d, w.dir, argv, [{ syscalls: parseTraceSet(set), trace: true }], engine);
     const { records } = await d.client.syscallLog(ours.pid);
     const oracle = underStrace(['-e', `trace=${set}`], argv);
     t.is(ours.stdout, oracle.stdout);
@@ -119,6 +129,7 @@ test('the log and counts of ls -la with trace=%file, and of sort with trace=read
     const byName = (m: Map<string, unknown>) => Object.fromEntries([...m].sort(([a], [b]) => a.localeCompare(b)));
     t.deepEqual(byName(new Map(stats.syscalls.map((s) => [s.name, { calls: s.calls, errors: s.errors }]))), byName(straceCounts(counted.log)), `${argv[0]} -c`);
     t.deepEqual(stats.threads.map((th) => th.tid), [ours.pid]);
+    t.is(stats.engine, engine);
   }
 });
 

@@ -15,7 +15,7 @@ import type { EventBus } from '../event-bus.js';
 import type { ExitRecord, ProcessRecord, Registry, ShimFate } from '../registry.js';
 import { asAddress, asPid, asTid, formatAddress, type Address, type Pid, type ShimMode, type Tid } from '../types.js';
 import { shimOrigin, type ShimOrigin } from './injection.js';
-import { parseShimMessage, type ShimAnswer, type ShimHelloMessage, type ShimMessage, type ShimRequestType } from './messages.js';
+import { parseShimMessage, type ShimAnswer, type ShimEngineNews, type ShimHelloMessage, type ShimMessage, type ShimRequestType } from './messages.js';
 
 const REQUEST_TIMEOUT_MS = 2000;
 const MAX_LINE = 64 * 1024;
@@ -60,6 +60,11 @@ export interface ShimConnection {
   nextId: number;
 }
 
+/** Lines of JSON for the shim, whose numbers are unsigned and up to 64
+ * bits: a bigint is written as its digits. */
+const encodeLines = (lines: object[]): string =>
+  lines.map((l) => JSON.stringify(l, (_, v: unknown) => (typeof v === 'bigint' ? `\u0000${v}\u0000` : v)).replace(/"\\u0000(\d+)\\u0000"/g, '$1') + '\n').join('');
+
 const helloOf = (m: ShimHelloMessage): ShimHello => ({
   pid: asPid(m.pid), shimVersion: m.shimVersion, mode: m.mode, table: asAddress(BigInt(m.table)), slotCount: m.slotCount, slotBytes: m.slotBytes,
 });
@@ -78,6 +83,8 @@ export class ShimServer {
     private readonly log: Logger,
     /** Called on each accepted hello (the supervisor tells the tracer). */
     private readonly onHello: (pid: Pid, hello: ShimHello) => void = () => {},
+    /** What a shim's syscall engine sends (syscalls/interposition.ts). */
+    private readonly onEngine: (pid: Pid, news: ShimEngineNews) => void = () => {},
   ) {
     // A new program image has no table where the old one had: forget the
     // old image's shim (the tracer does the same). A shim in the new image
@@ -168,8 +175,9 @@ export class ShimServer {
     return { hello, cancel };
   }
 
-  /** Asks a shim (ping, stats); its answer, or UNAVAILABLE. */
-  request(pid: Pid, type: ShimRequestType): Promise<ShimAnswer> {
+  /** Asks a shim; its answer, or UNAVAILABLE. `fields` go with the
+   * request, `before` and `after` are lines sent before and after it. */
+  request(pid: Pid, type: ShimRequestType, fields: object = {}, before: object[] = [], after: object[] = []): Promise<ShimAnswer> {
     const shim = this.shims.get(pid);
     if (!shim?.socket) return Promise.reject(new TlsdError('UNAVAILABLE', `the shim of process ${pid} is not connected`));
     const id = shim.nextId++;
@@ -179,8 +187,13 @@ export class ShimServer {
         reject(new TlsdError('UNAVAILABLE', `the shim of process ${pid} did not answer ${type} in ${REQUEST_TIMEOUT_MS} ms`));
       }, REQUEST_TIMEOUT_MS);
       shim.pending.set(id, (answer) => { clearTimeout(timer); resolve(answer); });
-      shim.socket!.write(JSON.stringify({ type, id }) + '\n');
+      shim.socket!.write(encodeLines([...before, { type, id, ...fields }, ...after]));
     });
+  }
+
+  /** Lines that want no answer. */
+  tell(pid: Pid, lines: object[]): void {
+    this.shims.get(pid)?.socket?.write(encodeLines(lines));
   }
 
   private accept(socket: net.Socket): void {
@@ -260,6 +273,7 @@ export class ShimServer {
       this.bus.publish('shim.slot', { pid: shim.hello.pid, event: m.event, slot: m.slot, tid: m.tid, key: m.key });
       return;
     }
+    if (m.type === 'engine' || m.type === 'sysc' || m.type === 'syst' || m.type === 'syscall') return this.onEngine(shim.hello.pid, m);
     shim.pending.get(m.id)?.(m);
     shim.pending.delete(m.id);
   }

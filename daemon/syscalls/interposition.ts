@@ -1,21 +1,24 @@
-/* Syscall interposition, the daemon's side: each process's rules (sent
- * whole to the tracer, which matches them: native/tracer/syscalls.c), the
- * counts and records the tracer sends back, and the live stream of
- * records (docs/syscalls.md). A running process's are in memory; when it
- * ends or is detached they move to the records (records/syscall-store.ts). */
+/* Syscall interposition, the daemon's side: each process's rules, the
+ * counts and records sent back, and the live stream of records
+ * (docs/syscalls.md). Rules go whole to the tracer, which matches them at
+ * syscall stops (native/tracer/syscalls.c); those of the shim's engine
+ * (native/shim/engine.c) go to the process's shim too, which applies them
+ * in the process once the tracer hands them over (HANDOFF), until the
+ * process's next exec. A running process's are in memory; when it ends
+ * or is detached they move to the records (records/syscall-store.ts). */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import type { ProcessRecord } from '../registry.js';
 import type { TracerEvent, TracerReply } from '../tracer/client.js';
+import type { ShimAnswer, ShimEngineNews, ShimRequestType } from '../shim/messages.js';
 import type { SyscallStore } from '../records/syscall-store.js';
 import type { TracerCommand } from '../tracer/protocol.js';
 import { syscallFlags } from '../tracer/protocol.js';
 import type { Pid, Tid } from '../types.js';
-import { compileRule, errnoName, syscallName, type CompiledRule, type RuleInput } from './rule.js';
+import { compileRule, errnoName, shimCapable, syscallName, type CompiledRule, type Engine, type RuleInput } from './rule.js';
 
-/** Only the tracer engine exists yet; the shim's is to come. */
-export type Engine = 'ptrace';
+export type { Engine };
 
 export interface Rule extends RuleInput {
   id: number;
@@ -57,8 +60,17 @@ export const DEFAULT_LOG_LIMIT = 100_000;
 
 type Counts = { calls: number; errors: number; timeNs: number };
 /** What the records keep of a process that ended. */
-interface Saved { rules: Rule[]; since?: string; syscalls: Array<[number, Counts]>; threads: Array<[number, Counts]>; droppedThrough: number }
-type Request = (c: Extract<TracerCommand, { type: 'rules' | 'counts' }> extends infer C ? C extends TracerCommand ? Omit<C, 'req'> : never : never) => Promise<TracerReply>;
+interface Saved { rules: Rule[]; engine?: Engine; since?: string; syscalls: Array<[number, Counts]>; threads: Array<[number, Counts]>; droppedThrough: number }
+type Request = (c: Extract<TracerCommand, { type: 'rules' | 'counts' | 'handoff' }> extends infer C ? C extends TracerCommand ? Omit<C, 'req'> : never : never) => Promise<TracerReply>;
+
+/** The shims' side (shim/server.ts). */
+export interface ShimPort {
+  request(pid: Pid, type: ShimRequestType, fields?: object, before?: object[], after?: object[]): Promise<ShimAnswer>;
+  tell(pid: Pid, lines: object[]): void;
+}
+
+/** How long rules hold in a shim that tlsd no longer renews. */
+export const DEFAULT_LEASE_MS = 5000;
 
 /** One process's rules, counts and records. */
 class ProcessSyscalls {
@@ -73,6 +85,11 @@ class ProcessSyscalls {
   droppedThrough = 0;
   /** Rule changes one after the other: each sends the whole set. */
   changes: Promise<unknown> = Promise.resolve();
+  /** Its spawn's rules are known (a spawn's shim may say hello first). */
+  adopted = false;
+  /** Its shim's engine: the calls it traps; handedOff once it applies
+   * the shim's rules (until the next exec). */
+  engine?: { trap: Buffer; handedOff: boolean; at: number };
 }
 
 function add(map: Map<number, Counts>, key: number, calls: number, errors: number, timeNs: number): void {
@@ -89,8 +106,19 @@ export class Interposition {
   private nextSeq = 1;
   private readonly live = new EventEmitter();
 
-  constructor(private readonly request: Request, private readonly store: SyscallStore, private readonly log: Logger, private readonly logLimit = DEFAULT_LOG_LIMIT) {
+  private readonly leaseTimer: NodeJS.Timeout;
+
+  constructor(
+    private readonly request: Request, private readonly shims: ShimPort, private readonly store: SyscallStore, private readonly log: Logger,
+    private readonly logLimit = DEFAULT_LOG_LIMIT, private readonly leaseMs = DEFAULT_LEASE_MS,
+  ) {
     this.live.setMaxListeners(0);
+    // Renewed well before it runs out: a third of it.
+    this.leaseTimer = setInterval(() => this.renewLeases(), Math.max(50, Math.floor(leaseMs / 3))).unref();
+  }
+
+  close(): void {
+    clearInterval(this.leaseTimer);
   }
 
   private of(pid: Pid): ProcessSyscalls {
@@ -99,12 +127,19 @@ export class Interposition {
     return s;
   }
 
-  /** Checks rules and gives them ids (a spawn's, before it starts). */
-  compile(inputs: readonly RuleInput[], tidOk: (tid: number) => boolean): { rule: Rule; compiled: CompiledRule }[] {
+  /** Checks rules and gives them ids (a spawn's, before it starts).
+   * `trap`: the calls the process's shim engine traps (or will), if it
+   * has one: a rule the engine can apply is the engine's unless it asks
+   * for the tracer. */
+  compile(inputs: readonly RuleInput[], tidOk: (tid: number) => boolean, trap?: Buffer): { rule: Rule; compiled: CompiledRule }[] {
     const createdAt = new Date().toISOString();
     return inputs.map((input) => {
       const compiled = compileRule(this.nextRule, input, tidOk);
-      return { rule: { id: this.nextRule++, engine: 'ptrace' as const, ...input, createdAt }, compiled };
+      const why = trap ? shimCapable(compiled, trap) : 'the process has no shim engine (spawn it with `shim`)';
+      if (input.engine === 'shim' && why) throw new TlsdError('INVALID_ARGUMENT', `engine shim: ${why}`);
+      const engine: Engine = input.engine ?? (why ? 'ptrace' : 'shim');
+      compiled.shim = engine === 'shim';
+      return { rule: { id: this.nextRule++, ...input, engine, createdAt }, compiled };
     });
   }
 
@@ -123,6 +158,8 @@ export class Interposition {
     const s = this.of(pid);
     s.rules = rules;
     s.since = rules[0]!.rule.createdAt;
+    s.adopted = true;
+    if (s.engine) void this.handOff(pid, s);
   }
 
   /** A forked child has its parent's rules (the tracer copied them). */
@@ -140,13 +177,14 @@ export class Interposition {
       if (reply.errno !== 0) throw new TlsdError('GONE', `process ${p.pid} has ended`);
       s.rules = rules;
       s.since ??= new Date().toISOString();
+      if (s.engine?.handedOff) await this.giveShim(p.pid, s);
     });
     s.changes = run.catch(() => {});
     return run;
   }
 
   async addRule(p: ProcessRecord, input: RuleInput): Promise<Rule> {
-    const [made] = this.compile([input], (tid) => p.threads.has(tid as Tid));
+    const [made] = this.compile([input], (tid) => p.threads.has(tid as Tid), this.byPid.get(p.pid)?.engine?.trap);
     await this.change(p, (rules) => [...rules, made!]);
     this.log.info({ tracee: p.pid, rule: made!.rule.id }, 'syscall rule added');
     return made!.rule;
@@ -188,7 +226,7 @@ export class Interposition {
 
   private saved(s: ProcessSyscalls): Saved {
     return {
-      rules: s.rules.map((r) => r.rule), ...(s.since ? { since: s.since } : {}), syscalls: [...s.bySyscall], threads: [...s.byThread],
+      rules: s.rules.map((r) => r.rule), engine: this.engineOf(s), ...(s.since ? { since: s.since } : {}), syscalls: [...s.bySyscall], threads: [...s.byThread],
       droppedThrough: this.droppedThrough(s),
     };
   }
@@ -207,11 +245,18 @@ export class Interposition {
   }
 
   async stats(p: ProcessRecord): Promise<SyscallStats> {
-    // What the tracer counted and did not send yet comes before its reply.
-    if (p.state === 'running' && this.byPid.get(p.pid)?.rules.length) await this.request({ type: 'counts', pid: p.pid }).catch(() => {});
+    // What the tracer and the shim counted and did not send yet comes
+    // before their answers.
+    const s = p.state === 'running' ? this.byPid.get(p.pid) : undefined;
+    if (s?.rules.length) {
+      await Promise.all([
+        this.request({ type: 'counts', pid: p.pid }).catch(() => {}),
+        s.engine?.handedOff ? this.shims.request(p.pid, 'counts').catch(() => {}) : undefined,
+      ]);
+    }
     const saved = this.state(p)?.saved;
     return {
-      engine: 'ptrace',
+      engine: saved?.engine ?? 'ptrace',
       ...(saved?.since ? { since: saved.since } : {}),
       syscalls: (saved?.syscalls ?? []).sort(([a], [b]) => a - b).map(([nr, c]) => ({ name: syscallName(nr), nr, ...c })),
       threads: (saved?.threads ?? []).sort(([a], [b]) => a - b).map(([tid, c]) => ({ tid, calls: c.calls, errors: c.errors })),
@@ -241,6 +286,7 @@ export class Interposition {
     return () => this.live.off('record', listener);
   }
 
+  /** What the tracer sends: counts and traced calls. */
   apply(m: Extract<TracerEvent, { type: 'syscall' | 'syscallCount' }>): void {
     const s = this.of(m.pid);
     if (m.type === 'syscallCount') {
@@ -248,18 +294,94 @@ export class Interposition {
       add(s.byThread, m.tid, m.calls, m.errors, Number(m.timeNs));
       return;
     }
+    this.keep(s, { pid: m.pid, tid: m.tid, nr: m.nr, args: m.args.map((a) => '0x' + a.toString(16)), retval: m.retval, durationNs: m.durationNs, flags: m.flags, path: m.path, atMs: Number(m.at / 1_000_000n), rule: m.rule });
+  }
+
+  /** What a shim's engine sends. */
+  fromShim(pid: Pid, m: ShimEngineNews): void {
+    const s = this.of(pid);
+    switch (m.type) {
+      case 'engine':
+        s.engine = { trap: Buffer.from(m.trap, 'hex'), handedOff: false, at: Date.now() };
+        void this.handOff(pid, s);
+        return;
+      case 'sysc': return add(s.bySyscall, m.nr, m.calls, m.errors, m.timeNs);
+      case 'syst': return add(s.byThread, m.tid, m.calls, m.errors, 0);
+      case 'syscall':
+        return this.keep(s, { pid, tid: m.tid, nr: m.nr, args: m.args, retval: BigInt(m.retval), durationNs: BigInt(m.durationNs), flags: m.flags, path: m.path ?? '', atMs: Math.floor(m.atNs / 1e6), rule: m.rule });
+    }
+  }
+
+  /** The process exec'd (at `at`): a shim engine of the image before is
+   * gone, and the tracer has its rules again. */
+  exec(pid: Pid, at: number): void {
+    const s = this.byPid.get(pid);
+    if (s?.engine && s.engine.at < at) s.engine = undefined;
+  }
+
+  /** The shim's engine is up, its process kept at its exec by the
+   * tracer: the shim gets the rules it can apply, then the tracer stops
+   * applying them and lets the program start (HANDOFF). If the shim
+   * cannot take them, the tracer keeps them all. */
+  private handOff(pid: Pid, s: ProcessSyscalls): Promise<void> {
+    const run = s.changes.then(async () => {
+      const engine = s.engine;
+      if (!engine || !s.adopted || engine.handedOff) return;
+      // A rule the engine's filter does not trap stays the tracer's.
+      const shim = (r: ProcessSyscalls['rules'][number], ok: boolean) => ({ ...r, compiled: { ...r.compiled, shim: ok && r.rule.engine === 'shim' && !shimCapable(r.compiled, engine.trap) } });
+      const rules = s.rules.map((r) => shim(r, true));
+      try {
+        if (rules.some((r, i) => r.compiled.shim !== s.rules[i]!.compiled.shim)) await this.request({ type: 'rules', pid, rules: rules.map((r) => r.compiled) });
+        s.rules = rules;
+        await this.giveShim(pid, s);
+      } catch (e) {
+        this.log.warn({ err: e, tracee: pid }, 'the shim did not take its rules: the tracer keeps them');
+        s.rules = s.rules.map((r) => shim(r, false));
+        await this.request({ type: 'rules', pid, rules: s.rules.map((r) => r.compiled) });
+      }
+      await this.request({ type: 'handoff', pid });
+      engine.handedOff = true;
+    });
+    s.changes = run.catch((e) => this.log.warn({ err: e, tracee: pid }, 'cannot hand the rules to the shim'));
+    return s.changes as Promise<void>;
+  }
+
+  /** The shim's rules, whole, to the shim. */
+  private async giveShim(pid: Pid, s: ProcessSyscalls): Promise<void> {
+    const mine = s.rules.filter((r) => r.compiled.shim).map((r) => r.compiled);
+    const lines = mine.map((c) => ({
+      type: 'rule', rule: c.id, set: c.set.toString('hex'), fault: c.fault, value: BigInt.asUintN(64, c.value),
+      signal: c.signal, first: c.first, last: c.last, step: c.step, trace: c.trace ? 1 : 0, enter: c.delayEnterUs, exit: c.delayExitUs,
+      tids: c.tids.join(','), path: Buffer.from(c.path).toString('hex'),
+      paths: [...c.pathArgs].flatMap((arg, nr) => (arg ? [`${nr}:${arg}`] : [])).join(','),
+    }));
+    const answer = await this.shims.request(pid, 'rules', { count: lines.length, lease: this.leaseMs }, [], lines);
+    if (answer.type !== 'rules') throw new TlsdError('UNAVAILABLE', `the shim of process ${pid} refused its rules`);
+  }
+
+  /** What applies the process's rules now: its shim's engine once it has
+   * taken some. */
+  private engineOf(s: ProcessSyscalls): Engine {
+    return s.engine?.handedOff && s.rules.some((r) => r.compiled.shim) ? 'shim' : 'ptrace';
+  }
+
+  private renewLeases(): void {
+    for (const [pid, s] of this.byPid) if (s.engine?.handedOff) this.shims.tell(pid, [{ type: 'lease', id: 0, lease: this.leaseMs }]);
+  }
+
+  private keep(s: ProcessSyscalls, m: { pid: number; tid: number; nr: number; args: string[]; retval: bigint; durationNs: bigint; flags: number; path: string; atMs: number; rule: number }): void {
     const noReturn = (m.flags & syscallFlags.noReturn) !== 0;
-    const retval = noReturn ? null : Number(m.retval);
+    const retval = noReturn ? null : Number(BigInt.asIntN(64, m.retval));
     const error = retval !== null && retval < 0 && retval >= -4095 ? errnoName(-retval) ?? `errno ${-retval}` : undefined;
     const record: SyscallRecord = {
       seq: this.nextSeq++, pid: m.pid, tid: m.tid, name: syscallName(m.nr), nr: m.nr,
-      args: m.args.map((a) => '0x' + a.toString(16)), retval, ...(error ? { error } : {}),
+      args: m.args, retval, ...(error ? { error } : {}),
       durationNs: Number(m.durationNs),
       ...(m.flags & syscallFlags.injected ? { injected: true as const } : {}),
       ...(m.flags & syscallFlags.signaled ? { signaled: true as const } : {}),
       ...(m.flags & syscallFlags.delayed ? { delayed: true as const } : {}),
       ...(m.path ? { path: m.path } : {}),
-      at: new Date(Number(m.at / 1_000_000n)).toISOString(), rule: m.rule,
+      at: new Date(m.atMs).toISOString(), rule: m.rule,
     };
     s.log.push(record);
     if (s.log.length > this.logLimit * 1.25) {

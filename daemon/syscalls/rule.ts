@@ -6,6 +6,10 @@ import os from 'node:os';
 import { TlsdError } from '../errors.js';
 import { pathArg, syscallClasses, syscallNames } from './table.js';
 
+/** What applies a rule: the tracer, at ptrace stops; or the shim's engine,
+ * in the process (native/shim/engine.c). */
+export type Engine = 'shim' | 'ptrace';
+
 /** What a user asks for (POST .../syscalls/rules, spawn's `syscalls`). */
 export interface RuleInput {
   /** strace's set, element by element: names, numbers, %classes, /regex,
@@ -20,6 +24,9 @@ export interface RuleInput {
   delayExitUs?: number;
   when?: string;
   trace?: boolean;
+  /** Default: the shim's when the process has its engine and the rule
+   * fits it, else the tracer's. */
+  engine?: Engine;
 }
 
 /** What the tracer's RULES command carries for one rule. */
@@ -40,9 +47,32 @@ export interface CompiledRule {
   last: number;
   step: number;
   trace: boolean;
+  /** The shim's engine applies it once the tracer hands it over. */
+  shim?: boolean;
 }
 
 export const MAX_NR = 512;
+/** What the shim's engine holds (native/shim/engine.h). */
+const SHIM_MAX_TIDS = 16;
+const SHIM_PATH_MAX = 255;
+const RT_SIGRETURN = 15;
+
+/** Every call the shim's engine can trap: all but rt_sigreturn. */
+export const anyTrap = (): Buffer => {
+  const b = Buffer.alloc(MAX_NR / 8, 0xff);
+  b[RT_SIGRETURN >> 3]! &= ~(1 << (RT_SIGRETURN & 7));
+  return b;
+};
+
+/** Why the shim's engine, trapping `trap`, cannot apply the rule; undefined when it can. */
+export function shimCapable(c: CompiledRule, trap: Buffer): string | undefined {
+  if (c.tids.length > SHIM_MAX_TIDS) return `a rule on more than ${SHIM_MAX_TIDS} threads is the tracer's`;
+  if (Buffer.byteLength(c.path) > SHIM_PATH_MAX) return `a path of more than ${SHIM_PATH_MAX} bytes is the tracer's`;
+  const outside = [];
+  for (let nr = 0; nr < MAX_NR; nr++) if (c.set[nr >> 3]! & (1 << (nr & 7)) && !(trap[nr >> 3]! & (1 << (nr & 7)))) outside.push(syscallName(nr));
+  if (outside.length) return `its filter does not trap ${outside.slice(0, 5).join(', ')}${outside.length > 5 ? ', …' : ''} (the calls it traps are fixed when the process starts)`;
+  return undefined;
+}
 const numberOf = new Map([...syscallNames].map(([nr, name]) => [name, nr]));
 const errnoNames = os.constants.errno as Record<string, number>;
 const errnoByNumber = new Map(Object.entries(errnoNames).map(([name, n]) => [n, name]));

@@ -6,10 +6,10 @@ import type { CompiledRule } from '../syscalls/rule.js';
 import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
 import { asAddress, asPid, asTid } from '../types.js';
 
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 export const MAX_FRAME = 16 << 20;
 
-export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8, rules: 9, counts: 10 } as const;
+export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8, rules: 9, counts: 10, handoff: 11 } as const;
 
 export const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
@@ -37,6 +37,8 @@ export interface InjectRequest {
   slotBytes: number;
   shimPath: string;
   shimSocket: string;
+  /** The calls the shim's syscall engine traps (64 bytes); none: no engine. */
+  trap?: Buffer;
 }
 
 /** SYSCALL flags (enum tlsd_syscall_flag): what was done to the call. */
@@ -76,7 +78,8 @@ export type TracerCommand =
   | { type: 'inject'; req: number; pid: Pid } & InjectRequest
   | { type: 'tidy'; req: number; pid: Pid; shimPath: string }
   | { type: 'rules'; req: number; pid: Pid; rules: CompiledRule[] }
-  | { type: 'counts'; req: number; pid: Pid };
+  | { type: 'counts'; req: number; pid: Pid }
+  | { type: 'handoff'; req: number; pid: Pid };
 
 export class ProtocolError extends Error {}
 
@@ -200,10 +203,10 @@ class FrameWriter {
   }
 }
 
-/** u8 shim_mode, u32 slot_count, u32 slot_bytes, str shim_path, str shim_socket (mode 0: none). */
+/** u8 shim_mode, u32 slot_count, u32 slot_bytes, str shim_path, str shim_socket, str trap (mode 0: none). */
 function injectFields(w: FrameWriter, q: InjectRequest | undefined): FrameWriter {
-  if (!q) return w.u8(0).u32(0).u32(0).str('').str('');
-  return w.u8(shimModeNumbers[q.mode]).u32(q.slotCount).u32(q.slotBytes).str(q.shimPath).str(q.shimSocket);
+  if (!q) return w.u8(0).u32(0).u32(0).str('').str('').raw(Buffer.alloc(0));
+  return w.u8(shimModeNumbers[q.mode]).u32(q.slotCount).u32(q.slotBytes).str(q.shimPath).str(q.shimSocket).raw(q.trap ?? Buffer.alloc(0));
 }
 
 /** u32 nrules, then each rule's fields (TLSD_CMD_RULES). */
@@ -213,7 +216,7 @@ function ruleFields(w: FrameWriter, rules: readonly CompiledRule[]): FrameWriter
     w.u32(r.id).raw(r.set).u32(r.tids.length);
     for (const tid of r.tids) w.u32(tid);
     w.str(r.path).raw(r.pathArgs).u8(r.fault).u64(BigInt.asUintN(64, r.value)).u8(r.signal)
-      .u32(r.delayEnterUs).u32(r.delayExitUs).u32(r.first).u32(r.last).u32(r.step).u8(r.trace ? 1 : 0);
+      .u32(r.delayEnterUs).u32(r.delayExitUs).u32(r.first).u32(r.last).u32(r.step).u8(r.trace ? 1 : 0).u8(r.shim ? 1 : 0);
   }
   return w;
 }
@@ -225,6 +228,7 @@ export function encodeCommand(c: TracerCommand, kinds?: FieldKind[]): Buffer {
     case 'spawn': return ruleFields(injectFields(w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr), c.inject).u8(c.killWithDaemon ? 1 : 0), c.rules ?? []).frame();
     case 'rules': return ruleFields(w.u32(c.pid), c.rules).frame();
     case 'counts': return w.u32(c.pid).frame();
+    case 'handoff': return w.u32(c.pid).frame();
     case 'inject': return injectFields(w.u32(c.pid), c).frame();
     case 'tidy': return w.u32(c.pid).str(c.shimPath).frame();
     case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).u8(c.keepChildren ? 1 : 0).frame();

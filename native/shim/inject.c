@@ -2,6 +2,7 @@
  * (inject.h says how the two meet). Nothing here may depend on the host:
  * the entry runs on a borrowed thread of a program that may have no libc
  * at all, with every signal blocked, on the area's stack. */
+#include "engine.h"
 #include "inject.h"
 #include "start.h"
 
@@ -26,4 +27,7 @@ EXPORT void tlsshim_inject_entry(struct tlsshim_inject *call)
 {
 	/* The tracer blocked every signal for this thread (it restores them). */
 	call->result = call->version == TLSSHIM_INJECT_VERSION ? shim_start(&call->context, 1) : TLSSHIM_EINVAL;
+	int trap = 0;
+	for (uint32_t i = 0; i < sizeof call->trap; i++) trap |= call->trap[i];
+	if (call->result == 0 && trap && engine_start(call->trap) < 0) call->result = TLSSHIM_EENGINE;
 }

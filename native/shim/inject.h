@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include "tlsshim.h"
 
-#define TLSSHIM_INJECT_VERSION 1
+#define TLSSHIM_INJECT_VERSION 2
 #define TLSSHIM_INJECT_AREA (64 * 1024)
 /* Written by the tracer before the call; the entry overwrites it. */
 #define TLSSHIM_INJECT_NOT_RUN 1
@@ -35,6 +35,10 @@ struct tlsshim_inject {
 	int32_t result;    /* tlsshim_start's: 0 or TLSSHIM_E* */
 	struct tlsshim_context context; /* socket_path points at socket_path below */
 	char socket_path[108];          /* sockaddr_un.sun_path */
+	/* Not all zero: the syscall engine starts, its filter trapping these
+	 * calls (bit nr: call nr; engine.h), on the borrowed thread, which
+	 * must be the process's only one (a spawn at its exec). */
+	uint8_t trap[64];
 };
 
 #endif

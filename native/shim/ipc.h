@@ -19,4 +19,13 @@ int ipc_start(struct tlsshim_table *table, const char *socket_path, int signals_
  * is full the event is counted as dropped. A no-op without an agent. */
 void ipc_event(enum shim_event_kind kind, uint32_t slot, uint64_t key, uint64_t tid);
 
+/* Wakes the agent when it sleeps: a traced call, or a call it must make
+ * for a thread, is waiting (engine.c). Async-signal-safe. */
+void ipc_wake(void);
+/* Whether the agent is connected to tlsd. */
+int ipc_connected(void);
+/* Keeps the agent for good, also once tlsd is gone: the engine needs it.
+ * 0, or -1 when it has ended already. */
+int ipc_hold_agent(void);
+
 #endif

@@ -5,5 +5,6 @@
 #include <stddef.h>
 
 void *shim_memset(void *dst, int c, size_t n);
+void *memcpy(void *restrict dst, const void *restrict src, size_t n);
 
 #endif

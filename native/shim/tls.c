@@ -95,6 +95,7 @@ __attribute__((noinline)) static void *get_slow(int handle)
 	uint32_t at = __atomic_load_n(&fast.var_at[handle], __ATOMIC_RELAXED);
 	if (!at) return 0;
 	uint64_t key = current_key();
+	if (key == SLOT_EMPTY || key == SLOT_FREE) return 0; /* no thread pointer yet: no slot */
 	struct tlsshim_slot *s = find(key);
 	if (!s) s = claim(key);
 	return s ? (char *)s + at : 0;
@@ -108,7 +109,9 @@ EXPORT void *tlsshim_get(int handle)
 		uint32_t at = __atomic_load_n(&fast.var_at[handle], __ATOMIC_RELAXED);
 		uint64_t key = read_fs_base_insn();
 		char *slot = fast.slots + tlsshim_home_offset(key, fast.home_mask);
-		if (__builtin_expect(at && __atomic_load_n((uint64_t *)slot, __ATOMIC_ACQUIRE) == key, 1))
+		/* A thread with no thread pointer yet (0, which is SLOT_EMPTY)
+		 * has no slot: it must not take an empty one's. */
+		if (__builtin_expect(at && key && __atomic_load_n((uint64_t *)slot, __ATOMIC_ACQUIRE) == key, 1))
 			return slot + at;
 	}
 	return get_slow(handle);

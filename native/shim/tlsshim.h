@@ -38,6 +38,7 @@ enum {
 	TLSSHIM_ENOSPACE = -5,    /* the per-thread bytes are all taken */
 	TLSSHIM_ENOVARS = -6,     /* TLSSHIM_MAX_VARS variables are registered */
 	TLSSHIM_ENOSLOT = -7,     /* no slot for this thread (table full, or no FS base) */
+	TLSSHIM_EENGINE = -8,     /* the syscall engine did not start (engine.h) */
 };
 
 /* Defaults, when the context (or the environment) says 0. */

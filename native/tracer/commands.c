@@ -47,12 +47,19 @@ static int run_attach(struct frame *f, uint32_t req)
 }
 
 /* u8 shim_mode, u32 slot_count, u32 slot_bytes, str shim_path,
- * str shim_socket: in INJECT and SPAWN alike. */
+ * str shim_socket, str trap: in INJECT and SPAWN alike. */
 static struct inject_request read_inject_request(struct frame *f)
 {
 	struct inject_request q = { .mode = in_u8(f), .slot_count = in_u32(f), .slot_bytes = in_u32(f) };
 	q.shim_path = in_str(f);
 	q.socket_path = in_str(f);
+	uint32_t n = in_u32(f);
+	if (n == sizeof q.trap && (size_t)(f->end - f->p) >= n) {
+		memcpy(q.trap, f->p, n);
+		f->p += n;
+	} else if (n) {
+		f->bad = 1;
+	}
 	return q;
 }
 
@@ -60,7 +67,8 @@ static int run_inject(struct frame *f, uint32_t req)
 {
 	pid_t pid = (pid_t)in_u32(f);
 	struct inject_request q = read_inject_request(f);
-	int ok = !f->bad && pid > 0 && q.mode && q.shim_path && q.socket_path;
+	/* The engine starts only at a spawn's exec, in its only thread. */
+	int ok = !f->bad && pid > 0 && q.mode && q.shim_path && q.socket_path && !has_trap(&q);
 	if (ok)
 		inject_process(req, pid, &q);
 	free(q.shim_path);
@@ -180,6 +188,15 @@ static int run_counts(struct frame *f, uint32_t req)
 	return 0;
 }
 
+static int run_handoff(struct frame *f, uint32_t req)
+{
+	pid_t pid = (pid_t)in_u32(f);
+	if (f->bad)
+		return -1;
+	hand_off(req, pid);
+	return 0;
+}
+
 /* Each takes the fields after type and req; -1: they do not parse. */
 static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_ATTACH] = run_attach,
@@ -192,6 +209,7 @@ static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_TIDY] = run_tidy,
 	[TLSD_CMD_RULES] = run_rules,
 	[TLSD_CMD_COUNTS] = run_counts,
+	[TLSD_CMD_HANDOFF] = run_handoff,
 };
 
 static void run_command(const uint8_t *body, size_t len)

@@ -67,6 +67,11 @@ void resume(struct thread *t, int signal, int group_stop)
 {
 	if (t->flags & T_AWAITING_OWNER)
 		return; /* on_new_child restarts it */
+	if (t->tid == t->pid) {
+		struct process *p = process_find(t->pid);
+		if (p && (p->flags & P_HELD) && !(t->flags & T_DETACH))
+			return; /* kept at its exec until HANDOFF (its shim's engine) */
+	}
 	if (t->flags & T_DETACH) {
 		detach_at_stop(t, signal);
 		return;
@@ -259,6 +264,7 @@ static int on_exec(struct thread *t)
 	 * never write there. A new shim says hello again. */
 	if (p)
 		p->shim = (struct shim_table){ 0 };
+	take_back(pid);
 	note_exec_for_syscalls(t);
 	if (p && (p->flags & P_SPAWNING)) {
 		/* The first stop of a spawned process is its exec. */
@@ -349,6 +355,12 @@ static void on_stop(pid_t tid, int status)
 			int signal;
 			if (!on_syscall_stop(t, &signal))
 				resume(t, signal, 0);
+			return;
+		}
+		/* The shim's engine traps calls with SIGSYS: each one is a
+		 * signal-delivery stop, passed on at once. */
+		if (sig == SIGSYS && (t->flags & T_FIRST_STOP)) {
+			resume(t, sig, 0);
 			return;
 		}
 		/* A traced thread is woken by signals it ignores (SIGCHLD by

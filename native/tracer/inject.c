@@ -274,6 +274,7 @@ static int prepare_call(struct borrowed *b, const struct shim_image *im, uint64_
 	if (strlen(q->socket_path) >= sizeof call.socket_path)
 		return fail(o, ENAMETOOLONG, "the shim socket's path is too long");
 	strcpy(call.socket_path, q->socket_path);
+	memcpy(call.trap, q->trap, sizeof call.trap);
 	call.context.socket_path = (const char *)(uintptr_t)(area + offsetof(struct tlsshim_inject, socket_path));
 	uint8_t *f = malloc(frame);
 	if (!f)
@@ -511,6 +512,14 @@ static void send_outcome(uint32_t req, pid_t pid, const struct borrowed *b, cons
 /* Borrows a thread of pid (the first time at its exec stop, when
  * `at_exec`) and injects through it; b is given back. 0, or -1 with the
  * outcome set. */
+int has_trap(const struct inject_request *q)
+{
+	for (size_t i = 0; i < sizeof q->trap; i++)
+		if (q->trap[i])
+			return 1;
+	return 0;
+}
+
 static int borrow_and_inject(pid_t pid, int at_exec, const struct inject_request *q, struct borrowed *b,
 			     struct outcome *o)
 {
@@ -540,6 +549,8 @@ static int borrow_and_inject(pid_t pid, int at_exec, const struct inject_request
 			break;
 		}
 		inject(b, &im, q, left, nleft, o);
+		/* A spawn whose engine started waits at its exec for its rules. */
+		b->hold = at_exec && !o->err && has_trap(q);
 		give_back(b);
 		if (!(o->err == EINTR && b->released) || attempt + 1 == MAX_BORROWS)
 			break;
@@ -572,6 +583,8 @@ void inject_at_exec(struct process *p)
 	send_outcome(p->req, p->pid, b.tid ? &b : NULL, &o);
 	if (o.err && !b.gone)
 		kill(p->pid, SIGKILL); /* before a single instruction of its own */
+	else if (b.hold && !b.gone)
+		p->flags |= P_HELD;
 	inject_request_free(p->inject);
 	p->inject = NULL;
 }

@@ -14,6 +14,7 @@ struct inject_request {
 	uint32_t slot_bytes;
 	char *shim_path;
 	char *socket_path;
+	uint8_t trap[64];    /* all zero: no syscall engine (native/shim/engine.h) */
 };
 
 /* INJECT: into a supervised, running process. Answered with INJECTED. */
@@ -21,8 +22,9 @@ void inject_process(uint32_t req, pid_t pid, const struct inject_request *q);
 
 /* A spawned process at its exec event stop, asked to start with the shim:
  * injects it before the program's first instruction, answers the spawn
- * with INJECTED, and leaves the thread running. On failure the process
- * is killed before it ran (P_SILENT). */
+ * with INJECTED, and leaves the thread running, or, when the shim's
+ * syscall engine started, stopped until HANDOFF (P_HELD). On failure the
+ * process is killed before it ran (P_SILENT). */
 void inject_at_exec(struct process *p);
 
 /* TIDY: removes what a tracer killed during an injection left in pid (a
@@ -30,6 +32,9 @@ void inject_at_exec(struct process *p);
  * (its layout). Answered with REPLY: threads = mappings removed, passes =
  * shims found started, which stay. */
 void tidy_process(uint32_t req, pid_t pid, const char *shim_path);
+
+/* Whether it starts the shim's syscall engine. */
+int has_trap(const struct inject_request *q);
 
 /* A copy kept for inject_at_exec. */
 struct inject_request *inject_request_copy(const struct inject_request *q);

@@ -1,5 +1,5 @@
 /*
- * The tlsd-tracer wire protocol, version 7. This file is its one
+ * The tlsd-tracer wire protocol, version 8. This file is its one
  * definition: daemon/tracer/protocol.ts speaks it, and test/protocol.test.ts
  * checks that every number and every field list below is what the
  * TypeScript side reads and writes. docs/tracer-protocol.md tells how the
@@ -27,7 +27,7 @@
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 7
+#define TLSD_PROTOCOL_VERSION 8
 #define TLSD_MAX_FRAME (16u << 20) /* bounds a length read from the socket;
                                       a SETTLE of 1.4 million threads fits */
 
@@ -41,7 +41,7 @@ enum tlsd_command {
 	                         u32 envc, str env[envc], str cwd,
 	                         str stdout_path, str stderr_path, u8 shim_mode,
 	                         u32 slot_count, u32 slot_bytes, str shim_path,
-	                         str shim_socket, u8 kill_with_daemon,
+	                         str shim_socket, str trap, u8 kill_with_daemon,
 	                         u32 nrules, nrules times { rule, as in RULES }
 	                         -- start a command under the tracer, its rules
 	                         in force from its exec. kill_with_daemon: it
@@ -52,7 +52,11 @@ enum tlsd_command {
 	                         else the shim is injected there, before its
 	                         first instruction, as INJECT does, and the
 	                         answer is INJECTED (on failure the process is
-	                         killed before it ran) */
+	                         killed before it ran). trap, 64 bytes or
+	                         empty: the calls the shim's syscall engine
+	                         traps, which then starts there too; the
+	                         process is then kept stopped at its exec
+	                         until HANDOFF */
 	TLSD_CMD_DETACH = 3,  /* u32 req, u32 pid, u8 kill, u8 keep_children --
 	                         without keep_children, the processes it
 	                         forked while supervised (and theirs) are
@@ -73,12 +77,14 @@ enum tlsd_command {
 	                         is still unknown after these is interrupted
 	                         and read at its stop */
 	TLSD_CMD_INJECT = 7,  /* u32 req, u32 pid, u8 shim_mode, u32 slot_count,
-	                         u32 slot_bytes, str shim_path, str shim_socket
-	                         -- load libtlsshim (shim_path) into the
+	                         u32 slot_bytes, str shim_path, str shim_socket,
+	                         str trap -- load libtlsshim (shim_path) into the
 	                         running process and start it in shim_mode
 	                         (enum tlsshim_mode), its agent connecting to
 	                         shim_socket; slot_count and slot_bytes 0 are
-	                         the shim's defaults. Answered with INJECTED */
+	                         the shim's defaults; trap must be empty (the
+	                         engine starts only in a spawn). Answered
+	                         with INJECTED */
 	TLSD_CMD_TIDY = 8,    /* u32 req, u32 pid, str shim_path -- remove what
 	                         a tracer killed during an injection left in
 	                         the process: a stub page, a shim that never
@@ -89,16 +95,25 @@ enum tlsd_command {
 	                         str path, str path_args, u8 fault, u64 value,
 	                         u8 signal, u32 delay_enter_us,
 	                         u32 delay_exit_us, u32 first, u32 last,
-	                         u32 step, u8 trace } -- replaces the
+	                         u32 step, u8 trace, u8 shim } -- replaces the
 	                         process's syscall rules (syscalls.h says what
 	                         each field means): syscalls is a bitmap of 64
 	                         bytes (bit nr: call nr), path_args 512 bytes
 	                         (1 + the index of call nr's path argument, 0:
-	                         none) or empty, path empty for any. Its
-	                         threads stop at their syscalls while it has
-	                         rules. REPLY: threads */
+	                         none) or empty, path empty for any; shim 1:
+	                         the rule goes to the process's shim once it
+	                         is up (HANDOFF), and is the tracer's until
+	                         then and again from each exec. Its threads
+	                         stop at their syscalls while it has rules in
+	                         force here. REPLY: threads */
 	TLSD_CMD_COUNTS = 10, /* u32 req, u32 pid -- sends every SYSCALL_COUNT
 	                         of the process not sent yet, then REPLY */
+	TLSD_CMD_HANDOFF = 11, /* u32 req, u32 pid -- the process's shim applies
+	                         its shim rules from now on, until its next
+	                         exec: the tracer stops applying them and lets
+	                         the process it kept at its exec go (its
+	                         program has made no call yet: no count nor
+	                         when= count to hand over). REPLY: threads */
 };
 
 /* tracer -> daemon */

@@ -475,7 +475,8 @@ void give_back(struct borrowed *b)
 		restart_through_interrupt(b);
 	}
 	if (!b->gone) {
-		ptrace(PTRACE_CONT, b->tid, 0, 0);
+		if (!b->hold)
+			ptrace(PTRACE_CONT, b->tid, 0, 0);
 		b->restarted_ns = now_ns();
 		for (int i = 0; i < b->nheld; i++)
 			syscall(SYS_tgkill, b->pid, b->tid, b->held[i]);

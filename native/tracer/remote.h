@@ -40,6 +40,7 @@ struct borrowed {
 	uint64_t stopped_ns;    /* when it stopped for us (now_ns) */
 	uint64_t restarted_ns;  /* when it was restarted (give_back) */
 	uint32_t interrupted;   /* threads stopped to choose it (it among them) */
+	int hold;               /* give_back leaves it in its stop */
 };
 
 /* Stops one thread of pid to run code in: one sleeping in a syscall if

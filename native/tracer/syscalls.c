@@ -13,6 +13,7 @@
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,7 @@ static int rule_read(struct frame *f, struct rule *r)
 	r->last = in_u32(f);
 	r->step = in_u32(f);
 	r->trace = in_u8(f);
+	r->shim = in_u8(f);
 	if (r->fault > RULE_FAULT_RETVAL || r->signal >= 65 || (r->path && !r->path_args))
 		f->bad = 1;
 	return f->bad ? -1 : 0;
@@ -203,10 +205,24 @@ struct ruleset *ruleset_copy(const struct ruleset *rs)
 	return c;
 }
 
+/* A rule the tracer applies now: not one its shim applies. */
+static int in_force(const struct process *p, const struct rule *r)
+{
+	return !(r->shim && p->handed_off);
+}
+
+static uint32_t rules_in_force(const struct process *p)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; p->rules && i < p->rules->n; i++)
+		n += in_force(p, &p->rules->rules[i]);
+	return n;
+}
+
 static int has_rules(pid_t pid)
 {
 	struct process *p = process_find(pid);
-	return p && p->rules && p->rules->n;
+	return p && rules_in_force(p);
 }
 
 void ruleset_union(const struct ruleset *rs, uint8_t set[SYSCALL_NR_MAX / 8])
@@ -223,8 +239,10 @@ static int prefilter_covers(const struct process *p)
 {
 	if (!(p->flags & P_PREFILTER))
 		return 0;
-	uint8_t set[SYSCALL_NR_MAX / 8];
-	ruleset_union(p->rules, set);
+	uint8_t set[SYSCALL_NR_MAX / 8] = { 0 };
+	for (uint32_t i = 0; p->rules && i < p->rules->n; i++)
+		for (size_t b = 0; in_force(p, &p->rules->rules[i]) && b < sizeof set; b++)
+			set[b] |= p->rules->rules[i].set[b];
 	for (size_t b = 0; b < sizeof set; b++)
 		if (set[b] & ~p->prefilter[b])
 			return 0;
@@ -280,7 +298,7 @@ int stops_at_syscalls(const struct thread *t)
 	 * rules select, that is the only syscall stop asked for. */
 	int in_call = t->sys && ((t->sys->in_call && t->sys->selected) || t->sys->exec_exit);
 	struct process *p = process_find(t->pid);
-	return in_call || (p && p->rules && p->rules->n && !p->prefilter_covers);
+	return in_call || (p && rules_in_force(p) && !p->prefilter_covers);
 }
 
 void syscalls_thread_free(struct thread *t)
@@ -439,12 +457,13 @@ static int has_effect(const struct rule *r)
  * that selects it counts it for its when=; the first fault and the first
  * signal due are done, and the longest delays. Returns the entry delay
  * (us). */
-static uint32_t match(struct thread *t, struct sys_state *s, const struct ruleset *rs)
+static uint32_t match(struct thread *t, struct sys_state *s, const struct process *p)
 {
 	uint32_t delay_enter = 0;
+	const struct ruleset *rs = p->rules;
 	for (uint32_t i = 0; rs && i < rs->n; i++) {
 		const struct rule *r = &rs->rules[i];
-		if (!in_set(r->set, s->nr) || !selects_thread(r, t->tid))
+		if (!in_force(p, r) || !in_set(r->set, s->nr) || !selects_thread(r, t->tid))
 			continue;
 		if (r->path) {
 			const char *path = path_of(t, s, r);
@@ -519,7 +538,37 @@ static void new_call(struct sys_state *s, uint16_t nr, uint64_t now)
 	};
 }
 
-static int at_entry(struct thread *t, struct sys_state *s, uint64_t nr, const uint64_t args[6], int *signal)
+/* Where libtlsshim's code is in the process, when some rule is to be
+ * the shim's: read from its mappings until found. */
+static int from_shim(struct process *p, uint64_t ip)
+{
+	if (!p->shim_text[1]) {
+		int wanted = 0;
+		for (uint32_t i = 0; p->rules && i < p->rules->n && !wanted; i++)
+			wanted = p->rules->rules[i].shim;
+		if (!wanted)
+			return 0;
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/maps", p->pid);
+		FILE *maps = fopen(path, "re");
+		char line[512];
+		while (maps && fgets(line, sizeof line, maps)) {
+			unsigned long lo, hi;
+			char perms[8];
+			/* Preloaded, or injected from a memfd (inject.c). */
+			if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && perms[2] == 'x' &&
+			    (strstr(line, "/libtlsshim.so") || strstr(line, "/memfd:tlsshim"))) {
+				p->shim_text[0] = lo;
+				p->shim_text[1] = hi;
+			}
+		}
+		if (maps)
+			fclose(maps);
+	}
+	return ip >= p->shim_text[0] && ip < p->shim_text[1];
+}
+
+static int at_entry(struct thread *t, struct sys_state *s, uint64_t nr, const uint64_t args[6], uint64_t ip, int *signal)
 {
 	if (s->restarting && (nr == s->nr || nr == SYS_restart_syscall)) {
 		/* The same call going on after a stop of ours: not a new one. */
@@ -534,13 +583,34 @@ static int at_entry(struct thread *t, struct sys_state *s, uint64_t nr, const ui
 		return 0;
 	}
 	memcpy(s->args, args, sizeof s->args);
-	uint32_t delay = match(t, s, p->rules);
+	/* The shim's own calls (its start, its agent) are not the program's. */
+	if (from_shim(p, ip)) {
+		s->in_call = 0;
+		return 0;
+	}
+	uint32_t delay = match(t, s, p);
 	if (delay) {
 		hold(t, s, HOLD_ENTRY, delay);
 		return 1;
 	}
 	*signal = finish_entry(t, s);
 	return 0;
+}
+
+/* The execve that made the image the rules came with (a spawn), at its
+ * exit: counted as strace counts it; its arguments are gone. 1 when some
+ * rule selects it (it is the call in progress now). */
+static int exec_call(struct thread *t, struct sys_state *s, uint64_t now)
+{
+	arch_regs regs;
+	s->exec_exit = 0;
+	if (arch_get_regs(t->tid, &regs) < 0 || !has_rules(t->pid) || regs.orig_rax >= SYSCALL_NR_MAX)
+		return 0;
+	new_call(s, (uint16_t)regs.orig_rax, now);
+	match(t, s, process_find(t->pid));
+	s->fault = 0; /* it has happened: nothing to do to it now */
+	s->delay_exit_us = 0;
+	return s->in_call;
 }
 
 static int is_restart_error(int64_t rval)
@@ -551,18 +621,8 @@ static int is_restart_error(int64_t rval)
 static int at_exit(struct thread *t, struct sys_state *s, const struct __ptrace_syscall_info *info)
 {
 	uint64_t now = now_ns();
-	if (!s->in_call && s->exec_exit) {
-		/* The execve that made the image the rules came with (a spawn):
-		 * counted as strace counts it; its arguments are gone. */
-		arch_regs regs;
-		s->exec_exit = 0;
-		if (arch_get_regs(t->tid, &regs) < 0 || !has_rules(t->pid) || regs.orig_rax >= SYSCALL_NR_MAX)
-			return 0;
-		new_call(s, (uint16_t)regs.orig_rax, now);
-		match(t, s, process_find(t->pid)->rules);
-		s->fault = 0; /* it has happened: nothing to do to it now */
-		s->delay_exit_us = 0;
-	}
+	if (!s->in_call && s->exec_exit && !exec_call(t, s, now))
+		return 0;
 	if (!s->in_call)
 		return 0; /* its entry came before its process had rules */
 	int64_t rval = info->exit.rval;
@@ -599,10 +659,10 @@ int on_syscall_stop(struct thread *t, int *signal)
 			s->entry_stop = 0;
 			return 0;
 		}
-		return at_entry(t, s, info.seccomp.nr, info.seccomp.args, signal);
+		return at_entry(t, s, info.seccomp.nr, info.seccomp.args, info.instruction_pointer, signal);
 	}
 	if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
-		int held = at_entry(t, s, info.entry.nr, info.entry.args, signal);
+		int held = at_entry(t, s, info.entry.nr, info.entry.args, info.instruction_pointer, signal);
 		s->entry_stop = 1;
 		return held;
 	}
@@ -646,6 +706,17 @@ static void kick(struct thread *t, void *unused)
 	ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
 }
 
+/* Whether its threads stop at syscalls may have changed: each is
+ * stopped once, to be restarted the way it must be now. */
+static void mode_changed(struct process *p, int was)
+{
+	p->prefilter_covers = prefilter_covers(p);
+	int now = rules_in_force(p) && !p->prefilter_covers;
+	/* A spawned process not yet at its exec has no stop to change yet. */
+	if (was != now && !(p->flags & P_SPAWNING))
+		thread_each_of(p->pid, kick, NULL);
+}
+
 void set_rules(uint32_t req, pid_t pid, struct ruleset *rs)
 {
 	struct process *p = process_find(pid);
@@ -654,15 +725,55 @@ void set_rules(uint32_t req, pid_t pid, struct ruleset *rs)
 		send_reply((struct reply){ .req = req, .err = ESRCH, .pid = pid });
 		return;
 	}
-	int was = p->rules && p->rules->n && !p->prefilter_covers;
+	int was = rules_in_force(p) && !p->prefilter_covers;
 	ruleset_free(p->rules);
 	p->rules = rs;
-	p->prefilter_covers = prefilter_covers(p);
-	int now = rs && rs->n && !p->prefilter_covers;
-	/* A spawned process not yet at its exec has no stop to change yet. */
-	if (was != now && !(p->flags & P_SPAWNING))
-		thread_each_of(pid, kick, NULL);
+	mode_changed(p, was);
 	send_reply((struct reply){ .req = req, .pid = pid, .threads = thread_count_of(pid) });
+}
+
+void hand_off(uint32_t req, pid_t pid)
+{
+	struct process *p = process_find(pid);
+	if (!p || (p->flags & (P_DETACHING | P_SILENT))) {
+		send_reply((struct reply){ .req = req, .err = ESRCH, .pid = pid });
+		return;
+	}
+	/* Kept at its exec, whose exit stop the tracer will not see once the
+	 * rules are the shim's: its execve (which succeeded) is counted now. */
+	struct thread *main_thread = thread_find(pid);
+	struct sys_state *s = main_thread ? main_thread->sys : NULL;
+	if ((p->flags & P_HELD) && s && s->exec_exit && exec_call(main_thread, s, now_ns())) {
+		s->in_call = 0;
+		if (s->selected)
+			count_call(main_thread, s, 0, now_ns());
+		if (s->trace)
+			send_call(main_thread, s, 0, now_ns());
+	}
+	int was = rules_in_force(p) && !p->prefilter_covers;
+	p->handed_off = 1;
+	mode_changed(p, was);
+	if (p->flags & P_HELD) { /* its program starts now, the rules in force */
+		p->flags &= ~P_HELD;
+		struct thread *t = thread_find(pid);
+		if (t)
+			resume(t, 0, 0);
+	}
+	send_reply((struct reply){ .req = req, .pid = pid, .threads = thread_count_of(pid) });
+}
+
+void take_back(pid_t pid)
+{
+	struct process *p = process_find(pid);
+	if (!p)
+		return;
+	/* The new image is not where the old one's shim was. */
+	p->shim_text[0] = p->shim_text[1] = 0;
+	if (p->handed_off) {
+		int was = rules_in_force(p) && !p->prefilter_covers;
+		p->handed_off = 0;
+		mode_changed(p, was);
+	}
 }
 
 /* --- Delays ------------------------------------------------------------ */

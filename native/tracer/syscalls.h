@@ -34,6 +34,7 @@ struct rule {
 	uint32_t first, last, step; /* strace's when=first..last+step; first 0:
 	                               every call */
 	uint8_t trace;      /* each call it selects is sent as a SYSCALL */
+	uint8_t shim;       /* the shim's once handed off (HANDOFF) */
 };
 
 struct ruleset {
@@ -52,6 +53,12 @@ void ruleset_free(struct ruleset *rs);
 void set_rules(uint32_t req, pid_t pid, struct ruleset *rs);
 /* COUNTS: sends what pid's threads counted and did not send yet. */
 void send_counts_of(uint32_t req, pid_t pid);
+/* HANDOFF: pid's shim rules are its shim's until its next exec; a
+ * process kept at its exec (P_HELD) goes. */
+void hand_off(uint32_t req, pid_t pid);
+/* Its process exec'd: what it handed off is the tracer's again (the new
+ * image's shim, if it has one, takes it back). */
+void take_back(pid_t pid);
 
 /* The union of the calls a rule set selects (a bitmap like rule.set). */
 void ruleset_union(const struct ruleset *rs, uint8_t set[SYSCALL_NR_MAX / 8]);

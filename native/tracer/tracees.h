@@ -72,6 +72,8 @@ enum process_flag {
 	                                detached, killed instead */
 	P_PREFILTER = 1 << 7, /* has a seccomp pre-filter (syscalls.h): always
 	                         with P_KILL_WITH_DAEMON */
+	P_HELD = 1 << 8,      /* a spawn whose shim's syscall engine started at
+	                         its exec: kept stopped there until HANDOFF */
 };
 
 /* One detach request and the processes it takes along (detach.c): it is
@@ -98,6 +100,9 @@ struct process {
 	struct ruleset *rules;   /* its syscall rules (syscalls.h), or NULL */
 	uint8_t prefilter[64];   /* P_PREFILTER: the calls it stops at */
 	uint8_t prefilter_covers; /* every call its rules select is among them */
+	uint8_t handed_off;      /* its shim rules are its shim's (HANDOFF) */
+	uint64_t shim_text[2];   /* where libtlsshim's code is, once found:
+	                            its calls are never the program's */
 };
 
 /* Allocations that never fail: out of memory, the tracer aborts, and its
