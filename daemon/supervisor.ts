@@ -105,8 +105,10 @@ export class Supervisor {
       if (e.type === 'process.detached') this.syscalls.ended(this.getProcess(asPid(e.data.pid)));
       if (e.type !== 'process.exited') return;
       this.records.flush(); // its threads' slot fates, while the shim is known
-      this.shims.ended(asPid(e.data.pid));
-      this.syscalls.ended(this.getProcess(asPid(e.data.pid)));
+      const pid = asPid(e.data.pid);
+      const drained = this.shims.closed(pid);
+      this.shims.ended(pid);
+      this.syscalls.ended(this.getProcess(pid), drained);
     });
   }
 

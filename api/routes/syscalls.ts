@@ -42,6 +42,7 @@ export const syscallRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, {
     },
   }, async (request) => {
     const p = supervisor.getProcess(request.params.pid);
+    await syscalls.settled(p);
     const { records, dropped } = syscalls.records(p, request.query.since, request.query.limit);
     return { records, ...(dropped ? { dropped: true as const } : {}) };
   });

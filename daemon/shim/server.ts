@@ -119,6 +119,17 @@ export class ShimServer {
     return this.shims.get(pid);
   }
 
+  /** Resolves once pid's shim connection has closed, all it sent read
+   * (its process ended: the kernel closes it), or after `ms`. */
+  closed(pid: Pid, ms = 2000): Promise<void> {
+    const socket = this.shims.get(pid)?.socket;
+    if (!socket || socket.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      socket.once('close', () => { clearTimeout(timer); resolve(); });
+    });
+  }
+
   /** A process that ended: its shim is forgotten (the ledger has what
    * became of its threads' slots). Its socket is left to close by itself:
    * what the agent sent last is still read (message). */

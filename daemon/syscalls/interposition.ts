@@ -16,7 +16,7 @@ import type { SyscallStore } from '../records/syscall-store.js';
 import type { TracerCommand } from '../tracer/protocol.js';
 import { syscallFlags } from '../tracer/protocol.js';
 import type { Pid, Tid } from '../types.js';
-import { compileRule, errnoName, shimCapable, syscallName, type CompiledRule, type Engine, type RuleInput } from './rule.js';
+import { compileRule, errnoName, SHIM_MAX_RULES, shimCapable, syscallName, type CompiledRule, type Engine, type RuleInput } from './rule.js';
 
 export type { Engine };
 
@@ -87,6 +87,8 @@ class ProcessSyscalls {
   changes: Promise<unknown> = Promise.resolve();
   /** Its spawn's rules are known (a spawn's shim may say hello first). */
   adopted = false;
+  /** It ended; what it had is saved once `done`. */
+  ending?: { serial: number; done: Promise<void> };
   /** Its shim's engine: the calls it traps; handedOff once it applies
    * the shim's rules (until the next exec). */
   engine?: { trap: Buffer; handedOff: boolean; at: number };
@@ -131,11 +133,13 @@ export class Interposition {
    * `trap`: the calls the process's shim engine traps (or will), if it
    * has one: a rule the engine can apply is the engine's unless it asks
    * for the tracer. */
-  compile(inputs: readonly RuleInput[], tidOk: (tid: number) => boolean, trap?: Buffer): { rule: Rule; compiled: CompiledRule }[] {
+  compile(inputs: readonly RuleInput[], tidOk: (tid: number) => boolean, trap?: Buffer, shimRules = 0): { rule: Rule; compiled: CompiledRule }[] {
     const createdAt = new Date().toISOString();
     return inputs.map((input) => {
       const compiled = compileRule(this.nextRule, input, tidOk);
-      const why = trap ? shimCapable(compiled, trap) : 'the process has no shim engine (spawn it with `shim`)';
+      const why = !trap ? 'the process has no shim engine (spawn it with `shim`)'
+        : shimRules >= SHIM_MAX_RULES ? `the shim's engine holds at most ${SHIM_MAX_RULES} rules` : shimCapable(compiled, trap);
+      if (!why) shimRules++;
       if (input.engine === 'shim' && why) throw new TlsdError('INVALID_ARGUMENT', `engine shim: ${why}`);
       const engine: Engine = input.engine ?? (why ? 'ptrace' : 'shim');
       compiled.shim = engine === 'shim';
@@ -184,7 +188,8 @@ export class Interposition {
   }
 
   async addRule(p: ProcessRecord, input: RuleInput): Promise<Rule> {
-    const [made] = this.compile([input], (tid) => p.threads.has(tid as Tid), this.byPid.get(p.pid)?.engine?.trap);
+    const s = this.byPid.get(p.pid);
+    const [made] = this.compile([input], (tid) => p.threads.has(tid as Tid), s?.engine?.trap, s?.rules.filter((r) => r.compiled.shim).length);
     await this.change(p, (rules) => [...rules, made!]);
     this.log.info({ tracee: p.pid, rule: made!.rule.id }, 'syscall rule added');
     return made!.rule;
@@ -205,11 +210,24 @@ export class Interposition {
 
   /** A process that ended or was detached: what it had goes to the
    * records, and its pid may be another process's from now on. */
-  ended(p: ProcessRecord): void {
+  ended(p: ProcessRecord, drained?: Promise<void>): void {
     const s = this.byPid.get(p.pid);
-    if (!s) return;
-    this.byPid.delete(p.pid);
-    this.store.save(p.serial, this.saved(s), s.log.slice(this.firstKept(s)));
+    if (!s || s.ending) return;
+    const save = () => {
+      if (this.byPid.get(p.pid) === s) this.byPid.delete(p.pid);
+      this.store.save(p.serial, this.saved(s), s.log.slice(this.firstKept(s)));
+    };
+    if (!drained) return save();
+    // What its shim sent last is still on its way (another socket than
+    // the tracer's): kept until that socket has closed.
+    s.ending = { serial: p.serial, done: drained.then(save) };
+  }
+
+  /** Its records are complete: a process that ended has its shim's last
+   * news read. */
+  async settled(p: ProcessRecord): Promise<void> {
+    const s = this.byPid.get(p.pid);
+    if (s?.ending?.serial === p.serial) await s.ending.done;
   }
 
   /** Where the last logLimit records begin in the log (it is trimmed in
@@ -234,7 +252,8 @@ export class Interposition {
   /** A running process's, from memory (its whole log, read from
    * firstKept on); else what the records kept. */
   private state(p: ProcessRecord): { saved: Saved; live?: ProcessSyscalls } | undefined {
-    const s = p.state === 'running' ? this.byPid.get(p.pid) : undefined;
+    const live = this.byPid.get(p.pid);
+    const s = p.state === 'running' || live?.ending?.serial === p.serial ? live : undefined;
     if (s) return { saved: this.saved(s), live: s };
     const saved = this.store.load<Saved>(p.serial);
     return saved ? { saved } : undefined;
@@ -245,6 +264,7 @@ export class Interposition {
   }
 
   async stats(p: ProcessRecord): Promise<SyscallStats> {
+    await this.settled(p);
     // What the tracer and the shim counted and did not send yet comes
     // before their answers.
     const s = p.state === 'running' ? this.byPid.get(p.pid) : undefined;

@@ -53,6 +53,7 @@ export interface CompiledRule {
 
 export const MAX_NR = 512;
 /** What the shim's engine holds (native/shim/engine.h). */
+export const SHIM_MAX_RULES = 256;
 const SHIM_MAX_TIDS = 16;
 const SHIM_PATH_MAX = 255;
 const RT_SIGRETURN = 15;

@@ -624,11 +624,18 @@ static void chain(int sig, struct k_siginfo *si, struct k_ucontext *uc)
 	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &saved, 0, 8);
 }
 
+/* An alternate stack of ours says so in its lowest word (the stack grows
+ * down to it only on overflow): a thread ending unmaps its own, never
+ * another's (threads made without CLONE_SETTLS share a thread pointer,
+ * and so a TLS slot, with their parent). */
+#define ALT_MAGIC 0x6b63617473746c61ull
+
 static uint64_t new_altstack(void)
 {
 	long m = sys6(__NR_mmap, 0, ALT_SIZE + GUARD, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (sys_failed(m)) return 0;
 	sys3(__NR_mprotect, m, GUARD, PROT_NONE);
+	*(uint64_t *)(uintptr_t)(m + GUARD) = ALT_MAGIC ^ (uint64_t)m;
 	return (uint64_t)m;
 }
 
@@ -786,17 +793,18 @@ static void leave_counts(struct thread_state *ts)
 	__atomic_store_n(&ended[seq & (ENDED - 1)].published, seq + 1, __ATOMIC_RELEASE);
 }
 
-/* The thread ends: its counts go with it, then its alternate stack. */
+/* The thread ends: its counts go with it, then the alternate stack of
+ * ours this handler runs on. */
 static _Noreturn void exit_thread(long code, struct thread_state *ts)
 {
-	uint64_t alt = ts ? ts->altstack : 0, ignored;
+	uint64_t ignored;
 	block_signals(&ignored);
 	leave_counts(ts);
 	tlsshim_release();
-	if (alt) {
-		uint64_t sp = (uint64_t)(uintptr_t)&alt;
-		if (sp >= alt && sp < alt + GUARD + ALT_SIZE) engine_unmap_and_exit(alt, GUARD + ALT_SIZE, code);
-		sys2(__NR_munmap, alt, GUARD + ALT_SIZE);
+	struct k_stack now;
+	if (!sys2(__NR_sigaltstack, 0, &now) && (now.flags & 1 /* SS_ONSTACK */) && now.size == ALT_SIZE) {
+		uint64_t base = now.sp - GUARD;
+		if (*(const uint64_t *)(uintptr_t)now.sp == (ALT_MAGIC ^ base)) engine_unmap_and_exit(base, GUARD + ALT_SIZE, code);
 	}
 	for (;;) sys1(__NR_exit, code);
 }

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define ENGINE_NR_MAX 512 /* x86-64's call numbers are below this */
-#define ENGINE_MAX_RULES 64
+#define ENGINE_MAX_RULES 256
 #define ENGINE_MAX_TIDS 16
 #define ENGINE_PATH_MAX 256
 

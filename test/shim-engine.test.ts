@@ -1,0 +1,133 @@
+/* The shim's syscall engine (native/shim/engine.c) in real programs: what
+ * a SIGSYS handler in the process must survive (signals whose handlers
+ * make calls, a program's own SIGSYS, every signal blocked, a hundred
+ * threads with a rule each, a raw clone on a tiny stack, fork, vfork,
+ * posix_spawn, an exec without the shim, Go with and without cgo), and
+ * its lease: with tlsd gone or hung, its rules lapse by themselves.
+ * Expected values are known by construction (test/fixtures/syscalls/engine.c). */
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import type { TlsdClient } from '../clients/client.js';
+import { processEnd, startDaemon } from './helpers/daemon.js';
+import { fixturePath, killPid, noThreadInTracingStop, processEnded, waitUntil } from './helpers/fixture.js';
+
+type RuleInput = Parameters<TlsdClient['addRule']>[1];
+const GETPPID_42: RuleInput = { syscalls: ['getppid'], retval: 42, engine: 'shim' };
+
+function scratch(t: ExecutionContext): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-engine-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Spawned with the shim and `rules`; its output read as it comes. */
+async function spawned(t: ExecutionContext, client: TlsdClient, argv: string[], rules: RuleInput[] = [GETPPID_42]) {
+  const dir = scratch(t);
+  const stdout = path.join(dir, 'out'), stderr = path.join(dir, 'err');
+  const p = await client.spawn({ argv, stdout, stderr, shim: { mode: 'thread-pointer' }, syscalls: rules });
+  t.teardown(() => killPid(p.pid));
+  const read = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8') : '');
+  return { pid: p.pid, dir, out: () => read(stdout), err: () => read(stderr) };
+}
+
+async function ran(t: ExecutionContext, client: TlsdClient, argv: string[], rules?: RuleInput[]) {
+  const s = await spawned(t, client, argv, rules);
+  const end = await processEnd(client, s.pid);
+  return { ...s, code: end.exit?.code };
+}
+
+test('3000 signals whose handler calls getppid, while the main thread does: every call gets the rule, and is counted once', async (t) => {
+  const d = await startDaemon(t);
+  const r = await ran(t, d.client, [fixturePath('engine'), 'signals', '3000']);
+  t.is(r.out(), 'main 42 3000\nhandler 42 3000\nhandler other 0\n');
+  const stats = await d.client.syscallStats(r.pid);
+  t.is(stats.engine, 'shim');
+  t.deepEqual(stats.syscalls.map((s) => [s.name, s.calls]), [['getppid', 6000]]);
+  t.deepEqual(stats.threads.map((th) => [th.tid, th.calls]), [[r.pid, 6000]]);
+});
+
+test('a program\'s own SIGSYS handler gets its own SIGSYS; with every signal blocked, the rule still applies', async (t) => {
+  const d = await startDaemon(t);
+  const r = await ran(t, d.client, [fixturePath('engine'), 'sigsys']);
+  t.is(r.out(), 'own sigsys 1\nown handler kept 1\nblocked getppid 42\nsigsys shown blocked 1\n');
+  t.is(r.code, 0);
+});
+
+test('100 threads, each with a rule of its own added live: each gets its value, and the counts are exact per thread', async (t) => {
+  const d = await startDaemon(t);
+  const go = path.join(scratch(t), 'go');
+  // A rule on getppid from the start: the engine's filter traps it, so
+  // that the per-thread rules added later are the engine's too.
+  const s = await spawned(t, d.client, [fixturePath('engine'), 'threads', '100', '50', go], [{ syscalls: ['getppid'], engine: 'shim' }]);
+  const tids = await waitUntil('100 threads', () => {
+    const found = [...s.out().matchAll(/^tid (\d+)$/gm)].map((m) => Number(m[1]));
+    return found.length === 100 ? found : undefined;
+  });
+  for (const [i, tid] of tids.entries()) {
+    const rule = await d.client.addRule(s.pid, { syscalls: ['getppid'], tids: [tid], retval: 1000 + i });
+    t.is(rule.engine, 'shim');
+  }
+  writeFileSync(go, '');
+  await processEnd(d.client, s.pid);
+  for (const [i, tid] of tids.entries()) t.regex(s.out(), new RegExp(`^${tid} got ${1000 + i}$`, 'm'));
+  t.notRegex(s.out(), /mixed/);
+  const stats = await d.client.syscallStats(s.pid);
+  t.deepEqual(stats.threads.map((th) => [th.tid, th.calls]), [...tids].sort((a, b) => a - b).map((tid) => [tid, 50]));
+  t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 5000]]);
+});
+
+test('a thread made by a raw clone on a 16 KiB stack gets the rule', async (t) => {
+  const d = await startDaemon(t);
+  const r = await ran(t, d.client, [fixturePath('engine'), 'rawclone']);
+  t.is(r.out(), 'rawclone 42\n');
+  t.is(r.code, 0);
+});
+
+test('fork, vfork and exec, posix_spawn of a missing program, then an exec of a static program without the shim: nothing breaks', async (t) => {
+  const d = await startDaemon(t);
+  const r = await ran(t, d.client, [fixturePath('engine'), 'forks', fixturePath('musl-static/engine')]);
+  // The forked child has the rule through the tracer (strace -f's
+  // semantics); the new image runs without the shim, its usage on stderr.
+  t.is(r.out(), 'fork 42\nvfork exec 0\nposix_spawn missing ENOENT\n');
+  t.regex(r.err(), /^usage: engine/);
+  t.is(r.code, 2);
+  const stats = await d.client.syscallStats(r.pid);
+  t.is(stats.engine, 'ptrace', 'after the exec, the tracer has the rules again');
+});
+
+for (const kind of ['go-static', 'go-cgo']) {
+  test(`${kind}: Go keeps working with the rule on, which fails exactly the 2nd and 3rd opens of the file`, async (t) => {
+    const d = await startDaemon(t);
+    const file = path.join(scratch(t), 'file');
+    writeFileSync(file, 'x');
+    const r = await ran(t, d.client, [fixturePath(`${kind}/opener`), file, '5'], [{ syscalls: ['openat'], path: file, error: 'ENOENT', when: '2..3', engine: 'shim' }]);
+    t.is(r.out(), 'ok\nno such file or directory\nno such file or directory\nok\nok\ndone\n');
+    t.is(r.code, 0);
+    t.is((await d.client.syscallStats(r.pid)).engine, 'shim');
+  });
+}
+
+test('the lease: tlsd hung (SIGSTOP), its rules lapse within the lease; tlsd killed, they go at once; the program finishes, never an ENOSYS', async (t) => {
+  const d = await startDaemon(t, ['--shim-lease', '1000']);
+  const file = path.join(scratch(t), 'file');
+  writeFileSync(file, 'x');
+  const s = await spawned(t, d.client, [fixturePath('engine'), 'opens', file, '600'], [{ syscalls: ['openat'], path: file, error: 'ENOENT', engine: 'shim' }]);
+  await waitUntil('failures', () => s.out().startsWith('ENOENT\n'));
+  process.kill(d.child.pid!, 'SIGSTOP');
+  const stoppedAt = Date.now();
+  try {
+    await waitUntil('the lease to lapse', () => s.out().includes('ENOENT\nok\n'), 5000);
+    t.true(Date.now() - stoppedAt < 3000, `lapsed after ${Date.now() - stoppedAt} ms (lease 1000 ms)`);
+  } finally {
+    process.kill(d.child.pid!, 'SIGCONT');
+  }
+  // Renewed: the rule holds again; then tlsd dies and its rules with it.
+  await waitUntil('failures again', () => s.out().endsWith('ENOENT\n'));
+  process.kill(d.child.pid!, 'SIGKILL');
+  await waitUntil('the program to finish', () => s.out().endsWith('done\n'), 15000);
+  t.regex(s.out(), /^(ENOENT\nok\n)+done\n$/);
+  await waitUntil('its end', () => processEnded(s.pid));
+  t.true(noThreadInTracingStop(s.pid) || processEnded(s.pid));
+});
