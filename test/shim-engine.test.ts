@@ -38,22 +38,29 @@ async function ran(t: ExecutionContext, client: TlsdClient, argv: string[], rule
   return { ...s, code: end.exit?.code };
 }
 
-test('3000 signals whose handler calls getppid, while the main thread does: every call gets the rule, and is counted once', async (t) => {
-  const d = await startDaemon(t);
-  const r = await ran(t, d.client, [fixturePath('engine'), 'signals', '3000']);
-  t.is(r.out(), 'main 42 3000\nhandler 42 3000\nhandler other 0\n');
-  const stats = await d.client.syscallStats(r.pid);
-  t.is(stats.engine, 'shim');
-  t.deepEqual(stats.syscalls.map((s) => [s.name, s.calls]), [['getppid', 6000]]);
-  t.deepEqual(stats.threads.map((th) => [th.tid, th.calls]), [[r.pid, 6000]]);
-});
+// The C library and the linking change how threads start (clone3 or
+// clone), how handlers are installed and which calls a program makes.
+const kinds = [['glibc-dynamic', 'engine'], ['glibc-static', 'glibc-static/engine'], ['musl-dynamic', 'musl-dynamic/engine'], ['musl-static', 'musl-static/engine']];
 
-test('a program\'s own SIGSYS handler gets its own SIGSYS; with every signal blocked, the rule still applies', async (t) => {
-  const d = await startDaemon(t);
-  const r = await ran(t, d.client, [fixturePath('engine'), 'sigsys']);
-  t.is(r.out(), 'own sigsys 1\nown handler kept 1\nblocked getppid 42\nsigsys shown blocked 1\n');
-  t.is(r.code, 0);
-});
+for (const [kind, fixture] of kinds) {
+  test(`${kind}: 3000 signals whose handler calls getppid; a program's own SIGSYS; every signal blocked; a raw clone on a 16 KiB stack`, async (t) => {
+    const d = await startDaemon(t);
+    const signals = await ran(t, d.client, [fixturePath(fixture!), 'signals', '3000']);
+    t.is(signals.out(), 'main 42 3000\nhandler 42 3000\nhandler other 0\n', 'every call got the rule, in handlers too');
+    const stats = await d.client.syscallStats(signals.pid);
+    t.is(stats.engine, 'shim');
+    t.deepEqual(stats.syscalls.map((s) => [s.name, s.calls]), [['getppid', 6000]], 'each counted once');
+    t.deepEqual(stats.threads.map((th) => [th.tid, th.calls]), [[signals.pid, 6000]]);
+
+    const sigsys = await ran(t, d.client, [fixturePath(fixture!), 'sigsys']);
+    t.is(sigsys.out(), 'own sigsys 1\nown handler kept 1\nblocked getppid 42\nsigsys shown blocked 1\n');
+    t.is(sigsys.code, 0);
+
+    const raw = await ran(t, d.client, [fixturePath(fixture!), 'rawclone']);
+    t.is(raw.out(), 'rawclone 42\n');
+    t.is(raw.code, 0);
+  });
+}
 
 test('100 threads, each with a rule of its own added live: each gets its value, and the counts are exact per thread', async (t) => {
   const d = await startDaemon(t);
@@ -76,13 +83,6 @@ test('100 threads, each with a rule of its own added live: each gets its value, 
   const stats = await d.client.syscallStats(s.pid);
   t.deepEqual(stats.threads.map((th) => [th.tid, th.calls]), [...tids].sort((a, b) => a - b).map((tid) => [tid, 50]));
   t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 5000]]);
-});
-
-test('a thread made by a raw clone on a 16 KiB stack gets the rule', async (t) => {
-  const d = await startDaemon(t);
-  const r = await ran(t, d.client, [fixturePath('engine'), 'rawclone']);
-  t.is(r.out(), 'rawclone 42\n');
-  t.is(r.code, 0);
 });
 
 test('fork, vfork and exec, posix_spawn of a missing program, then an exec of a static program without the shim: nothing breaks', async (t) => {
