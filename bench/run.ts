@@ -3,7 +3,7 @@
  * noisy: absolute times drift, ratios within a run hold).
  *
  *   BENCH_ROUNDS (default 5): rounds of each workload
- *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,records,inject,shim,syscalls
+ *   BENCH_ONLY: a comma-separated subset of tls,churn,attach,kinds,eintr,ledger,records,inject,shim,syscalls,engine
  *   BENCH_EXITS (default 10,000,000): threads the records part makes in one program
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -48,11 +48,17 @@ async function underFloor(argv: string[], polling: boolean): Promise<number> {
   return selfTimed((await run(benchProgram('floor-tracer'), [...options, ...argv], { maxBuffer: 1 << 24 })).stdout);
 }
 
-async function underTlsd(client: TlsdClient, argv: string[], syscalls?: RuleRequest[], killWithDaemon = false): Promise<number> {
-  const p = await client.spawn({ argv, ...(syscalls ? { syscalls } : {}), ...(killWithDaemon ? { killWithDaemon } : {}) });
+async function underTlsd(client: TlsdClient, argv: string[], syscalls?: RuleRequest[], killWithDaemon = false, shim = false): Promise<number> {
+  return (await spawnedUnderTlsd(client, argv, syscalls, killWithDaemon, shim)).ms;
+}
+
+async function spawnedUnderTlsd(client: TlsdClient, argv: string[], syscalls?: RuleRequest[], killWithDaemon = false, shim = false) {
+  const p = await client.spawn({
+    argv, ...(syscalls ? { syscalls } : {}), ...(killWithDaemon ? { killWithDaemon } : {}), ...(shim ? { shim: { mode: 'thread-pointer' as const } } : {}),
+  });
   for (;;) {
     const q = await client.process(p.pid);
-    if (q.state === 'exited') return selfTimed(readFileSync(p.stdout!, 'utf8'));
+    if (q.state === 'exited') return { pid: p.pid, ms: selfTimed(readFileSync(p.stdout!, 'utf8')) };
     await sleep(20);
   }
 }
@@ -169,6 +175,7 @@ async function main(): Promise<void> {
     if (wanted('ledger')) ledgerTable = await ledger(client, daemon.pid!, path.join(dir, 'tlsd.sock'));
     if (wanted('inject')) rows.push(...await injections(client));
     if (wanted('syscalls')) rows.push(...await selectedSyscalls(client));
+    if (wanted('engine')) rows.push(...await shimEngine(client));
     if (wanted('records')) {
       rows.push(...await recordsOnDisk());
       recordsTables = [await lossOnKill(), await manyExits(Number(process.env.BENCH_EXITS ?? 10_000_000))].join('\n\n');
@@ -296,6 +303,55 @@ async function unselectedSyscalls(client: TlsdClient, calls: number): Promise<Ro
     process.stderr.write(`round ${i + 1}/${rounds} of unselected syscalls done\n`);
   }
   return rows;
+}
+
+/** The shim's engine: a selected call is a SIGSYS handled in the process,
+ * beside the bare SIGSYS round trip (the floor), the same under a tracer
+ * that only passes each signal on (tlsd's tracer keeps the process traced:
+ * each SIGSYS is a signal-delivery stop), the tracer's engine and strace;
+ * and a call no rule selects, beside a filter that allows every call. */
+async function shimEngine(client: TlsdClient): Promise<Row[]> {
+  const calls = 200_000;
+  const loop = [benchProgram('getppid'), String(calls)];
+  const floor = [benchProgram('sigsys-floor'), 'trap', String(calls)];
+  const workload = `${calls.toLocaleString('en')} getppid, each selected`;
+  let countsExact = true;
+  const variants: [string, () => Promise<number>][] = [
+    ['native', () => native(loop)],
+    ['floor: a bare SIGSYS round trip', () => native(floor)],
+    ['the floor under a tracer that passes each SIGSYS on, polling 20 µs', () => underFloor(floor, true)],
+    ['tlsd, shim engine, a counting rule', async () => {
+      const r = await spawnedUnderTlsd(client, loop, [{ syscalls: ['getppid'], engine: 'shim' }], false, true);
+      const stats = await client.syscallStats(r.pid);
+      countsExact &&= stats.engine === 'shim' && stats.syscalls.find((s) => s.name === 'getppid')?.calls === calls;
+      return r.ms;
+    }],
+    ['tlsd, ptrace engine, a counting rule', () => underTlsd(client, loop, [{ syscalls: ['getppid'], engine: 'ptrace' }])],
+    ['strace -f -e trace=getppid', async () => selfTimed((await run('strace', ['-f', '-o', '/dev/null', '-e', 'trace=getppid', ...loop], { maxBuffer: 1 << 24 })).stdout)],
+  ];
+  const rows = variants.map(([variant]) => ({ workload, variant, ms: [] as number[], baseline: 'native' } as Row));
+  for (let i = 0; i < rounds; i++) {
+    for (const [k, [, measure]] of variants.entries()) rows[k]!.ms.push(await measure());
+    process.stderr.write(`round ${i + 1}/${rounds} of the shim engine's selected calls done\n`);
+  }
+  const [nativeRow, , , shimRow, , straceRow] = rows as [Row, Row, Row, Row, Row, Row];
+  const perCall = (r: Row) => `${Math.round((median(r.ms) - median(nativeRow.ms)) * 1e6 / calls)} ns per call over native`;
+  for (const r of rows.slice(1)) r.extra = perCall(r);
+  const paired = median(straceRow.ms.map((ms, i) => ms / shimRow.ms[i]!)).toFixed(1);
+  shimRow.extra += `; paired by round, strace took ${paired}× its time; counts exact: ${countsExact ? 'yes' : 'NO'}`;
+
+  const many = 2_000_000;
+  const unselected = `${many.toLocaleString('en')} getppid, a shim rule on openat`;
+  const others: [string, () => Promise<number>][] = [
+    ['native', () => native([benchProgram('getppid'), String(many)])],
+    ['floor: a seccomp filter that allows every call', () => native([benchProgram('sigsys-floor'), 'allow', String(many)])],
+    ['tlsd, shim engine', () => underTlsd(client, [benchProgram('getppid'), String(many)], [{ syscalls: ['openat'], engine: 'shim' }], false, true)],
+  ];
+  const otherRows = others.map(([variant]) => ({ workload: unselected, variant, ms: [] as number[], baseline: 'native' } as Row));
+  for (let i = 0; i < rounds; i++) {
+    for (const [k, [, measure]] of others.entries()) otherRows[k]!.ms.push(await measure());
+  }
+  return [...rows, ...otherRows];
 }
 
 /** A process with no rule makes no syscall stop. */
