@@ -131,3 +131,19 @@ test('the lease: tlsd hung (SIGSTOP), its rules lapse within the lease; tlsd kil
   await waitUntil('its end', () => processEnded(s.pid));
   t.true(noThreadInTracingStop(s.pid) || processEnded(s.pid));
 });
+
+test('the tracer SIGKILLed while the shim has the rules: the new tracer leaves them to it; every call is counted once', async (t) => {
+  const d = await startDaemon(t);
+  const file = path.join(scratch(t), 'file');
+  writeFileSync(file, 'x');
+  const s = await spawned(t, d.client, [fixturePath('engine'), 'opens', file, '300'], [{ syscalls: ['openat'], path: file, error: 'ENOENT', engine: 'shim' }]);
+  await waitUntil('failures', () => s.out().startsWith('ENOENT\n'));
+  const tracer = (await d.client.health()).tracerPid!;
+  process.kill(tracer, 'SIGKILL');
+  await waitUntil('a new tracer', async () => (await d.client.health()).tracerPid !== tracer && (await d.client.process(s.pid)).state === 'running');
+  await processEnd(d.client, s.pid);
+  t.is(s.out(), 'ENOENT\ndone\n', 'the rule held throughout');
+  const stats = await d.client.syscallStats(s.pid);
+  t.is(stats.engine, 'shim');
+  t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls, c.errors]), [['openat', 300, 300]]);
+});

@@ -205,7 +205,15 @@ export class Interposition {
    * process's rules again. */
   async resend(p: ProcessRecord): Promise<void> {
     const s = this.byPid.get(p.pid);
-    if (s?.rules.length) await this.change(p, (rules) => rules).catch((e) => this.log.warn({ err: e, tracee: p.pid }, 'cannot give the tracer the rules again'));
+    if (!s?.rules.length) return;
+    try {
+      // First: the shim has its rules already, and the new tracer must
+      // never apply them too.
+      if (s.engine?.handedOff) await this.request({ type: 'handoff', pid: p.pid });
+      await this.change(p, (rules) => rules);
+    } catch (e) {
+      this.log.warn({ err: e, tracee: p.pid }, 'cannot give the tracer the rules again');
+    }
   }
 
   /** A process that ended or was detached: what it had goes to the
