@@ -69,6 +69,10 @@ const catalogue: Case[] = [
   { what: 'events: a type that does not exist', request: () => get('/v1/events?types=thread.created,syscalls'), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'spawn: a syscall rule that does not parse', request: () => spawn({ argv: ['true'], syscalls: [{ syscalls: ['openat'], when: '2..1' }] }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'spawn: a syscall rule for a thread', request: () => spawn({ argv: ['true'], syscalls: [{ syscalls: ['openat'], tids: [5] }] }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'spawn: a rule for the shim\'s engine, without the shim', request: () => spawn({ argv: ['true'], syscalls: [{ syscalls: ['openat'], engine: 'shim' }] }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'spawn: a rule the shim\'s engine cannot trap (rt_sigreturn)', request: () => spawn({ argv: ['true'], shim: { mode: 'tid' }, syscalls: [{ syscalls: ['%signal'], engine: 'shim' }] }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'rule: the shim\'s engine in a process that has none', request: (s) => rule(s, { syscalls: ['openat'], engine: 'shim' }), status: 400, code: 'INVALID_ARGUMENT' },
+  { what: 'rule: an engine that does not exist', request: (s) => rule(s, { syscalls: ['openat'], engine: 'bpf' }), status: 400, code: 'INVALID_ARGUMENT' },
   { what: 'the shim of a process that has none', request: (s) => get(`/v1/processes/${s.supervised}/threads/${s.supervisedThread}/shim`), status: 404, code: 'NOT_FOUND' },
   { what: 'POST: malformed JSON', request: () => spawn('{"pid":'), status: 400, code: 'INVALID_ARGUMENT' },
   {

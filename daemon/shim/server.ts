@@ -18,6 +18,8 @@ import { shimOrigin, type ShimOrigin } from './injection.js';
 import { parseShimMessage, type ShimAnswer, type ShimEngineNews, type ShimHelloMessage, type ShimMessage, type ShimRequestType } from './messages.js';
 
 const REQUEST_TIMEOUT_MS = 2000;
+/** How long a hello waits for its process to be known. */
+const HELLO_KNOWN_WAIT_MS = 3000;
 const MAX_LINE = 64 * 1024;
 
 /** What an injection cost the process (native/tracer/inject.c). */
@@ -218,6 +220,29 @@ export class ShimServer {
       for (const [id, resolve] of shim.pending) resolve({ type: 'error', id, message: 'the shim disconnected' });
       shim.pending.clear();
     });
+    // Messages in order; the first waits while its process is not known.
+    const queue: ShimMessage[] = [];
+    let waiting = false, waited = false;
+    const handle = (): void => {
+      while (queue.length && !waiting && !socket.destroyed) {
+        const message = queue[0]!;
+        if (shim) {
+          queue.shift();
+          this.message(shim, message);
+          continue;
+        }
+        // A spawn's shim, loaded at its exec, can say hello before the
+        // tracer's news of the spawn is read (another socket).
+        if (message.type === 'hello' && !waited && !this.registry.get(asPid(message.pid))) {
+          waiting = waited = true;
+          void this.known(asPid(message.pid)).then(() => { waiting = false; handle(); });
+          return;
+        }
+        queue.shift();
+        shim = this.hello(message, socket);
+        if (!shim) return void socket.destroy();
+      }
+    };
     socket.on('data', (chunk: string) => {
       buffered += chunk;
       if (buffered.length > MAX_LINE) return socket.destroy();
@@ -230,14 +255,15 @@ export class ShimServer {
           this.log.warn({ line: line.slice(0, 200) }, 'a shim sent a line that is not one of its messages; disconnected');
           return socket.destroy();
         }
-        if (!shim) {
-          shim = this.hello(message, socket);
-          if (!shim) return socket.destroy();
-        } else {
-          this.message(shim, message);
-        }
+        queue.push(message);
       }
+      handle();
     });
+  }
+
+  /** Resolves once the registry knows pid, or after HELLO_KNOWN_WAIT_MS. */
+  private async known(pid: Pid): Promise<void> {
+    for (const end = Date.now() + HELLO_KNOWN_WAIT_MS; !this.registry.get(pid) && Date.now() < end;) await new Promise((r) => setTimeout(r, 10));
   }
 
   /** A thread's claim. It comes through the shim's socket, its exit

@@ -211,6 +211,8 @@ export class Interposition {
       // never apply them too.
       if (s.engine?.handedOff) await this.request({ type: 'handoff', pid: p.pid });
       await this.change(p, (rules) => rules);
+      // A handoff cut short before the shim had its rules: again, whole.
+      if (s.engine && !s.engine.handedOff) await this.handOff(p.pid, s);
     } catch (e) {
       this.log.warn({ err: e, tracee: p.pid }, 'cannot give the tracer the rules again');
     }
@@ -367,8 +369,10 @@ export class Interposition {
         s.rules = s.rules.map((r) => shim(r, false));
         await this.request({ type: 'rules', pid, rules: s.rules.map((r) => r.compiled) });
       }
-      await this.request({ type: 'handoff', pid });
+      // Before the answer: the process may end in the same read of the
+      // tracer's socket as the answer.
       engine.handedOff = true;
+      await this.request({ type: 'handoff', pid });
     });
     s.changes = run.catch((e) => this.log.warn({ err: e, tracee: pid }, 'cannot hand the rules to the shim'));
     return s.changes as Promise<void>;

@@ -830,7 +830,9 @@ static long perform(long nr, const uint64_t a[6], struct k_ucontext *uc, struct 
 		if (__atomic_load_n(&agent_call.lock, __ATOMIC_RELAXED) == 0 && ipc_connected()) {
 			uint32_t idle = 0;
 			if (__atomic_compare_exchange_n(&flush_state, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) ipc_wake();
-			futex_wait(&flush_state, 1, 200000000); /* at most 200 ms */
+			/* At most 2 s: a tlsd that no longer reads must not keep the
+			 * process from ending. */
+			futex_wait(&flush_state, 1, 2000000000);
 		}
 		return sys1(__NR_exit_group, a[0]);
 	default: {

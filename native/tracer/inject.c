@@ -27,6 +27,7 @@
  * A failure before the shim runs undoes every step; a shim that ran stays
  * (its agent thread exists by then). */
 #include "inject.h"
+#include "syscalls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -584,7 +585,7 @@ void inject_at_exec(struct process *p)
 	if (o.err && !b.gone)
 		kill(p->pid, SIGKILL); /* before a single instruction of its own */
 	else if (b.hold && !b.gone)
-		p->flags |= P_HELD;
+		hold_at_exec(p);
 	inject_request_free(p->inject);
 	p->inject = NULL;
 }

@@ -753,13 +753,45 @@ void hand_off(uint32_t req, pid_t pid)
 	int was = rules_in_force(p) && !p->prefilter_covers;
 	p->handed_off = 1;
 	mode_changed(p, was);
-	if (p->flags & P_HELD) { /* its program starts now, the rules in force */
-		p->flags &= ~P_HELD;
-		struct thread *t = thread_find(pid);
-		if (t)
-			resume(t, 0, 0);
-	}
+	release_held(p); /* its program starts now, the rules in force */
 	send_reply((struct reply){ .req = req, .pid = pid, .threads = thread_count_of(pid) });
+}
+
+/* --- A spawn kept at its exec ------------------------------------------ */
+
+/* The longest a spawn is kept at its exec for its HANDOFF: a daemon that
+ * never sends it must not leave the process stopped. */
+#define HELD_MAX_NS (10ull * 1000000000u)
+static uint32_t nheld_processes; /* at most this many: counted again at each look */
+
+void hold_at_exec(struct process *p)
+{
+	p->flags |= P_HELD;
+	p->held_since_ns = now_ns();
+	nheld_processes++;
+}
+
+void release_held(struct process *p)
+{
+	if (!(p->flags & P_HELD))
+		return;
+	p->flags &= ~P_HELD;
+	struct thread *t = thread_find(p->pid);
+	if (t)
+		resume(t, 0, 0);
+}
+
+static void release_if_late(struct process *p, void *now)
+{
+	if (!(p->flags & P_HELD))
+		return;
+	if (*(uint64_t *)now - p->held_since_ns < HELD_MAX_NS) {
+		nheld_processes++;
+		return;
+	}
+	tlog(TLSD_LOG_WARN, "process %d: no HANDOFF %llu s after its exec; let go, the tracer keeps its rules", p->pid,
+	     HELD_MAX_NS / 1000000000u);
+	release_held(p);
 }
 
 void take_back(pid_t pid)
@@ -821,6 +853,12 @@ int syscalls_wake(uint64_t now)
 	}
 	if (ndue == sizeof due / sizeof due[0])
 		next = now;
+	if (nheld_processes) {
+		nheld_processes = 0;
+		process_each(release_if_late, &now);
+		if (nheld_processes && now + 1000000000u < next)
+			next = now + 1000000000u; /* looked at again each second */
+	}
 	if (ncounting && now - counts_sent_ns >= COUNTS_PERIOD_NS) {
 		send_counts(0);
 		counts_sent_ns = now;

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 struct frame;
+struct process;
 struct thread;
 
 /* Syscall numbers a rule can select: x86-64's are below 512. */
@@ -77,6 +78,10 @@ int stops_at_syscalls(const struct thread *t);
  * (a delay): syscalls_wake() restarts it. Else the caller restarts it,
  * with *signal. */
 int on_syscall_stop(struct thread *t, int *signal);
+/* A spawn whose shim's engine started at its exec is kept stopped there
+ * (P_HELD) until HANDOFF, or for 10 s at most. */
+void hold_at_exec(struct process *p);
+void release_held(struct process *p);
 /* Its process just exec'd: the exit stop of that execve comes next. */
 void note_exec_for_syscalls(struct thread *t);
 /* The thread ends (its exit event, or it is forgotten): a call that does

@@ -101,6 +101,7 @@ struct process {
 	uint8_t prefilter[64];   /* P_PREFILTER: the calls it stops at */
 	uint8_t prefilter_covers; /* every call its rules select is among them */
 	uint8_t handed_off;      /* its shim rules are its shim's (HANDOFF) */
+	uint64_t held_since_ns;  /* P_HELD: since when */
 	uint64_t shim_text[2];   /* where libtlsshim's code is, once found:
 	                            its calls are never the program's */
 };
