@@ -24,6 +24,7 @@
 #include "engine.h"
 #include "ipc.h"
 #include "mem.h"
+#include "ring.h"
 #include "sys.h"
 #include "table.h"
 #include "tlsshim.h"
@@ -514,13 +515,8 @@ void engine_take_thread_counts(void (*fn)(const struct engine_thread_count *, vo
 
 static void record(uint32_t nr, const uint64_t args[6], int64_t result, uint64_t ns, const struct decision *d, uint32_t flags)
 {
-	uint64_t seq = __atomic_load_n(&records_head, __ATOMIC_RELAXED);
-	do {
-		if (seq - __atomic_load_n(&records_tail, __ATOMIC_ACQUIRE) >= RECORDS) {
-			__atomic_fetch_add(&records_dropped, 1, __ATOMIC_RELAXED);
-			return;
-		}
-	} while (!__atomic_compare_exchange_n(&records_head, &seq, seq + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+	uint64_t seq;
+	if (!ring_reserve(&records_head, &records_tail, RECORDS, &records_dropped, &seq)) return;
 	struct engine_record *r = &records[seq & (RECORDS - 1)];
 	r->tid = (uint32_t)sys0(__NR_gettid);
 	r->nr = nr;
@@ -783,10 +779,8 @@ void engine_flushed(void)
 static void leave_counts(struct thread_state *ts)
 {
 	if (!ts || !__atomic_load_n(&ts->calls, __ATOMIC_RELAXED)) return;
-	uint64_t seq = __atomic_load_n(&ended_head, __ATOMIC_RELAXED);
-	do {
-		if (seq - __atomic_load_n(&ended_tail, __ATOMIC_ACQUIRE) >= ENDED) return; /* counted as lost: see docs */
-	} while (!__atomic_compare_exchange_n(&ended_head, &seq, seq + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+	uint64_t seq;
+	if (!ring_reserve(&ended_head, &ended_tail, ENDED, 0, &seq)) return; /* lost: docs/limits.md */
 	ended[seq & (ENDED - 1)].c.tid = (uint32_t)sys0(__NR_gettid);
 	ended[seq & (ENDED - 1)].c.calls = __atomic_exchange_n(&ts->calls, 0, __ATOMIC_RELAXED);
 	ended[seq & (ENDED - 1)].c.errors = __atomic_exchange_n(&ts->errors, 0, __ATOMIC_RELAXED);

@@ -13,6 +13,7 @@
 #include "ipc.h"
 #include "engine.h"
 #include "mem.h"
+#include "ring.h"
 #include "sys.h"
 
 #include <asm/poll.h>    /* struct pollfd, POLLIN */
@@ -57,14 +58,8 @@ static int event_published(uint64_t seq)
 
 void ipc_event(enum shim_event_kind kind, uint32_t slot, uint64_t key, uint64_t tid)
 {
-	if (!__atomic_load_n(&agent_running, __ATOMIC_ACQUIRE)) return;
-	uint64_t seq = __atomic_load_n(&ring_head, __ATOMIC_RELAXED);
-	do {
-		if (seq - __atomic_load_n(&ring_tail, __ATOMIC_ACQUIRE) >= RING) {
-			__atomic_fetch_add(&dropped, 1, __ATOMIC_RELAXED);
-			return;
-		}
-	} while (!__atomic_compare_exchange_n(&ring_head, &seq, seq + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+	uint64_t seq;
+	if (!__atomic_load_n(&agent_running, __ATOMIC_ACQUIRE) || !ring_reserve(&ring_head, &ring_tail, RING, &dropped, &seq)) return;
 	struct event *e = &ring[seq & (RING - 1)];
 	e->kind = kind;
 	e->slot = slot;
