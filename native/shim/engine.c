@@ -843,7 +843,10 @@ static long perform(long nr, const uint64_t a[6], struct k_ucontext *uc, struct 
 
 static void on_sigsys(int sig, struct k_siginfo *si, struct k_ucontext *uc)
 {
-	if (si->code != SYS_SECCOMP || si->errno_ != TRAP_DATA) return chain(sig, si, uc);
+	if (si->code != SYS_SECCOMP || si->errno_ != TRAP_DATA) {
+		chain(sig, si, uc);
+		return;
+	}
 	uint32_t nr = (uint32_t)si->syscall;
 	uint64_t a[6] = { uc->mc.rdi, uc->mc.rsi, uc->mc.rdx, uc->mc.r10, uc->mc.r8, uc->mc.r9 };
 	struct thread_state *ts = thread_state();
