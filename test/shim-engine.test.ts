@@ -147,3 +147,17 @@ test('the tracer SIGKILLed while the shim has the rules: the new tracer leaves t
   t.is(stats.engine, 'shim');
   t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls, c.errors]), [['openat', 300, 300]]);
 });
+
+test('a detach ends the shim\'s rules at once, as it ends the tracer\'s', async (t) => {
+  const d = await startDaemon(t);
+  const file = path.join(scratch(t), 'file');
+  writeFileSync(file, 'x');
+  const s = await spawned(t, d.client, [fixturePath('engine'), 'opens', file, '300'], [{ syscalls: ['openat'], path: file, error: 'ENOENT', engine: 'shim' }]);
+  await waitUntil('failures', () => s.out().startsWith('ENOENT\n'));
+  await d.client.detach(s.pid);
+  const detachedAt = Date.now();
+  await waitUntil('opens that work', () => s.out().includes('ok\n'), 5000);
+  t.true(Date.now() - detachedAt < 1000, `${Date.now() - detachedAt} ms after the detach (the lease is 5000)`);
+  await waitUntil('the program to finish', () => s.out().endsWith('done\n'), 15000);
+  t.is(s.out(), 'ENOENT\nok\ndone\n');
+});

@@ -227,7 +227,12 @@ export class Interposition {
       if (this.byPid.get(p.pid) === s) this.byPid.delete(p.pid);
       this.store.save(p.serial, this.saved(s), s.log.slice(this.firstKept(s)));
     };
-    if (!drained) return save();
+    if (!drained) {
+      // Detached: its shim's engine lets its rules go at once, as the
+      // tracer does (not at the end of their lease).
+      if (s.engine?.handedOff) this.shims.tell(p.pid, [{ type: 'rules', id: 0, count: 0, lease: 0 }]);
+      return save();
+    }
     // What its shim sent last is still on its way (another socket than
     // the tracer's): kept until that socket has closed.
     s.ending = { serial: p.serial, done: drained.then(save) };
