@@ -360,7 +360,7 @@ static int fires(const struct engine_rule *r, uint32_t n)
  * does (native/tracer/syscalls.c, match): every rule that selects it
  * counts it for its when=; the first fault and the first signal due are
  * done, and the longest delays. */
-static void decide(uint32_t nr, const uint64_t args[6], struct thread_state *ts, struct decision *d)
+static void decide(uint32_t nr, const uint64_t args[6], struct thread_state *ts, struct decision *d, uint64_t *now)
 {
 	long tid = -1;
 	for (;;) {
@@ -371,7 +371,7 @@ static void decide(uint32_t nr, const uint64_t args[6], struct thread_state *ts,
 		uint32_t *counters[ENGINE_MAX_RULES];
 		uint32_t ncounters = 0;
 		uint32_t n = rs->n;
-		if (n && clock_ns(CLOCK_MONOTONIC) >= rs->lease_until_ns) n = 0; /* tlsd is gone */
+		if (n && (*now = clock_ns(CLOCK_MONOTONIC)) >= rs->lease_until_ns) n = 0; /* tlsd is gone */
 		for (uint32_t i = 0; i < n && i < ENGINE_MAX_RULES; i++) {
 			const struct engine_rule *r = &rs->rule[i];
 			if (!in_bits(r->set, nr)) continue;
@@ -829,6 +829,11 @@ static long perform(long nr, const uint64_t a[6], struct k_ucontext *uc, struct 
 			futex_wait(&flush_state, 1, 2000000000);
 		}
 		return sys1(__NR_exit_group, a[0]);
+	case __NR_getpid: case __NR_getppid: case __NR_gettid: case __NR_getuid: case __NR_geteuid:
+	case __NR_getgid: case __NR_getegid: case __NR_getpgrp:
+		/* strace's %pure: they never block, so no signal can come in
+		 * between. */
+		return sys0(nr);
 	default: {
 		/* With the program's own mask while it runs: a signal can end
 		 * or restart a blocking call as it would have. */
@@ -858,8 +863,8 @@ static void on_sigsys(int sig, struct k_siginfo *si, struct k_ucontext *uc)
 		uc->stack.size = ALT_SIZE;
 	}
 	struct decision d;
-	decide(nr, a, ts, &d);
-	uint64_t start = d.selected ? clock_ns(CLOCK_MONOTONIC) : 0;
+	uint64_t start = 0; /* read with the lease, when there are rules */
+	decide(nr, a, ts, &d, &start);
 	if (d.delay_enter_us) sleep_us(d.delay_enter_us);
 	if (d.selected && (nr == __NR_exit || nr == __NR_exit_group)) {
 		count(nr, ts, 0, 0);
