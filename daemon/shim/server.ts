@@ -189,8 +189,8 @@ export class ShimServer {
   }
 
   /** Asks a shim; its answer, or UNAVAILABLE. `fields` go with the
-   * request, `before` and `after` are lines sent before and after it. */
-  request(pid: Pid, type: ShimRequestType, fields: object = {}, before: object[] = [], after: object[] = []): Promise<ShimAnswer> {
+   * request, `after` are lines that follow it (a rule set's rules). */
+  request(pid: Pid, type: ShimRequestType, fields: object = {}, after: object[] = []): Promise<ShimAnswer> {
     const shim = this.shims.get(pid);
     if (!shim?.socket) return Promise.reject(new TlsdError('UNAVAILABLE', `the shim of process ${pid} is not connected`));
     const id = shim.nextId++;
@@ -200,7 +200,7 @@ export class ShimServer {
         reject(new TlsdError('UNAVAILABLE', `the shim of process ${pid} did not answer ${type} in ${REQUEST_TIMEOUT_MS} ms`));
       }, REQUEST_TIMEOUT_MS);
       shim.pending.set(id, (answer) => { clearTimeout(timer); resolve(answer); });
-      shim.socket!.write(encodeLines([...before, { type, id, ...fields }, ...after]));
+      shim.socket!.write(encodeLines([{ type, id, ...fields }, ...after]));
     });
   }
 

@@ -59,13 +59,15 @@ export interface SyscallStats {
 export const DEFAULT_LOG_LIMIT = 100_000;
 
 type Counts = { calls: number; errors: number; timeNs: number };
+/** A traced call, from either engine. */
+type Call = { pid: number; tid: number; nr: number; args: string[]; retval: bigint; durationNs: bigint; flags: number; path: string; atMs: number; rule: number };
 /** What the records keep of a process that ended. */
 interface Saved { rules: Rule[]; engine?: Engine; since?: string; syscalls: Array<[number, Counts]>; threads: Array<[number, Counts]>; droppedThrough: number }
 type Request = (c: Extract<TracerCommand, { type: 'rules' | 'counts' | 'handoff' }> extends infer C ? C extends TracerCommand ? Omit<C, 'req'> : never : never) => Promise<TracerReply>;
 
 /** The shims' side (shim/server.ts). */
 export interface ShimPort {
-  request(pid: Pid, type: ShimRequestType, fields?: object, before?: object[], after?: object[]): Promise<ShimAnswer>;
+  request(pid: Pid, type: ShimRequestType, fields?: object, after?: object[]): Promise<ShimAnswer>;
   tell(pid: Pid, lines: object[]): void;
 }
 
@@ -91,7 +93,7 @@ class ProcessSyscalls {
   ending?: { serial: number; done: Promise<void> };
   /** Its shim's engine: the calls it traps; handedOff once it applies
    * the shim's rules (until the next exec). */
-  engine?: { trap: Buffer; handedOff: boolean; at: number };
+  engine?: { trap: Buffer; handedOff: boolean; at: number; held?: Call[] };
 }
 
 function add(map: Map<number, Counts>, key: number, calls: number, errors: number, timeNs: number): void {
@@ -224,6 +226,7 @@ export class Interposition {
     const s = this.byPid.get(p.pid);
     if (!s || s.ending) return;
     const save = () => {
+      this.release(s);
       if (this.byPid.get(p.pid) === s) this.byPid.delete(p.pid);
       this.store.save(p.serial, this.saved(s), s.log.slice(this.firstKept(s)));
     };
@@ -342,9 +345,21 @@ export class Interposition {
         return;
       case 'sysc': return add(s.bySyscall, m.nr, m.calls, m.errors, m.timeNs);
       case 'syst': return add(s.byThread, m.tid, m.calls, m.errors, 0);
-      case 'syscall':
-        return this.keep(s, { pid, tid: m.tid, nr: m.nr, args: m.args, retval: BigInt(m.retval), durationNs: BigInt(m.durationNs), flags: m.flags, path: m.path ?? '', atMs: Math.floor(m.atNs / 1e6), rule: m.rule });
+      case 'syscall': {
+        const record: Call = { pid, tid: m.tid, nr: m.nr, args: m.args, retval: BigInt(m.retval), durationNs: BigInt(m.durationNs), flags: m.flags, path: m.path ?? '', atMs: Math.floor(m.atNs / 1e6), rule: m.rule };
+        if (s.engine?.held) s.engine.held.push(record);
+        else this.keep(s, record);
+      }
     }
+  }
+
+  /** The calls the shim recorded while the tracer's answer to the handoff
+   * was on its way, after what the tracer recorded before (the spawn's
+   * execve): in the order they were made. */
+  private release(s: ProcessSyscalls): void {
+    const held = s.engine?.held ?? [];
+    if (s.engine) s.engine.held = undefined;
+    for (const record of held) this.keep(s, record);
   }
 
   /** The process exec'd (at `at`): a shim engine of the image before is
@@ -377,7 +392,12 @@ export class Interposition {
       // Before the answer: the process may end in the same read of the
       // tracer's socket as the answer.
       engine.handedOff = true;
-      await this.request({ type: 'handoff', pid });
+      engine.held = [];
+      try {
+        await this.request({ type: 'handoff', pid });
+      } finally {
+        this.release(s);
+      }
     });
     s.changes = run.catch((e) => this.log.warn({ err: e, tracee: pid }, 'cannot hand the rules to the shim'));
     return s.changes as Promise<void>;
@@ -392,7 +412,7 @@ export class Interposition {
       tids: c.tids.join(','), path: Buffer.from(c.path).toString('hex'),
       paths: [...c.pathArgs].flatMap((arg, nr) => (arg ? [`${nr}:${arg}`] : [])).join(','),
     }));
-    const answer = await this.shims.request(pid, 'rules', { count: lines.length, lease: this.leaseMs }, [], lines);
+    const answer = await this.shims.request(pid, 'rules', { count: lines.length, lease: this.leaseMs }, lines);
     if (answer.type !== 'rules') throw new TlsdError('UNAVAILABLE', `the shim of process ${pid} refused its rules`);
   }
 
@@ -406,7 +426,7 @@ export class Interposition {
     for (const [pid, s] of this.byPid) if (s.engine?.handedOff) this.shims.tell(pid, [{ type: 'lease', id: 0, lease: this.leaseMs }]);
   }
 
-  private keep(s: ProcessSyscalls, m: { pid: number; tid: number; nr: number; args: string[]; retval: bigint; durationNs: bigint; flags: number; path: string; atMs: number; rule: number }): void {
+  private keep(s: ProcessSyscalls, m: Call): void {
     const noReturn = (m.flags & syscallFlags.noReturn) !== 0;
     const retval = noReturn ? null : Number(BigInt.asIntN(64, m.retval));
     const error = retval !== null && retval < 0 && retval >= -4095 ? errnoName(-retval) ?? `errno ${-retval}` : undefined;
