@@ -9,7 +9,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { valueTypes } from '../daemon/tls/values.js';
 import { version } from '../daemon/paths.js';
 import { exitHows, processStates, type ExitHow, type ProcessState } from '../daemon/types.js';
-import { parseInjectSpec, parseTraceSet, type RuleInput } from '../daemon/syscalls/rule.js';
+import { parseInjectSpec, parseTraceSet, type Engine, type RuleInput } from '../daemon/syscalls/rule.js';
 import { pathArg } from '../daemon/syscalls/table.js';
 import { TlsdClient, type Process, type Shim, type SyscallRecord, type TlsdEvent, type TlsRead } from './client.js';
 import { cString, JsonListWriter, printFields, printTable, shortTime, TableWriter } from './text-output.js';
@@ -63,6 +63,9 @@ function straceSyntax<T>(parse: (text: string) => T) {
     }
   };
 }
+/** What applies a rule (docs/syscalls.md): by default the shim's engine
+ * when the process has it and it can, else the tracer. */
+const engineOption = () => new Option('--engine <engine>', 'what applies the rules: shim (the shim\'s engine, in a process spawned with --shim) or ptrace (the tracer)').choices(['shim', 'ptrace']);
 const injectSpec = straceSyntax(parseInjectSpec);
 const traceSet = straceSyntax(parseTraceSet);
 
@@ -223,13 +226,16 @@ program.command('inject')
   .option('--tid <tid>', 'SPEC: only this thread (repeatable)', tidList)
   .option('--path <path>', 'SPEC: only calls whose path argument is this')
   .option('--trace', 'SPEC: also record the calls it selects (tlsctl trace shows them)')
+  .addOption(engineOption())
   .addOption(new Option('--mode <mode>', 'how the shim finds a thread\'s slot: its thread pointer, or its tid').choices(['thread-pointer', 'tid']).default('thread-pointer'))
   .option('--slots <n>', 'threads at once, a power of two (default 4096)', positiveInteger)
   .option('--slot-bytes <n>', 'variable bytes per thread (default 1024)', positiveInteger)
-  .action(async (pid: number, spec: RuleInput | undefined, opts: { mode: 'thread-pointer' | 'tid'; slots?: number; slotBytes?: number; tid?: number[]; path?: string; trace?: boolean }, command: Command) => {
+  .action(async (pid: number, spec: RuleInput | undefined, opts: { mode: 'thread-pointer' | 'tid'; slots?: number; slotBytes?: number; tid?: number[]; path?: string; trace?: boolean; engine?: Engine }, command: Command) => {
     const { client, json } = context(command);
     if (spec) {
-      const rule = await client.addRule(pid, { ...spec, ...(opts.tid ? { tids: opts.tid } : {}), ...(opts.path ? { path: opts.path } : {}), ...(opts.trace ? { trace: true } : {}) });
+      const rule = await client.addRule(pid, {
+        ...spec, ...(opts.tid ? { tids: opts.tid } : {}), ...(opts.path ? { path: opts.path } : {}), ...(opts.trace ? { trace: true } : {}), ...(opts.engine ? { engine: opts.engine } : {}),
+      });
       if (json) return printJson(rule);
       return void stdout.write(`rule ${rule.id} on ${pid}: ${ruleText(rule)}\n`);
     }
@@ -247,14 +253,15 @@ program.command('spawn')
   .option('--clear-env', 'start from an empty environment instead of this one')
   .option('--stdout <file>', 'where its stdout goes (default: a file the daemon names)')
   .option('--stderr <file>', 'where its stderr goes')
-  .addOption(shimModeOption('start it with libtlsshim in this mode: LD_PRELOAD for a dynamic program, injected before its first instruction for a static one'))
+  .addOption(shimModeOption('start it with libtlsshim in this mode: LD_PRELOAD for a dynamic program; injected before its first instruction for a static one, or when its rules go to the shim\'s engine'))
   .option('--inject <spec>', 'tamper with its syscalls from its first instruction, as strace -e inject=SPEC (repeatable)', injectSpec)
   .option('--trace <set>', 'record these syscalls from its first instruction, as strace -e trace=SET (tlsctl trace, GET .../syscalls/log)', traceSet)
   .option('--kill-with-daemon', 'it dies with the daemon and cannot be detached; in exchange only the calls its rules select stop (a seccomp pre-filter, strace --seccomp-bpf)')
+  .addOption(engineOption())
   .argument('<argv...>', 'the command and its arguments (after --)')
   .action(async (argv: string[], opts: {
     cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdout?: string; stderr?: string; shim?: 'thread-pointer' | 'tid';
-    inject?: RuleInput[]; trace?: string[][]; killWithDaemon?: boolean;
+    inject?: RuleInput[]; trace?: string[][]; killWithDaemon?: boolean; engine?: Engine;
   }, command: Command) => {
     const { client, json } = context(command);
     const base = opts.clearEnv ? {} : Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
@@ -262,7 +269,9 @@ program.command('spawn')
       argv, cwd: opts.cwd ?? process.cwd(), env: { ...base, ...opts.env },
       ...(opts.stdout ? { stdout: opts.stdout } : {}), ...(opts.stderr ? { stderr: opts.stderr } : {}),
       ...(opts.shim ? { shim: { mode: opts.shim } } : {}),
-      ...(opts.inject || opts.trace ? { syscalls: [...(opts.inject ?? []), ...(opts.trace ?? []).map((set) => ({ syscalls: set, trace: true }))] } : {}),
+      ...(opts.inject || opts.trace ? {
+        syscalls: [...(opts.inject ?? []), ...(opts.trace ?? []).map((set) => ({ syscalls: set, trace: true }))].map((r) => (opts.engine ? { ...r, engine: opts.engine } : r)),
+      } : {}),
       ...(opts.killWithDaemon ? { killWithDaemon: true } : {}),
     });
     if (json) return printJson(p);

@@ -176,6 +176,19 @@ test('the README\'s syscall rules: inject, trace, stats, rules, rules rm, spawn 
   const log = await client.syscallLog(pid);
   t.true(log.records.some((r) => r.name === 'read' && r.error === 'EIO' && r.injected));
 
+  // With the shim the rules are its engine's, unless --engine says otherwise.
+  for (const [engine, args] of [['shim', []], ['ptrace', ['--engine', 'ptrace']]] as const) {
+    const out = path.join(dir, `out-${engine}`);
+    const r = await tlsctl(socket, 'spawn', '--shim', 'thread-pointer', ...args, '--stdout', out, '--inject', 'openat:error=ENOENT:when=2', '--', 'cat', '/etc/hostname');
+    t.is(r.code, 0, r.stderr);
+    const child = Number(/^spawned (\d+)/.exec(r.stdout)![1]);
+    await waitUntil('it to end', async () => (await client.process(child)).state === 'exited');
+    t.regex((await tlsctl(socket, 'rules', String(child))).stdout, new RegExp(`^\\d+\\s+${engine}\\s`, 'm'), engine);
+    const stats = await client.syscallStats(child);
+    t.is(stats.engine, engine);
+    t.deepEqual(stats.syscalls.map((s) => s.name), ['openat']);
+  }
+
   for (const [args, words] of [
     [['inject', '1', 'opnat:error=ENOENT'], /invalid system call 'opnat'/],
     [['inject', '1', 'openat:when=0'], /invalid inject argument 'when=0'/],
