@@ -32,6 +32,16 @@ async function spawned(t: ExecutionContext, client: TlsdClient, argv: string[], 
   return { pid: p.pid, dir, out: () => read(stdout), err: () => read(stderr) };
 }
 
+/** The engine fixture opening a file every 10 ms, `opens` times, under a
+ * shim rule that fails each open; once the first failure is seen. */
+async function failingOpens(t: ExecutionContext, client: TlsdClient, opens: number) {
+  const file = path.join(scratch(t), 'file');
+  writeFileSync(file, 'x');
+  const s = await spawned(t, client, [fixturePath('engine'), 'opens', file, String(opens)], [{ syscalls: ['openat'], path: file, error: 'ENOENT', engine: 'shim' }]);
+  await waitUntil('failures', () => s.out().startsWith('ENOENT\n'));
+  return s;
+}
+
 async function ran(t: ExecutionContext, client: TlsdClient, argv: string[], rules?: RuleInput[]) {
   const s = await spawned(t, client, argv, rules);
   const end = await processEnd(client, s.pid);
@@ -111,10 +121,7 @@ test('Go, static and with cgo, keeps working with the rule on, which fails exact
 
 test('the lease: tlsd hung (SIGSTOP), its rules lapse within the lease; tlsd killed, they go at once; the program finishes, never an ENOSYS', async (t) => {
   const d = await startDaemon(t, ['--shim-lease', '1000']);
-  const file = path.join(scratch(t), 'file');
-  writeFileSync(file, 'x');
-  const s = await spawned(t, d.client, [fixturePath('engine'), 'opens', file, '600'], [{ syscalls: ['openat'], path: file, error: 'ENOENT', engine: 'shim' }]);
-  await waitUntil('failures', () => s.out().startsWith('ENOENT\n'));
+  const s = await failingOpens(t, d.client, 600);
   process.kill(d.child.pid!, 'SIGSTOP');
   const stoppedAt = Date.now();
   try {
@@ -134,10 +141,7 @@ test('the lease: tlsd hung (SIGSTOP), its rules lapse within the lease; tlsd kil
 
 test('the tracer SIGKILLed while the shim has the rules: the new tracer leaves them to it; every call is counted once', async (t) => {
   const d = await startDaemon(t);
-  const file = path.join(scratch(t), 'file');
-  writeFileSync(file, 'x');
-  const s = await spawned(t, d.client, [fixturePath('engine'), 'opens', file, '300'], [{ syscalls: ['openat'], path: file, error: 'ENOENT', engine: 'shim' }]);
-  await waitUntil('failures', () => s.out().startsWith('ENOENT\n'));
+  const s = await failingOpens(t, d.client, 300);
   const tracer = (await d.client.health()).tracerPid!;
   process.kill(tracer, 'SIGKILL');
   await waitUntil('a new tracer', async () => (await d.client.health()).tracerPid !== tracer && (await d.client.process(s.pid)).state === 'running');
@@ -150,10 +154,7 @@ test('the tracer SIGKILLed while the shim has the rules: the new tracer leaves t
 
 test('a detach ends the shim\'s rules at once, as it ends the tracer\'s', async (t) => {
   const d = await startDaemon(t);
-  const file = path.join(scratch(t), 'file');
-  writeFileSync(file, 'x');
-  const s = await spawned(t, d.client, [fixturePath('engine'), 'opens', file, '300'], [{ syscalls: ['openat'], path: file, error: 'ENOENT', engine: 'shim' }]);
-  await waitUntil('failures', () => s.out().startsWith('ENOENT\n'));
+  const s = await failingOpens(t, d.client, 300);
   await d.client.detach(s.pid);
   const detachedAt = Date.now();
   await waitUntil('opens that work', () => s.out().includes('ok\n'), 5000);

@@ -218,7 +218,8 @@ struct thread_state {
 	uint32_t calls, errors; /* not yet taken by the agent */
 	uint32_t sigsys_blocked; /* the program's view of its mask */
 	uint32_t nwhen;
-	uint64_t altstack;       /* ours, unmapped when the thread exits */
+	uint64_t altstack;       /* the first thread's alternate stack, put back
+	                            in a frame the tracer restored (on_sigsys) */
 	struct { uint32_t rule, nr, n; } when[WHEN_MAX];
 };
 

@@ -510,9 +510,6 @@ static void send_outcome(uint32_t req, pid_t pid, const struct borrowed *b, cons
  * before its first remote call (remote_syscall, -EINTR). */
 #define MAX_BORROWS 4
 
-/* Borrows a thread of pid (the first time at its exec stop, when
- * `at_exec`) and injects through it; b is given back. 0, or -1 with the
- * outcome set. */
 int has_trap(const struct inject_request *q)
 {
 	for (size_t i = 0; i < sizeof q->trap; i++)
@@ -521,6 +518,9 @@ int has_trap(const struct inject_request *q)
 	return 0;
 }
 
+/* Borrows a thread of pid (the first time at its exec stop, when
+ * `at_exec`) and injects through it; b is given back. 0, or -1 with the
+ * outcome set. */
 static int borrow_and_inject(pid_t pid, int at_exec, const struct inject_request *q, struct borrowed *b,
 			     struct outcome *o)
 {

@@ -219,6 +219,13 @@ static uint32_t rules_in_force(const struct process *p)
 	return n;
 }
 
+/* Its threads stop at every syscall: it has rules in force here, and no
+ * pre-filter that stops at all their calls. */
+static int stops_at_every_call(const struct process *p)
+{
+	return rules_in_force(p) && !p->prefilter_covers;
+}
+
 static int has_rules(pid_t pid)
 {
 	struct process *p = process_find(pid);
@@ -298,7 +305,7 @@ int stops_at_syscalls(const struct thread *t)
 	 * rules select, that is the only syscall stop asked for. */
 	int in_call = t->sys && ((t->sys->in_call && t->sys->selected) || t->sys->exec_exit);
 	struct process *p = process_find(t->pid);
-	return in_call || (p && rules_in_force(p) && !p->prefilter_covers);
+	return in_call || (p && stops_at_every_call(p));
 }
 
 void syscalls_thread_free(struct thread *t)
@@ -372,6 +379,17 @@ void send_counts_of(uint32_t req, pid_t pid)
 static void send_call(struct thread *t, struct sys_state *s, int64_t rval, uint64_t now)
 {
 	send_syscall(t->pid, t->tid, s->trace, s->nr, s->args, rval, now - s->entry_ns, s->flags, s->path);
+}
+
+/* The call in progress is over, with what the program got: counted, and
+ * recorded for a tracing rule. */
+static void end_call(struct thread *t, struct sys_state *s, int64_t rval, uint64_t now)
+{
+	s->in_call = 0;
+	if (s->selected)
+		count_call(t, s, rval, now);
+	if (s->trace)
+		send_call(t, s, rval, now);
 }
 
 /* --- Matching ---------------------------------------------------------- */
@@ -538,16 +556,19 @@ static void new_call(struct sys_state *s, uint16_t nr, uint64_t now)
 	};
 }
 
-/* Where libtlsshim's code is in the process, when some rule is to be
- * the shim's: read from its mappings until found. */
+/* Whether a call comes from libtlsshim's code, in a process some of whose
+ * rules are its shim's. Its code is looked for in its mappings once per
+ * image: the shim's engine is injected at the spawn's exec, before any
+ * call of the program (and a forked child has a copy). */
 static int from_shim(struct process *p, uint64_t ip)
 {
-	if (!p->shim_text[1]) {
+	if (!p->shim_text_read) {
 		int wanted = 0;
 		for (uint32_t i = 0; p->rules && i < p->rules->n && !wanted; i++)
 			wanted = p->rules->rules[i].shim;
 		if (!wanted)
 			return 0;
+		p->shim_text_read = 1;
 		char path[64];
 		snprintf(path, sizeof path, "/proc/%d/maps", p->pid);
 		FILE *maps = fopen(path, "re");
@@ -555,9 +576,8 @@ static int from_shim(struct process *p, uint64_t ip)
 		while (maps && fgets(line, sizeof line, maps)) {
 			unsigned long lo, hi;
 			char perms[8];
-			/* Preloaded, or injected from a memfd (inject.c). */
-			if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && perms[2] == 'x' &&
-			    (strstr(line, "/libtlsshim.so") || strstr(line, "/memfd:tlsshim"))) {
+			/* Injected from a memfd (inject.c). */
+			if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && perms[2] == 'x' && strstr(line, "/memfd:tlsshim")) {
 				p->shim_text[0] = lo;
 				p->shim_text[1] = hi;
 			}
@@ -632,11 +652,7 @@ static int at_exit(struct thread *t, struct sys_state *s, const struct __ptrace_
 	}
 	if (s->fault)
 		rval = fault_result(s); /* written at the entry */
-	s->in_call = 0;
-	if (s->selected)
-		count_call(t, s, rval, now);
-	if (s->trace)
-		send_call(t, s, rval, now);
+	end_call(t, s, rval, now);
 	if (s->delay_exit_us && !(t->flags & T_DETACH)) {
 		hold(t, s, HOLD_EXIT, s->delay_exit_us);
 		return 1;
@@ -683,13 +699,8 @@ void syscalls_thread_end(struct thread *t)
 		return;
 	if (s->in_call && (s->nr == SYS_exit || s->nr == SYS_exit_group)) {
 		/* It never returns: strace shows it `= ?`, and counts it. */
-		s->in_call = 0;
 		s->flags |= TLSD_SYSCALL_NO_RETURN;
-		uint64_t now = now_ns();
-		if (s->selected)
-			count_call(t, s, 0, now);
-		if (s->trace)
-			send_call(t, s, 0, now);
+		end_call(t, s, 0, now_ns());
 	}
 	send_thread_counts(t);
 }
@@ -711,9 +722,8 @@ static void kick(struct thread *t, void *unused)
 static void mode_changed(struct process *p, int was)
 {
 	p->prefilter_covers = prefilter_covers(p);
-	int now = rules_in_force(p) && !p->prefilter_covers;
 	/* A spawned process not yet at its exec has no stop to change yet. */
-	if (was != now && !(p->flags & P_SPAWNING))
+	if (was != stops_at_every_call(p) && !(p->flags & P_SPAWNING))
 		thread_each_of(p->pid, kick, NULL);
 }
 
@@ -725,7 +735,7 @@ void set_rules(uint32_t req, pid_t pid, struct ruleset *rs)
 		send_reply((struct reply){ .req = req, .err = ESRCH, .pid = pid });
 		return;
 	}
-	int was = rules_in_force(p) && !p->prefilter_covers;
+	int was = stops_at_every_call(p);
 	ruleset_free(p->rules);
 	p->rules = rs;
 	mode_changed(p, was);
@@ -743,14 +753,10 @@ void hand_off(uint32_t req, pid_t pid)
 	 * rules are the shim's: its execve (which succeeded) is counted now. */
 	struct thread *main_thread = thread_find(pid);
 	struct sys_state *s = main_thread ? main_thread->sys : NULL;
-	if ((p->flags & P_HELD) && s && s->exec_exit && exec_call(main_thread, s, now_ns())) {
-		s->in_call = 0;
-		if (s->selected)
-			count_call(main_thread, s, 0, now_ns());
-		if (s->trace)
-			send_call(main_thread, s, 0, now_ns());
-	}
-	int was = rules_in_force(p) && !p->prefilter_covers;
+	uint64_t now = now_ns();
+	if ((p->flags & P_HELD) && s && s->exec_exit && exec_call(main_thread, s, now))
+		end_call(main_thread, s, 0, now);
+	int was = stops_at_every_call(p);
 	p->handed_off = 1;
 	mode_changed(p, was);
 	release_held(p); /* its program starts now, the rules in force */
@@ -801,8 +807,9 @@ void take_back(pid_t pid)
 		return;
 	/* The new image is not where the old one's shim was. */
 	p->shim_text[0] = p->shim_text[1] = 0;
+	p->shim_text_read = 0;
 	if (p->handed_off) {
-		int was = rules_in_force(p) && !p->prefilter_covers;
+		int was = stops_at_every_call(p);
 		p->handed_off = 0;
 		mode_changed(p, was);
 	}

@@ -104,6 +104,7 @@ struct process {
 	uint64_t held_since_ns;  /* P_HELD: since when */
 	uint64_t shim_text[2];   /* where libtlsshim's code is, once found:
 	                            its calls are never the program's */
+	uint8_t shim_text_read;  /* its mappings were looked at (this image) */
 };
 
 /* Allocations that never fail: out of memory, the tracer aborts, and its
