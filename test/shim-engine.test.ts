@@ -5,7 +5,7 @@
  * posix_spawn, an exec without the shim, Go with and without cgo), and
  * its lease: with tlsd gone or hung, its rules lapse by themselves.
  * Expected values are known by construction (test/fixtures/syscalls/engine.c). */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -79,7 +79,7 @@ test('100 threads, each with a rule of its own added live: each gets its value, 
   // that the per-thread rules added later are the engine's too.
   const s = await spawned(t, d.client, [fixturePath('engine'), 'threads', '100', '50', go], [{ syscalls: ['getppid'], engine: 'shim' }]);
   const tids = await waitUntil('100 threads', () => {
-    const found = [...s.out().matchAll(/^tid (\d+)$/gm)].map((m) => Number(m[1]));
+    const found = [...s.out().matchAll(/^tid (\d+) fs/gm)].map((m) => Number(m[1]));
     return found.length === 100 ? found : undefined;
   });
   for (const [i, tid] of tids.entries()) {
@@ -161,4 +161,49 @@ test('a detach ends the shim\'s rules at once, as it ends the tracer\'s', async 
   t.true(Date.now() - detachedAt < 1000, `${Date.now() - detachedAt} ms after the detach (the lease is 5000)`);
   await waitUntil('the program to finish', () => s.out().endsWith('done\n'), 15000);
   t.is(s.out(), 'ENOENT\nok\ndone\n');
+});
+
+/** Which tracer each thread of pid has now (0: none), from /proc. */
+function tracers(pid: number): Map<number, number> {
+  const all = new Map<number, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+    all.set(Number(tid), Number(/^TracerPid:\s+(\d+)$/m.exec(status)![1]));
+  }
+  return all;
+}
+const untraced = (pid: number) => [...tracers(pid).values()].every((tracer) => tracer === 0);
+const traced = (pid: number) => [...tracers(pid).values()].every((tracer) => tracer !== 0);
+
+test('while its shim has every rule, the process is not traced: threads born and ended meanwhile are followed, with their FS base and their exit; a rule of the tracer\'s takes it back, its removal lets it go again', async (t) => {
+  const d = await startDaemon(t);
+  const go = path.join(scratch(t), 'go');
+  const s = await spawned(t, d.client, [fixturePath('engine'), 'threads', '20', '10', go], [{ syscalls: ['getppid'], engine: 'shim' }]);
+  const born = await waitUntil('20 threads', () => {
+    const found = [...s.out().matchAll(/^tid (\d+) fs ([0-9a-f]+)$/gm)].map((m) => [Number(m[1]), BigInt('0x' + m[2])] as const);
+    return found.length === 20 ? found : undefined;
+  });
+  await waitUntil('no thread traced', () => untraced(s.pid));
+  // Each thread the program made is known, with the FS base it has.
+  const known = await waitUntil('the threads in the registry', async () => {
+    const threads = new Map((await d.client.threads(s.pid)).map((th) => [th.tid, BigInt(th.fsBase)]));
+    return born.every(([tid]) => threads.has(tid)) ? threads : undefined;
+  });
+  for (const [tid, fs] of born) t.is(known.get(tid), fs, `thread ${tid}`);
+
+  // A rule the tracer applies needs the threads traced; without it they
+  // are let go again.
+  const rule = await d.client.addRule(s.pid, { syscalls: ['getpid'], engine: 'ptrace' });
+  t.true(traced(s.pid), 'traced once the rule is in force');
+  await d.client.removeRule(s.pid, rule.id);
+  await waitUntil('let go again', () => untraced(s.pid));
+
+  writeFileSync(go, '');
+  await processEnd(d.client, s.pid);
+  t.is(born.filter(([tid]) => new RegExp(`^${tid} got \\d+$`, 'm').test(s.out())).length, 20);
+  const exits = await d.client.exits(s.pid);
+  t.deepEqual(born.map(([tid]) => exits.find((x) => x.tid === tid)).map((x) => [x?.how, x?.code]), born.map(() => ['exit', 0]), 'each thread\'s own exit, as it happened');
+  t.like(exits.find((x) => x.leader), { how: 'exit_group', code: 0 });
+  const stats = await d.client.syscallStats(s.pid);
+  t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 200]]);
 });

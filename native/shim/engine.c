@@ -795,6 +795,7 @@ static _Noreturn void exit_thread(long code, struct thread_state *ts)
 	uint64_t ignored;
 	block_signals(&ignored);
 	leave_counts(ts);
+	tls_note_exit((int)code);
 	tlsshim_release();
 	struct k_stack now;
 	if (!sys2(__NR_sigaltstack, 0, &now) && (now.flags & 1 /* SS_ONSTACK */) && now.size == ALT_SIZE) {

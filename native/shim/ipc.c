@@ -461,6 +461,17 @@ static int send_records(int fd)
 	return 0;
 }
 
+/* Before the agent makes an execve or a fork for the program, tlsd's
+ * tracer takes the process back (it lets go of it while the engine has
+ * every rule, docs/syscalls.md), so that the new image or child is traced
+ * from its first instruction; once the call returned, it may let go
+ * again. A tlsd that does not answer in this long is not waited for. */
+#define RETAKE_WAIT_MS 2000
+static struct {
+	int asked, answered;
+	uint64_t at_ms;
+} retake;
+
 static int answer(int fd, const char *text, uint32_t n)
 {
 	struct line l = { .length = 0 };
@@ -495,6 +506,9 @@ static int answer(int fd, const char *text, uint32_t n)
 		put_decimal(&l, r.id);
 		put(&l, ",\"recordsDropped\":");
 		put_decimal(&l, engine_records_dropped());
+	} else if (parsed && same_text(r.type, "retaken")) {
+		retake.answered = 1;
+		return 0; /* an answer itself */
 	} else if (parsed && same_text(r.type, "ping")) {
 		put(&l, "{\"type\":\"pong\",\"id\":");
 		put_decimal(&l, r.id);
@@ -542,10 +556,37 @@ static int send_engine(int fd)
 	return send_line(fd, &l);
 }
 
-/* What the engine asks of the agent, connected or not. */
-static void serve_engine(int fd)
+
+/* Whether the engine's call can be made now: tlsd was asked, and answered
+ * or is gone. */
+static int call_due(int fd)
 {
-	if (engine_pending_call()) engine_make_call();
+	return engine_pending_call() && (fd < 0 || !retake.asked || retake.answered ||
+					 monotonic_ms() - retake.at_ms >= RETAKE_WAIT_MS);
+}
+
+/* What the engine asks of the agent, connected or not; -1 when tlsd's
+ * socket failed. */
+static int serve_engine(int fd)
+{
+	if (engine_pending_call() && fd >= 0 && !retake.asked) {
+		struct line l = { .length = 0 };
+		put(&l, "{\"type\":\"retake\"}");
+		retake.asked = 1;
+		retake.answered = 0;
+		retake.at_ms = monotonic_ms();
+		if (send_line(fd, &l)) return -1;
+	}
+	if (call_due(fd)) {
+		engine_make_call(); /* an execve that works does not return */
+		int asked = retake.asked;
+		retake.asked = 0;
+		if (asked && fd >= 0) {
+			struct line l = { .length = 0 };
+			put(&l, "{\"type\":\"release\"}");
+			if (send_line(fd, &l)) return -1;
+		}
+	}
 	if (engine_flush_wanted()) {
 		if (fd >= 0) {
 			send_records(fd);
@@ -553,6 +594,7 @@ static void serve_engine(int fd)
 		}
 		engine_flushed();
 	}
+	return 0;
 }
 
 /* The agent's descriptors go as high as the process may have them, out
@@ -591,7 +633,10 @@ static int agent_main(void)
 			if (!__atomic_load_n(&agent_held, __ATOMIC_SEQ_CST)) return 0;
 			__atomic_store_n(&agent_ended, 0, __ATOMIC_SEQ_CST);
 		}
-		serve_engine(connected ? (int)fd : -1);
+		if (serve_engine(connected ? (int)fd : -1)) {
+			connected = 0;
+			continue;
+		}
 		if (connected && !engine_told && engine_running()) {
 			engine_told = 1;
 			if (send_engine((int)fd)) connected = 0;
@@ -611,7 +656,9 @@ static int agent_main(void)
 		struct pollfd p[2] = { { .fd = wake_fd, .events = POLLIN }, { .fd = connected ? (int)fd : -1, .events = POLLIN } };
 		__atomic_store_n(&agent_asleep, 1, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		int work = event_published(ring_tail) || engine_next_record() || engine_pending_call() || engine_flush_wanted() ||
+		int fd_now = connected ? (int)fd : -1;
+		int work = event_published(ring_tail) || engine_next_record() || call_due(fd_now) ||
+			   (engine_pending_call() && connected && !retake.asked) || engine_flush_wanted() ||
 			   (connected && !engine_told && engine_running());
 		long ready = work ? 0 : sys3(__NR_poll, p, 2, connected && engine_running() ? COUNTS_PERIOD_MS : -1);
 		__atomic_store_n(&agent_asleep, 0, __ATOMIC_RELAXED);

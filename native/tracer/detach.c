@@ -10,6 +10,7 @@
 #include <sys/ptrace.h>
 
 #include "protocol.h"
+#include "release.h"
 #include "syscalls.h"
 #include "tracer.h"
 
@@ -26,7 +27,11 @@ static void let_go(struct thread *t, int signal)
 static void interrupt_for_detach(struct thread *t, void *unused)
 {
 	(void)unused;
-	t->flags |= T_DETACH | T_KICKED;
+	if (t->flags & T_RELEASED) { /* not traced: nothing to undo */
+		thread_forget(t);
+		return;
+	}
+	t->flags = (t->flags & ~T_RELEASE) | T_DETACH | T_KICKED;
 	/* ESRCH: a zombie or exiting thread; its reap or exit stop follows. */
 	ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
 	/* One held in a syscall stop for a delay makes no other stop. */
@@ -72,6 +77,7 @@ static void finish_if_done(struct process *p)
 
 static void start_detaching(struct process *p, struct detach_group *g)
 {
+	release_dropped(p);
 	p->flags |= P_DETACHING;
 	p->detach = g;
 	g->left++;

@@ -11,6 +11,7 @@
 #include "arch.h"
 #include "inject.h"
 #include "protocol.h"
+#include "release.h"
 #include "shim.h"
 #include "syscalls.h"
 #include "tracer.h"
@@ -76,6 +77,8 @@ void resume(struct thread *t, int signal, int group_stop)
 		detach_at_stop(t, signal);
 		return;
 	}
+	if (release_at_stop(t, signal))
+		return;
 	if (group_stop) {
 		/* Stay in the group-stop without being in a ptrace-stop, so
 		 * SIGCONT resumes it as it would untraced. */
@@ -344,7 +347,7 @@ static void on_stop(pid_t tid, int status)
 	case PTRACE_EVENT_STOP:
 		/* An interrupt of ours (not a group-stop, nor a new child's
 		 * first stop) made any wait it was in fail with EINTR: undone. */
-		if (!is_group_stop_signal(sig) && (t->flags & (T_FIRST_STOP | T_ATTACHING | T_DETACH)))
+		if (!is_group_stop_signal(sig) && (t->flags & (T_FIRST_STOP | T_ATTACHING | T_DETACH | T_KICKED)))
 			arch_restart_interrupted_wait(t->tid, 0, restart_hides_nothing);
 		t->flags &= ~T_KICKED;
 		on_plain_stop(t);
@@ -388,6 +391,8 @@ static void on_death(pid_t tid, int status)
 	}
 	pid_t pid = t ? t->pid : tid;
 	int silent = p && (p->flags & P_SILENT);
+	if (p) /* a released process's other threads end first, for the daemon */
+		release_group_ended(p, status);
 	if (t && (t->flags & T_ATTACHING))
 		attach_thread_lost(t);
 	if (!silent && ((t && (t->flags & T_ANNOUNCED)) || p))

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "protocol.h"
+#include "release.h"
 #include "syscalls.h"
 #include "tracer.h"
 
@@ -219,6 +220,12 @@ static int on_signals(int fd)
 	return drain_waits() > 0;
 }
 
+void events_watch(int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+	epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -252,6 +259,8 @@ int main(int argc, char **argv)
 		for (int i = 0; i < n; i++) {
 			if (events[i].data.fd == sig_fd)
 				stopped |= on_signals(sig_fd);
+			else if (events[i].data.fd != daemon_fd)
+				release_events();
 			else if (!daemon_gone && read_commands(daemon_fd) < 0)
 				lose_daemon();
 		}

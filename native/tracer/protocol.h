@@ -1,5 +1,5 @@
 /*
- * The tlsd-tracer wire protocol, version 8. This file is its one
+ * The tlsd-tracer wire protocol, version 9. This file is its one
  * definition: daemon/tracer/protocol.ts speaks it, and test/protocol.test.ts
  * checks that every number and every field list below is what the
  * TypeScript side reads and writes. docs/tracer-protocol.md tells how the
@@ -27,7 +27,7 @@
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 8
+#define TLSD_PROTOCOL_VERSION 9
 #define TLSD_MAX_FRAME (16u << 20) /* bounds a length read from the socket;
                                       a SETTLE of 1.4 million threads fits */
 
@@ -113,7 +113,17 @@ enum tlsd_command {
 	                         exec: the tracer stops applying them and lets
 	                         the process it kept at its exec go (its
 	                         program has made no call yet: no count nor
-	                         when= count to hand over). REPLY: threads */
+	                         when= count to hand over). If the tracer
+	                         then applies none of its rules, a process it
+	                         spawned is released: its threads are
+	                         detached, and followed through the kernel's
+	                         process events until RETAKE or a RULES that
+	                         gives the tracer rules. REPLY: threads */
+	TLSD_CMD_RETAKE = 12, /* u32 req, u32 pid -- seize a released process's
+	                         threads again (none is stopped); nothing to do
+	                         for one not released. Its shim asks for it
+	                         before each execve or fork, HANDOFF lets it go
+	                         again. REPLY: threads */
 };
 
 /* tracer -> daemon */

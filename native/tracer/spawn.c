@@ -90,7 +90,7 @@ void spawn_process(uint32_t req, const char *path, char **argv, char **envp, con
 		goto out;
 	}
 	struct process *p = process_add(pid);
-	p->flags = P_SPAWNING;
+	p->flags = P_SPAWNING | P_SPAWNED;
 	p->req = req;
 	if (inject)
 		p->inject = inject_request_copy(inject);

@@ -23,6 +23,7 @@
 
 #include "arch.h"
 #include "protocol.h"
+#include "release.h"
 #include "syscalls.h"
 #include "tracer.h"
 
@@ -211,7 +212,7 @@ static int in_force(const struct process *p, const struct rule *r)
 	return !(r->shim && p->handed_off);
 }
 
-static uint32_t rules_in_force(const struct process *p)
+uint32_t tracer_rules_in_force(const struct process *p)
 {
 	uint32_t n = 0;
 	for (uint32_t i = 0; p->rules && i < p->rules->n; i++)
@@ -223,13 +224,13 @@ static uint32_t rules_in_force(const struct process *p)
  * pre-filter that stops at all their calls. */
 static int stops_at_every_call(const struct process *p)
 {
-	return rules_in_force(p) && !p->prefilter_covers;
+	return tracer_rules_in_force(p) && !p->prefilter_covers;
 }
 
 static int has_rules(pid_t pid)
 {
 	struct process *p = process_find(pid);
-	return p && rules_in_force(p);
+	return p && tracer_rules_in_force(p);
 }
 
 void ruleset_union(const struct ruleset *rs, uint8_t set[SYSCALL_NR_MAX / 8])
@@ -738,7 +739,10 @@ void set_rules(uint32_t req, pid_t pid, struct ruleset *rs)
 	int was = stops_at_every_call(p);
 	ruleset_free(p->rules);
 	p->rules = rs;
+	if (tracer_rules_in_force(p))
+		retake(p);
 	mode_changed(p, was);
+	maybe_release(p);
 	send_reply((struct reply){ .req = req, .pid = pid, .threads = thread_count_of(pid) });
 }
 
@@ -759,6 +763,7 @@ void hand_off(uint32_t req, pid_t pid)
 	int was = stops_at_every_call(p);
 	p->handed_off = 1;
 	mode_changed(p, was);
+	maybe_release(p);
 	release_held(p); /* its program starts now, the rules in force */
 	send_reply((struct reply){ .req = req, .pid = pid, .threads = thread_count_of(pid) });
 }

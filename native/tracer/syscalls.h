@@ -61,6 +61,8 @@ void hand_off(uint32_t req, pid_t pid);
  * image's shim, if it has one, takes it back). */
 void take_back(pid_t pid);
 
+/* How many of p's rules the tracer applies (the others are its shim's). */
+uint32_t tracer_rules_in_force(const struct process *p);
 /* The union of the calls a rule set selects (a bitmap like rule.set). */
 void ruleset_union(const struct ruleset *rs, uint8_t set[SYSCALL_NR_MAX / 8]);
 /* In a spawned child, just before its execve: a seccomp filter that

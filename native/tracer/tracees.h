@@ -25,6 +25,9 @@ enum thread_flag {
 	T_KICKED = 1 << 11,     /* interrupted by the tracer since its last
 	                           interrupt stop: a call that stop makes
 	                           restart is the same call (syscalls.c) */
+	T_RELEASE = 1 << 12,    /* its process is released: detach at its next
+	                           stop (release.c) */
+	T_RELEASED = 1 << 13,   /* not traced now: its process is released */
 };
 
 struct inject_request;
@@ -74,6 +77,9 @@ enum process_flag {
 	                         with P_KILL_WITH_DAEMON */
 	P_HELD = 1 << 8,      /* a spawn whose shim's syscall engine started at
 	                         its exec: kept stopped there until HANDOFF */
+	P_SPAWNED = 1 << 9,   /* the tracer's own child: waitpid tells its end */
+	P_RELEASED = 1 << 10, /* its threads are let go while its shim has the
+	                         rules (release.c) */
 };
 
 /* One detach request and the processes it takes along (detach.c): it is

@@ -1,0 +1,296 @@
+/* A process whose shim's engine applies every rule it has is let go of
+ * (docs/tracer-protocol.md "Release"). Every signal sent to a traced
+ * thread is a ptrace-stop, and the engine's SIGSYS is a signal: traced,
+ * each call the engine selects costs a round trip through the tracer
+ * (about 15 µs here), untraced a few µs. While it is released, the tracer
+ * follows its lifecycle through the kernel's process events connector
+ * (NETLINK_CONNECTOR, CN_IDX_PROC): a new thread is seized just long
+ * enough to read its FS base, and a thread's end is reported with its exit
+ * status. Its leader's end comes through waitpid, as the tracer spawned it.
+ *
+ * What needs the threads traced takes them back first (RETAKE): the shim's
+ * agent asks for it before each execve or fork it makes for the program,
+ * so that the new image or child is the tracer's from its first
+ * instruction, and HANDOFF lets them go again. Rules the tracer must apply
+ * take them back too.
+ *
+ * Only a process the tracer spawned is released: another one's end would
+ * be known only from the connector, which drops events under load. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <linux/cn_proc.h>
+#include <sys/wait.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "protocol.h"
+#include "release.h"
+#include "shim.h"
+#include "syscalls.h"
+#include "tracer.h"
+
+static int events_fd = -1;
+static int events_failed; /* the connector cannot be had: nothing is released */
+static uint32_t nreleased; /* processes released now */
+
+static int open_events(void)
+{
+	if (events_fd >= 0 || events_failed)
+		return events_fd;
+	int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+	struct sockaddr_nl addr = { .nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC };
+	struct {
+		struct nlmsghdr nl;
+		struct cn_msg cn;
+		enum proc_cn_mcast_op op;
+	} __attribute__((packed)) listen = {
+		.nl = { .nlmsg_len = sizeof listen, .nlmsg_type = NLMSG_DONE },
+		.cn = { .id = { CN_IDX_PROC, CN_VAL_PROC }, .len = sizeof(enum proc_cn_mcast_op) },
+		.op = PROC_CN_MCAST_LISTEN,
+	};
+	/* A bigger buffer than the default: events of the whole machine come
+	 * in, and an overflow costs a walk of every released process. */
+	int size = 4 << 20;
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 ||
+	    send(fd, &listen, sizeof listen, 0) != sizeof listen) {
+		tlog(TLSD_LOG_INFO, "no process events connector (%s): a shim's engine runs under ptrace",
+		     strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		events_failed = 1;
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);
+	events_fd = fd;
+	events_watch(fd);
+	return fd;
+}
+
+static int is_released(const struct process *p) { return p && (p->flags & P_RELEASED); }
+
+/* --- Letting go -------------------------------------------------------- */
+
+static void mark_for_release(struct thread *t, void *unused)
+{
+	(void)unused;
+	if (t->flags & (T_RELEASED | T_EXITING))
+		return;
+	t->flags |= T_RELEASE | T_KICKED;
+	/* Detached at its stop (resume below). One in a stop of ours already
+	 * (kept for its owner) is let go when that stop ends. */
+	ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
+}
+
+void maybe_release(struct process *p)
+{
+	if (!p || is_released(p) || !p->handed_off || tracer_rules_in_force(p) ||
+	    (p->flags & (P_ATTACHING | P_SPAWNING | P_DETACHING | P_SILENT | P_KILL_WITH_DAEMON | P_PREFILTER)) ||
+	    !(p->flags & P_SPAWNED) || open_events() < 0)
+		return;
+	p->flags |= P_RELEASED;
+	nreleased++;
+	thread_each_of(p->pid, mark_for_release, NULL);
+}
+
+int release_at_stop(struct thread *t, int signal)
+{
+	if (!(t->flags & T_RELEASE))
+		return 0;
+	ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)signal);
+	t->flags = (t->flags & ~(T_RELEASE | T_KICKED)) | T_RELEASED;
+	return 1;
+}
+
+/* --- Taking back ------------------------------------------------------- */
+
+/* A thread the tracer did not know of (its birth event not read yet):
+ * seized and read at a stop, as a new thread is. */
+static void probe(struct process *p, pid_t tid, pid_t parent_tid, int let_go)
+{
+	struct thread *t = thread_add(tid);
+	thread_claim(t, p->pid);
+	t->parent_tid = parent_tid;
+	t->source = TLSD_FS_STOP;
+	if (ptrace(PTRACE_SEIZE, tid, 0, (void *)TRACE_OPTIONS) < 0 || ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0) {
+		thread_forget(t); /* gone already: never announced */
+		return;
+	}
+	if (let_go)
+		t->flags |= T_RELEASE;
+}
+
+static void seize_again(struct thread *t, void *unused)
+{
+	(void)unused;
+	if (t->flags & T_RELEASE) { /* its stop is due: it stays ours */
+		t->flags &= ~T_RELEASE;
+		return;
+	}
+	if (!(t->flags & T_RELEASED))
+		return;
+	t->flags &= ~T_RELEASED;
+	if (ptrace(PTRACE_SEIZE, t->tid, 0, (void *)TRACE_OPTIONS) == 0)
+		return;
+	if (t->tid == t->pid) {
+		t->flags |= T_RELEASED; /* an exited leader: its group's end is reaped */
+		return;
+	}
+	send_thread_gone(t->pid, t->tid, 0); /* ended; its event not read yet */
+	thread_forget(t);
+}
+
+/* Threads born while the connector's news of them is still unread. */
+static void seize_unknown(struct process *p, int let_go)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/task", p->pid);
+	DIR *d = opendir(path);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		pid_t tid = (pid_t)atoi(e->d_name);
+		if (tid > 0 && !thread_find(tid))
+			probe(p, tid, 0, let_go);
+	}
+	if (d)
+		closedir(d);
+}
+
+void retake(struct process *p)
+{
+	if (!is_released(p))
+		return;
+	release_events(); /* births and ends up to now */
+	release_dropped(p);
+	thread_each_of(p->pid, seize_again, NULL);
+	seize_unknown(p, 0);
+}
+
+/* --- Following a released process -------------------------------------- */
+
+void release_dropped(struct process *p)
+{
+	if (!is_released(p))
+		return;
+	p->flags &= ~P_RELEASED;
+	nreleased--;
+}
+
+/* The connector does not say whether a thread's end was its own exit or
+ * its group's: the shim's engine, which makes every exit of the program's,
+ * notes the thread's own ones in its table. */
+static void ended(struct process *p, struct thread *t, int status)
+{
+	int own = WIFEXITED(status) && shim_took_exit(p->pid, &p->shim, t->tid);
+	int reclaimed = p->shim.table ? shim_reclaim(p->pid, &p->shim, t->tid, t->fs_base) : 0;
+	send_thread_exiting(t, status, own ? TLSD_EXIT_CALL_EXIT : TLSD_EXIT_CALL_NONE, reclaimed);
+	send_thread_gone(p->pid, t->tid, status);
+	thread_forget(t);
+}
+
+static void gone_with_group(struct thread *t, void *status)
+{
+	struct process *p = process_find(t->pid);
+	if (t->tid != t->pid && p)
+		ended(p, t, *(int *)status);
+}
+
+void release_group_ended(struct process *p, int status)
+{
+	if (!is_released(p))
+		return;
+	release_events();
+	thread_each_of(p->pid, gone_with_group, &status);
+	release_dropped(p);
+}
+
+/* The connector names a thread's process by child_tgid; its "parent" is
+ * the process's parent (real_parent), not the thread that made it. */
+static void on_fork(const struct proc_event *ev)
+{
+	pid_t tid = ev->event_data.fork.child_pid, tgid = ev->event_data.fork.child_tgid;
+	struct process *p = process_find(tgid);
+	if (tid != tgid && is_released(p) && !thread_find(tid))
+		probe(p, tid, 0, 1);
+	p = process_find(ev->event_data.fork.parent_tgid);
+	if (tid == tgid && is_released(p) && !process_find(tid)) /* its agent asks for RETAKE before a fork */
+		tlog(TLSD_LOG_WARN, "process %d forked %d while released: the child is not traced", p->pid, tid);
+}
+
+static void on_thread_end(const struct proc_event *ev)
+{
+	pid_t tid = ev->event_data.exit.process_pid;
+	struct thread *t = thread_find(tid);
+	struct process *p = t ? process_find(t->pid) : NULL;
+	/* The leader's end is the group's: waitpid reports it. */
+	if (!is_released(p) || tid == p->pid || !(t->flags & T_RELEASED))
+		return;
+	ended(p, t, (int)ev->event_data.exit.exit_code);
+}
+
+static void on_image(const struct proc_event *ev)
+{
+	struct process *p = process_find(ev->event_data.exec.process_tgid);
+	if (!is_released(p))
+		return;
+	/* Its agent asks for RETAKE before it makes an execve; an execve
+	 * without one (tlsd did not answer) is followed from here on. */
+	tlog(TLSD_LOG_WARN, "process %d exec'd while released: its new image ran untraced until now", p->pid);
+	pid_t pid = p->pid;
+	retake(p);
+	take_back(pid);
+	send_exec(pid, pid, 0);
+}
+
+static void end_if_gone(struct thread *t, void *p)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/task/%d", t->pid, t->tid);
+	if ((t->flags & T_RELEASED) && t->tid != t->pid && access(path, F_OK) < 0)
+		ended(p, t, 0); /* its status went with the news */
+}
+
+/* Every released process's threads, read again: news was lost. */
+static void reconcile(struct process *p, void *unused)
+{
+	(void)unused;
+	if (!is_released(p))
+		return;
+	thread_each_of(p->pid, end_if_gone, p);
+	seize_unknown(p, 1);
+}
+
+void release_events(void)
+{
+	if (events_fd < 0)
+		return;
+	for (;;) {
+		char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
+		ssize_t n = recv(events_fd, buf, sizeof buf, 0);
+		if (n < 0 && errno == ENOBUFS) {
+			process_each(reconcile, NULL);
+			continue;
+		}
+		if (n <= 0)
+			return;
+		if (!nreleased)
+			continue;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+			struct cn_msg *cn = NLMSG_DATA(h);
+			if (cn->id.idx != CN_IDX_PROC || cn->len < sizeof(struct proc_event))
+				continue;
+			const struct proc_event *ev = (const struct proc_event *)cn->data;
+			if (ev->what == PROC_EVENT_FORK)
+				on_fork(ev);
+			else if (ev->what == PROC_EVENT_EXIT)
+				on_thread_end(ev);
+			else if (ev->what == PROC_EVENT_EXEC)
+				on_image(ev);
+		}
+	}
+}

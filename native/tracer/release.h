@@ -1,0 +1,29 @@
+/* Letting go of a process whose shim's engine has every rule, and
+ * following it without ptrace meanwhile (release.c). */
+#ifndef TLSD_RELEASE_H
+#define TLSD_RELEASE_H
+
+struct process;
+struct thread;
+
+/* Lets go of p if nothing needs it traced: it was spawned here, its shim
+ * has all its rules (HANDOFF), the tracer applies none, and the kernel's
+ * process events can be had. Each thread is detached at its next stop. */
+void maybe_release(struct process *p);
+/* At a stop of a thread being released: detaches it (delivering signal);
+ * 0 when it is not being released. */
+int release_at_stop(struct thread *t, int signal);
+/* Seizes every thread of a released process again (none is stopped). */
+void retake(struct process *p);
+/* p is no longer released: detached, or taken along by a detach. */
+void release_dropped(struct process *p);
+/* Its leader was reaped: the threads it still has ended with it. */
+void release_group_ended(struct process *p, int status);
+/* Reads the process events that came (main.c, when its socket is
+ * readable, and before anything that must know them all). */
+void release_events(void);
+
+/* main.c: adds the events socket to the loop's epoll set. */
+void events_watch(int fd);
+
+#endif
