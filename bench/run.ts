@@ -306,20 +306,25 @@ async function unselectedSyscalls(client: TlsdClient, calls: number): Promise<Ro
 }
 
 /** The shim's engine: a selected call is a SIGSYS handled in the process,
- * beside the bare SIGSYS round trip (the floor), the same under a tracer
- * that only passes each signal on (tlsd's tracer keeps the process traced:
- * each SIGSYS is a signal-delivery stop), the tracer's engine and strace;
- * and a call no rule selects, beside a filter that allows every call. */
+ * beside the bare SIGSYS round trips of seccomp and of Syscall User
+ * Dispatch (the floor), a SIGSYS to a traced thread (each is a
+ * signal-delivery stop: why tlsd's tracer lets go of a process whose shim
+ * has every rule), the tracer's engine and strace; and a call no rule
+ * selects, beside a filter that allows every call and SUD letting every
+ * call through. A call through the C library's syscall() and a call by
+ * the program's own syscall instruction do not cost the same extra under
+ * a filter here: both loops are measured. */
 async function shimEngine(client: TlsdClient): Promise<Row[]> {
   const calls = 200_000;
   const loop = [benchProgram('getppid'), String(calls)];
-  const floor = [benchProgram('sigsys-floor'), 'trap', String(calls)];
+  const floor = (mode: string, n: number) => [benchProgram('sigsys-floor'), mode, String(n)];
   const workload = `${calls.toLocaleString('en')} getppid, each selected`;
   let countsExact = true;
   const variants: [string, () => Promise<number>][] = [
     ['native', () => native(loop)],
-    ['floor: a bare SIGSYS round trip', () => native(floor)],
-    ['the floor under a tracer that passes each SIGSYS on, polling 20 µs', () => underFloor(floor, true)],
+    ['floor: a bare SIGSYS round trip (seccomp RET_TRAP)', () => native(floor('trap', calls))],
+    ['Syscall User Dispatch: a bare SIGSYS round trip', () => native(floor('sud-trap', calls))],
+    ['a bare SIGSYS round trip to a traced thread, its tracer polling 20 µs', () => underFloor(floor('trap', calls), true)],
     ['tlsd, shim engine, a counting rule', async () => {
       const r = await spawnedUnderTlsd(client, loop, [{ syscalls: ['getppid'], engine: 'shim' }], false, true);
       const stats = await client.syscallStats(r.pid);
@@ -334,22 +339,39 @@ async function shimEngine(client: TlsdClient): Promise<Row[]> {
     for (const [k, [, measure]] of variants.entries()) rows[k]!.ms.push(await measure());
     process.stderr.write(`round ${i + 1}/${rounds} of the shim engine's selected calls done\n`);
   }
-  const [nativeRow, , , shimRow, , straceRow] = rows as [Row, Row, Row, Row, Row, Row];
+  const nativeRow = rows[0]!, shimRow = rows[4]!, straceRow = rows[6]!;
   const perCall = (r: Row) => `${Math.round((median(r.ms) - median(nativeRow.ms)) * 1e6 / calls)} ns per call over native`;
   for (const r of rows.slice(1)) r.extra = perCall(r);
   const paired = median(straceRow.ms.map((ms, i) => ms / shimRow.ms[i]!)).toFixed(1);
   shimRow.extra += `; paired by round, strace took ${paired}× its time; counts exact: ${countsExact ? 'yes' : 'NO'}`;
 
   const many = 2_000_000;
-  const unselected = `${many.toLocaleString('en')} getppid, a shim rule on openat`;
-  const others: [string, () => Promise<number>][] = [
-    ['native', () => native([benchProgram('getppid'), String(many)])],
-    ['floor: a seccomp filter that allows every call', () => native([benchProgram('sigsys-floor'), 'allow', String(many)])],
-    ['tlsd, shim engine', () => underTlsd(client, [benchProgram('getppid'), String(many)], [{ syscalls: ['openat'], engine: 'shim' }], false, true)],
+  const openatRule = [{ syscalls: ['openat'], engine: 'shim' as const }];
+  const unselected = (how: string, argv: string[], floors: [string, string][]) => {
+    const workload = `${many.toLocaleString('en')} getppid ${how}, a shim rule on openat`;
+    return {
+      workload,
+      variants: [
+        ['native', () => native(argv)],
+        ...floors.map(([variant, mode]) => [variant, () => native(floor(mode, many))]),
+        ['tlsd, shim engine', () => underTlsd(client, argv, openatRule, false, true)],
+      ] as [string, () => Promise<number>][],
+    };
+  };
+  const parts = [
+    unselected('through syscall()', [benchProgram('getppid'), String(many)], []),
+    unselected('by its own syscall instruction', floor('none', many), [
+      ['floor: a seccomp filter that allows every call', 'allow'],
+      ['Syscall User Dispatch on, selector ALLOW', 'sud-allow'],
+    ]),
   ];
-  const otherRows = others.map(([variant]) => ({ workload: unselected, variant, ms: [] as number[], baseline: 'native' } as Row));
-  for (let i = 0; i < rounds; i++) {
-    for (const [k, [, measure]] of others.entries()) otherRows[k]!.ms.push(await measure());
+  const otherRows: Row[] = [];
+  for (const part of parts) {
+    const partRows = part.variants.map(([variant]) => ({ workload: part.workload, variant, ms: [] as number[], baseline: 'native' } as Row));
+    for (let i = 0; i < rounds; i++) {
+      for (const [k, [, measure]] of part.variants.entries()) partRows[k]!.ms.push(await measure());
+    }
+    otherRows.push(...partRows);
   }
   return [...rows, ...otherRows];
 }

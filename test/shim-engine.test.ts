@@ -5,6 +5,7 @@
  * posix_spawn, an exec without the shim, Go with and without cgo), and
  * its lease: with tlsd gone or hung, its rules lapse by themselves.
  * Expected values are known by construction (test/fixtures/syscalls/engine.c). */
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -175,7 +176,7 @@ function tracers(pid: number): Map<number, number> {
 const untraced = (pid: number) => [...tracers(pid).values()].every((tracer) => tracer === 0);
 const traced = (pid: number) => [...tracers(pid).values()].every((tracer) => tracer !== 0);
 
-test('while its shim has every rule, the process is not traced: threads born and ended meanwhile are followed, with their FS base and their exit; a rule of the tracer\'s takes it back, its removal lets it go again', async (t) => {
+test('while its shim has every rule, the process is not traced: threads born and ended meanwhile are followed, with their FS base and their exit; strace can attach, and a rule of the tracer\'s is refused meanwhile; alone, such a rule takes it back, its removal lets it go again', async (t) => {
   const d = await startDaemon(t);
   const go = path.join(scratch(t), 'go');
   const s = await spawned(t, d.client, [fixturePath('engine'), 'threads', '20', '10', go], [{ syscalls: ['getppid'], engine: 'shim' }]);
@@ -190,6 +191,17 @@ test('while its shim has every rule, the process is not traced: threads born and
     return born.every(([tid]) => threads.has(tid)) ? threads : undefined;
   });
   for (const [tid, fs] of born) t.is(known.get(tid), fs, `thread ${tid}`);
+
+  // Untraced, it can be traced by another program: then a rule that
+  // tlsd's tracer would apply is refused, and nothing changes.
+  const strace = spawn('strace', ['-f', '-o', '/dev/null', '-p', String(s.pid)], { stdio: 'ignore' });
+  t.teardown(() => killPid(strace.pid!));
+  await waitUntil('strace to trace it', () => traced(s.pid));
+  const refused = await d.client.addRule(s.pid, { syscalls: ['getpid'], engine: 'ptrace' }).then(() => undefined, (e: unknown) => e);
+  t.like(refused, { code: 'ALREADY_TRACED', status: 409 });
+  t.is((await d.client.rules(s.pid)).length, 1);
+  strace.kill('SIGTERM'); // it detaches
+  await waitUntil('strace gone', () => untraced(s.pid));
 
   // A rule the tracer applies needs the threads traced; without it they
   // are let go again.

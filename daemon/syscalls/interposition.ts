@@ -7,6 +7,7 @@
  * process's next exec. A running process's are in memory; when it ends
  * or is detached they move to the records (records/syscall-store.ts). */
 import { EventEmitter } from 'node:events';
+import os from 'node:os';
 import type { Logger } from 'pino';
 import { TlsdError } from '../errors.js';
 import type { ProcessRecord } from '../registry.js';
@@ -16,7 +17,10 @@ import type { SyscallStore } from '../records/syscall-store.js';
 import type { TracerCommand } from '../tracer/protocol.js';
 import { syscallFlags } from '../tracer/protocol.js';
 import type { Pid, Tid } from '../types.js';
+
 import { compileRule, errnoName, SHIM_MAX_RULES, shimCapable, syscallName, type CompiledRule, type Engine, type RuleInput } from './rule.js';
+
+const { EBUSY } = os.constants.errno;
 
 export type { Engine };
 
@@ -180,6 +184,9 @@ export class Interposition {
     const run = s.changes.then(async () => {
       const rules = edit(s.rules);
       const reply = await this.request({ type: 'rules', pid: p.pid, rules: rules.map((r) => r.compiled) });
+      if (reply.errno === EBUSY) {
+        throw new TlsdError('ALREADY_TRACED', `process ${p.pid} is traced by another program (a debugger?): its shim has every rule, so tlsd let go of it, and a rule tlsd's tracer applies needs it back; detach the other program, or ask for the shim engine`);
+      }
       if (reply.errno !== 0) throw new TlsdError('GONE', `process ${p.pid} has ended`);
       s.rules = rules;
       s.since ??= new Date().toISOString();

@@ -33,22 +33,6 @@ struct tlsshim_var {
 	char name[48];    /* NUL-terminated, cut to 47 bytes */
 };                        /* 64 bytes */
 
-/* The last threads that ended by their own exit(2) through the shim's
- * syscall engine, newest at (exits_next - 1) % TLSSHIM_EXITS: a tracer
- * that follows the process without ptrace learns a thread's end from the
- * kernel's process events, which do not say whether the thread called
- * exit or went with its group (native/tracer/release.c). It clears the
- * entry it used (tid 0). */
-#define TLSSHIM_EXITS 256
-struct tlsshim_exit {
-	uint32_t tid;
-	int32_t code;
-};
-
-/* tls.c: the calling thread ends by its own exit(code): noted in the
- * table's exits (the engine calls it, before its slot is given back). */
-void tls_note_exit(int code);
-
 struct tlsshim_table {
 	uint64_t magic;             /*   0 */
 	uint32_t version;           /*   8: TLSSHIM_VERSION */
@@ -65,9 +49,6 @@ struct tlsshim_table {
 	uint32_t reserved0;         /*  52 */
 	uint64_t reserved[2];       /*  56 */
 	struct tlsshim_var vars[TLSSHIM_MAX_VARS]; /* 72 */
-	uint32_t exits_next;        /* 4168 */
-	uint32_t reserved1;         /* 4172 */
-	struct tlsshim_exit exits[TLSSHIM_EXITS]; /* 4176 */
 };
 
 struct tlsshim_slot {
@@ -83,7 +64,6 @@ _Static_assert(sizeof(struct tlsshim_slot) == SLOT_HEADER, "tlsshim_slot is 64 b
 _Static_assert(SLOT_HEADER % TLSSHIM_MAX_ALIGN == 0, "variables after a slot header are aligned");
 _Static_assert(sizeof(struct tlsshim_table) <= TABLE_HEADER, "the table header fits its page");
 _Static_assert(__builtin_offsetof(struct tlsshim_table, vars) == 72, "vars at 72");
-_Static_assert(__builtin_offsetof(struct tlsshim_table, exits) == 4176, "exits at 4176");
 
 /* A key's home slot, as an offset in bytes from slot 0. Fibonacci hashing:
  * FS bases share their low bits, as TCBs sit at the same offset in each

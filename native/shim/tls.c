@@ -157,14 +157,6 @@ EXPORT int tlsshim_release(void)
 	return 0;
 }
 
-void tls_note_exit(int code)
-{
-	if (!table) return;
-	uint32_t i = __atomic_fetch_add(&table->exits_next, 1, __ATOMIC_RELAXED) % TLSSHIM_EXITS;
-	__atomic_store_n(&table->exits[i].code, code, __ATOMIC_RELAXED);
-	__atomic_store_n(&table->exits[i].tid, (uint32_t)sys0(__NR_gettid), __ATOMIC_RELEASE);
-}
-
 EXPORT _Noreturn void tlsshim_release_and_exit(int code)
 {
 	/* Blocked for good: a handler run after the release would claim a

@@ -204,9 +204,8 @@ static int run_retake(struct frame *f, uint32_t req)
 	if (f->bad)
 		return -1;
 	struct process *p = process_find(pid);
-	if (p)
-		retake(p);
-	send_reply((struct reply){ .req = req, .err = p ? 0 : ESRCH, .pid = pid, .threads = thread_count_of(pid) });
+	int err = p ? retake(p) : ESRCH;
+	send_reply((struct reply){ .req = req, .err = err, .pid = pid, .threads = thread_count_of(pid) });
 	return 0;
 }
 

@@ -224,6 +224,8 @@ void note_new_child(struct thread *parent, int event)
 	int detaching = (parent->flags & T_DETACH) ||
 			(owner && (owner->flags & (P_DETACHING | P_SILENT)));
 	thread_claim(child, same_process ? parent->pid : tid);
+	if (same_process && owner && (owner->flags & P_RELEASED))
+		child->flags |= T_RELEASE; /* its parent was seized for a moment */
 	if (detaching) {
 		detach_new_child(parent, child, was_waiting);
 		return;
@@ -319,7 +321,8 @@ static void on_stop(pid_t tid, int status)
 	 * clears the trap at every stop), and a seized thread is read at the
 	 * first stop it makes, whatever its kind: a thread that clones or
 	 * exits all the time may make no other. */
-	if (event && event != PTRACE_EVENT_STOP && (t->flags & T_ATTACHING))
+	int unread = (t->flags & T_ATTACHING) || ((t->flags & T_RELEASE) && !(t->flags & T_FIRST_STOP));
+	if (event && event != PTRACE_EVENT_STOP && unread)
 		on_first_stop(t);
 
 	switch (event) {

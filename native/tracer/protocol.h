@@ -105,7 +105,10 @@ enum tlsd_command {
 	                         is up (HANDOFF), and is the tracer's until
 	                         then and again from each exec. Its threads
 	                         stop at their syscalls while it has rules in
-	                         force here. REPLY: threads */
+	                         force here. EBUSY: those rules need it
+	                         traced, and it is released with another
+	                         program tracing it (RETAKE); its rules are
+	                         unchanged. REPLY: threads */
 	TLSD_CMD_COUNTS = 10, /* u32 req, u32 pid -- sends every SYSCALL_COUNT
 	                         of the process not sent yet, then REPLY */
 	TLSD_CMD_HANDOFF = 11, /* u32 req, u32 pid -- the process's shim applies
@@ -123,7 +126,9 @@ enum tlsd_command {
 	                         threads again (none is stopped); nothing to do
 	                         for one not released. Its shim asks for it
 	                         before each execve or fork, HANDOFF lets it go
-	                         again. REPLY: threads */
+	                         again. EBUSY: another program traces one of
+	                         its threads (a debugger), and it stays
+	                         released. REPLY: threads */
 };
 
 /* tracer -> daemon */

@@ -125,9 +125,22 @@ static void probe(struct process *p, pid_t tid, pid_t parent_tid, int let_go)
 		t->flags |= T_RELEASE;
 }
 
-static void seize_again(struct thread *t, void *unused)
+/* Whether another program (a debugger) traces tid. */
+static int traced_by_another(pid_t tid)
 {
-	(void)unused;
+	char path[64], line[128];
+	snprintf(path, sizeof path, "/proc/%d/status", tid);
+	FILE *f = fopen(path, "re");
+	int tracer = 0;
+	while (f && fgets(line, sizeof line, f) && sscanf(line, "TracerPid: %d", &tracer) != 1)
+		;
+	if (f)
+		fclose(f);
+	return tracer != 0 && tracer != getpid();
+}
+
+static void seize_again(struct thread *t, void *busy)
+{
 	if (t->flags & T_RELEASE) { /* its stop is due: it stays ours */
 		t->flags &= ~T_RELEASE;
 		return;
@@ -137,8 +150,11 @@ static void seize_again(struct thread *t, void *unused)
 	t->flags &= ~T_RELEASED;
 	if (ptrace(PTRACE_SEIZE, t->tid, 0, (void *)TRACE_OPTIONS) == 0)
 		return;
-	if (t->tid == t->pid) {
-		t->flags |= T_RELEASED; /* an exited leader: its group's end is reaped */
+	if (traced_by_another(t->tid) || t->tid == t->pid) {
+		/* Traced by a debugger now; or an exited leader (a zombie, EPERM),
+		 * whose group's end is reaped. */
+		*(int *)busy |= t->tid != t->pid || !(t->flags & T_EXITING);
+		t->flags |= T_RELEASED;
 		return;
 	}
 	send_thread_gone(t->pid, t->tid, 0); /* ended; its event not read yet */
@@ -161,14 +177,23 @@ static void seize_unknown(struct process *p, int let_go)
 		closedir(d);
 }
 
-void retake(struct process *p)
+int retake(struct process *p)
 {
 	if (!is_released(p))
-		return;
+		return 0;
 	release_events(); /* births and ends up to now */
 	release_dropped(p);
-	thread_each_of(p->pid, seize_again, NULL);
+	int busy = 0;
+	thread_each_of(p->pid, seize_again, &busy);
+	if (busy) { /* all or none: the ones seized go again */
+		tlog(TLSD_LOG_WARN, "process %d: a thread is traced by another program; it stays released", p->pid);
+		p->flags |= P_RELEASED;
+		nreleased++;
+		thread_each_of(p->pid, mark_for_release, NULL);
+		return EBUSY;
+	}
 	seize_unknown(p, 0);
+	return 0;
 }
 
 /* --- Following a released process -------------------------------------- */
@@ -182,13 +207,20 @@ void release_dropped(struct process *p)
 }
 
 /* The connector does not say whether a thread's end was its own exit or
- * its group's: the shim's engine, which makes every exit of the program's,
- * notes the thread's own ones in its table. */
+ * its group's. The shim's engine, which makes every exit of the
+ * program's, puts a mark at the head of the thread's name first
+ * (native/shim/engine.c): its PROC_EVENT_COMM comes just before the end. */
+#define OWN_EXIT_MARK '\x7f'
+
 static void ended(struct process *p, struct thread *t, int status)
 {
-	int own = WIFEXITED(status) && shim_took_exit(p->pid, &p->shim, t->tid);
+	int own = WIFEXITED(status) && (t->flags & T_OWN_EXIT);
 	int reclaimed = p->shim.table ? shim_reclaim(p->pid, &p->shim, t->tid, t->fs_base) : 0;
 	send_thread_exiting(t, status, own ? TLSD_EXIT_CALL_EXIT : TLSD_EXIT_CALL_NONE, reclaimed);
+	if (t->tid == p->pid) { /* a zombie until its group ends: reaped then */
+		t->flags |= T_EXITING;
+		return;
+	}
 	send_thread_gone(p->pid, t->tid, status);
 	thread_forget(t);
 }
@@ -227,10 +259,16 @@ static void on_thread_end(const struct proc_event *ev)
 	pid_t tid = ev->event_data.exit.process_pid;
 	struct thread *t = thread_find(tid);
 	struct process *p = t ? process_find(t->pid) : NULL;
-	/* The leader's end is the group's: waitpid reports it. */
-	if (!is_released(p) || tid == p->pid || !(t->flags & T_RELEASED))
+	if (!is_released(p) || !(t->flags & T_RELEASED) || (t->flags & T_EXITING))
 		return;
 	ended(p, t, (int)ev->event_data.exit.exit_code);
+}
+
+static void on_name(const struct proc_event *ev)
+{
+	struct thread *t = thread_find(ev->event_data.comm.process_pid);
+	if (t && (t->flags & T_RELEASED) && ev->event_data.comm.comm[0] == OWN_EXIT_MARK)
+		t->flags |= T_OWN_EXIT;
 }
 
 static void on_image(const struct proc_event *ev)
@@ -291,6 +329,8 @@ void release_events(void)
 				on_thread_end(ev);
 			else if (ev->what == PROC_EVENT_EXEC)
 				on_image(ev);
+			else if (ev->what == PROC_EVENT_COMM)
+				on_name(ev);
 		}
 	}
 }

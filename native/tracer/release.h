@@ -13,8 +13,9 @@ void maybe_release(struct process *p);
 /* At a stop of a thread being released: detaches it (delivering signal);
  * 0 when it is not being released. */
 int release_at_stop(struct thread *t, int signal);
-/* Seizes every thread of a released process again (none is stopped). */
-void retake(struct process *p);
+/* Seizes every thread of a released process again (none is stopped).
+ * EBUSY, and it stays released, when another program traces one. */
+int retake(struct process *p);
 /* p is no longer released: detached, or taken along by a detach. */
 void release_dropped(struct process *p);
 /* Its leader was reaped: the threads it still has ended with it. */

@@ -115,22 +115,6 @@ int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_b
 	return 0;
 }
 
-int shim_took_exit(pid_t pid, const struct shim_table *s, pid_t tid)
-{
-	struct tlsshim_exit exits[TLSSHIM_EXITS];
-	uint64_t at = s->table + offsetof(struct tlsshim_table, exits);
-	if (!s->table || read_bytes(pid, at, exits, sizeof exits))
-		return 0;
-	for (uint32_t i = 0; i < TLSSHIM_EXITS; i++) {
-		if (exits[i].tid != (uint32_t)tid)
-			continue;
-		uint32_t none = 0;
-		write_bytes(pid, at + i * sizeof exits[i] + offsetof(struct tlsshim_exit, tid), &none, sizeof none);
-		return 1;
-	}
-	return 0;
-}
-
 int shares_memory(pid_t a, pid_t b)
 {
 	return syscall(SYS_kcmp, a, b, KCMP_VM, 0, 0) == 0;

@@ -12,10 +12,6 @@ int shim_adopt(struct process *p, uint64_t table);
 /* At `tid`'s exit stop: frees its slot, if it holds one. 1 when it did. */
 int shim_reclaim(pid_t pid, const struct shim_table *s, pid_t tid, uint64_t fs_base);
 
-/* Whether tid's end was its own exit(2), as the shim's engine noted it in
- * the table (table.h, exits); the note is cleared. */
-int shim_took_exit(pid_t pid, const struct shim_table *s, pid_t tid);
-
 /* At the first stop of a thread born traced, its process known: if it is
  * a forked child that inherited a shim table (not a vfork: a child
  * sharing its parent's memory has nothing of its own to fix), fixes it. */

@@ -737,10 +737,15 @@ void set_rules(uint32_t req, pid_t pid, struct ruleset *rs)
 		return;
 	}
 	int was = stops_at_every_call(p);
-	ruleset_free(p->rules);
+	struct ruleset *before = p->rules;
 	p->rules = rs;
-	if (tracer_rules_in_force(p))
-		retake(p);
+	if (tracer_rules_in_force(p) && retake(p)) {
+		p->rules = before; /* its rules need it traced, and it cannot be */
+		ruleset_free(rs);
+		send_reply((struct reply){ .req = req, .err = EBUSY, .pid = pid });
+		return;
+	}
+	ruleset_free(before);
 	mode_changed(p, was);
 	maybe_release(p);
 	send_reply((struct reply){ .req = req, .pid = pid, .threads = thread_count_of(pid) });

@@ -28,6 +28,8 @@ enum thread_flag {
 	T_RELEASE = 1 << 12,    /* its process is released: detach at its next
 	                           stop (release.c) */
 	T_RELEASED = 1 << 13,   /* not traced now: its process is released */
+	T_OWN_EXIT = 1 << 14,   /* released, it is ending by its own exit (its
+	                           shim's engine said so: release.c) */
 };
 
 struct inject_request;
