@@ -17,7 +17,6 @@ import type { SyscallStore } from '../records/syscall-store.js';
 import type { TracerCommand } from '../tracer/protocol.js';
 import { syscallFlags } from '../tracer/protocol.js';
 import type { Pid, Tid } from '../types.js';
-
 import { compileRule, errnoName, SHIM_MAX_RULES, shimCapable, syscallName, type CompiledRule, type Engine, type RuleInput } from './rule.js';
 
 const { EBUSY } = os.constants.errno;

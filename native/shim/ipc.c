@@ -556,7 +556,6 @@ static int send_engine(int fd)
 	return send_line(fd, &l);
 }
 
-
 /* Whether the engine's call can be made now: tlsd was asked, and answered
  * or is gone. */
 static int call_due(int fd)
