@@ -44,9 +44,9 @@ export const ShimEngineMessage = Type.Object({
 
 /* Before the agent makes an execve or a fork for the program: tlsd's
  * tracer must trace the process again first (it lets go of it while the
- * engine has every rule), and says so with a `retaken` line. `release`:
- * that call has returned. */
-export const ShimRetakeMessage = Type.Object({ type: Type.Literal('retake') });
+ * engine has every rule), and says so with a `retaken` line of the same
+ * id. `release`: that call has returned. */
+export const ShimRetakeMessage = Type.Object({ type: Type.Literal('retake'), id: Count });
 export const ShimReleaseMessage = Type.Object({ type: Type.Literal('release') });
 
 export const ShimCallCountMessage = Type.Object({

@@ -349,7 +349,7 @@ export class Interposition {
         s.engine = { trap: Buffer.from(m.trap, 'hex'), handedOff: false, at: Date.now() };
         void this.handOff(pid, s);
         return;
-      case 'retake': return void this.retake(pid, s);
+      case 'retake': return void this.retake(pid, s, m.id);
       case 'release': return void this.letGoAgain(pid, s);
       case 'sysc': return add(s.bySyscall, m.nr, m.calls, m.errors, m.timeNs);
       case 'syst': return add(s.byThread, m.tid, m.calls, m.errors, 0);
@@ -415,8 +415,8 @@ export class Interposition {
    * traces the process again first (it let go of it after the handoff),
    * so that the new image or child is followed from its start. The shim
    * waits for the answer, whatever it is. */
-  private retake(pid: Pid, s: ProcessSyscalls): Promise<void> {
-    const run = s.changes.then(() => this.request({ type: 'retake', pid })).finally(() => this.shims.tell(pid, [{ type: 'retaken' }]));
+  private retake(pid: Pid, s: ProcessSyscalls, id: number): Promise<void> {
+    const run = s.changes.then(() => this.request({ type: 'retake', pid })).finally(() => this.shims.tell(pid, [{ type: 'retaken', id }]));
     s.changes = run.then(() => {}, (e) => this.log.warn({ err: e, tracee: pid }, 'cannot take the process back'));
     return s.changes as Promise<void>;
   }

@@ -465,11 +465,14 @@ static int send_records(int fd)
  * tracer takes the process back (it lets go of it while the engine has
  * every rule, docs/syscalls.md), so that the new image or child is traced
  * from its first instruction; once the call returned, it may let go
- * again. A tlsd that does not answer in this long is not waited for. */
-#define RETAKE_WAIT_MS 2000
+ * again. The agent waits for the answer to its own request (an answer
+ * that comes too late for an earlier one is not it) while tlsd is alive
+ * (it renews the rules' lease), and this long at most: a slow tlsd (its
+ * tracer runs at a lower priority) is waited for, a gone one is not. */
+#define RETAKE_WAIT_MAX_MS 30000
 static struct {
 	int asked, answered;
-	uint64_t at_ms;
+	uint64_t id, at_ms;
 } retake;
 
 static int answer(int fd, const char *text, uint32_t n)
@@ -507,7 +510,7 @@ static int answer(int fd, const char *text, uint32_t n)
 		put(&l, ",\"recordsDropped\":");
 		put_decimal(&l, engine_records_dropped());
 	} else if (parsed && same_text(r.type, "retaken")) {
-		retake.answered = 1;
+		retake.answered |= retake.asked && r.id == retake.id;
 		return 0; /* an answer itself */
 	} else if (parsed && same_text(r.type, "ping")) {
 		put(&l, "{\"type\":\"pong\",\"id\":");
@@ -560,8 +563,8 @@ static int send_engine(int fd)
  * or is gone. */
 static int call_due(int fd)
 {
-	return engine_pending_call() && (fd < 0 || !retake.asked || retake.answered ||
-					 monotonic_ms() - retake.at_ms >= RETAKE_WAIT_MS);
+	return engine_pending_call() && (fd < 0 || !retake.asked || retake.answered || !engine_lease_valid() ||
+					 monotonic_ms() - retake.at_ms >= RETAKE_WAIT_MAX_MS);
 }
 
 /* What the engine asks of the agent, connected or not; -1 when tlsd's
@@ -570,7 +573,9 @@ static int serve_engine(int fd)
 {
 	if (engine_pending_call() && fd >= 0 && !retake.asked) {
 		struct line l = { .length = 0 };
-		put(&l, "{\"type\":\"retake\"}");
+		put(&l, "{\"type\":\"retake\",\"id\":");
+		put_decimal(&l, ++retake.id);
+		put(&l, "}");
 		retake.asked = 1;
 		retake.answered = 0;
 		retake.at_ms = monotonic_ms();

@@ -18,15 +18,15 @@
  * be known only from the connector, which drops events under load. */
 #include <dirent.h>
 #include <errno.h>
-#include <stdio.h>
 #include <linux/cn_proc.h>
-#include <sys/wait.h>
 #include <linux/connector.h>
 #include <linux/netlink.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "protocol.h"
@@ -305,8 +305,12 @@ static void reconcile(struct process *p, void *unused)
 
 void release_events(void)
 {
-	if (events_fd < 0)
+	/* Not again from within (an exec seen here retakes, which reads the
+	 * news first): the news would be read out of order. */
+	static int reading;
+	if (events_fd < 0 || reading)
 		return;
+	reading = 1;
 	for (;;) {
 		char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
 		ssize_t n = recv(events_fd, buf, sizeof buf, 0);
@@ -315,7 +319,7 @@ void release_events(void)
 			continue;
 		}
 		if (n <= 0)
-			return;
+			break;
 		if (!nreleased)
 			continue;
 		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
@@ -333,4 +337,5 @@ void release_events(void)
 				on_name(ev);
 		}
 	}
+	reading = 0;
 }
