@@ -38,6 +38,18 @@
 static int events_fd = -1;
 static int events_failed; /* the connector cannot be had: nothing is released */
 static uint32_t nreleased; /* processes released now */
+static int reading;        /* in release_events */
+
+/* The connector tells of every process of the machine: it is listened to
+ * only while some process is released, for a tracer woken by the forks
+ * and exits of others costs CPU (it takes it from the tracees). */
+static void close_events_if_idle(void)
+{
+	if (events_fd < 0 || nreleased || reading)
+		return;
+	close(events_fd); /* which takes it out of the epoll set */
+	events_fd = -1;
+}
 
 static int open_events(void)
 {
@@ -182,16 +194,14 @@ int retake(struct process *p)
 	if (!is_released(p))
 		return 0;
 	release_events(); /* births and ends up to now */
-	release_dropped(p);
 	int busy = 0;
 	thread_each_of(p->pid, seize_again, &busy);
 	if (busy) { /* all or none: the ones seized go again */
 		tlog(TLSD_LOG_WARN, "process %d: a thread is traced by another program; it stays released", p->pid);
-		p->flags |= P_RELEASED;
-		nreleased++;
 		thread_each_of(p->pid, mark_for_release, NULL);
 		return EBUSY;
 	}
+	release_dropped(p);
 	seize_unknown(p, 0);
 	return 0;
 }
@@ -204,6 +214,7 @@ void release_dropped(struct process *p)
 		return;
 	p->flags &= ~P_RELEASED;
 	nreleased--;
+	close_events_if_idle();
 }
 
 /* The connector does not say whether a thread's end was its own exit or
@@ -307,7 +318,6 @@ void release_events(void)
 {
 	/* Not again from within (an exec seen here retakes, which reads the
 	 * news first): the news would be read out of order. */
-	static int reading;
 	if (events_fd < 0 || reading)
 		return;
 	reading = 1;
@@ -338,4 +348,5 @@ void release_events(void)
 		}
 	}
 	reading = 0;
+	close_events_if_idle();
 }
