@@ -144,7 +144,9 @@ export class Supervisor {
       this.registry.beginReattach(p);
       let ok = false;
       try {
-        ok = (await attachThreads((c) => this.request(c), this.registry, p.pid, this.log)).errno === 0;
+        const { errno } = await attachThreads((c) => this.request(c), this.registry, p.pid, this.log);
+        ok = errno === 0;
+        if (!ok) this.log.warn({ tracee: p.pid, errno: getSystemErrorName(-errno) }, 're-attach failed: the process is taken for ended');
       } catch (e) {
         this.log.warn({ err: e, tracee: p.pid }, 're-attach failed');
       }

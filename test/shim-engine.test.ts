@@ -142,7 +142,8 @@ test('the lease: tlsd hung (SIGSTOP), its rules lapse within the lease; tlsd kil
 
 test('the tracer SIGKILLed while the shim has the rules: the new tracer leaves them to it; every call is counted once', async (t) => {
   const d = await startDaemon(t);
-  const s = await failingOpens(t, d.client, 300);
+  // 6 s of opens: it must outlive a tracer restart on a loaded machine.
+  const s = await failingOpens(t, d.client, 600);
   const tracer = (await d.client.health()).tracerPid!;
   process.kill(tracer, 'SIGKILL');
   await waitUntil('a new tracer', async () => (await d.client.health()).tracerPid !== tracer && (await d.client.process(s.pid)).state === 'running');
@@ -150,7 +151,7 @@ test('the tracer SIGKILLed while the shim has the rules: the new tracer leaves t
   t.is(s.out(), 'ENOENT\ndone\n', 'the rule held throughout');
   const stats = await d.client.syscallStats(s.pid);
   t.is(stats.engine, 'shim');
-  t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls, c.errors]), [['openat', 300, 300]]);
+  t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls, c.errors]), [['openat', 600, 600]]);
 });
 
 test('a detach ends the shim\'s rules at once, as it ends the tracer\'s', async (t) => {
