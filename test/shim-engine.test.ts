@@ -2,8 +2,10 @@
  * a SIGSYS handler in the process must survive (signals whose handlers
  * make calls, a program's own SIGSYS, every signal blocked, a hundred
  * threads with a rule each, a raw clone on a tiny stack, fork, vfork,
- * posix_spawn, an exec without the shim, Go with and without cgo), and
- * its lease: with tlsd gone or hung, its rules lapse by themselves.
+ * posix_spawn, an exec without the shim, Go with and without cgo), its
+ * lease: with tlsd gone or hung, its rules lapse by themselves, and the
+ * process let go of by the tracer meanwhile (release), followed through
+ * the kernel's process events, with /proc's TracerPid as the oracle.
  * Expected values are known by construction (test/fixtures/syscalls/engine.c). */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
