@@ -42,13 +42,6 @@ export const ShimEngineMessage = Type.Object({
   trap: Type.String({ pattern: '^[0-9a-f]{128}$' }),
 });
 
-/* Before the agent makes an execve or a fork for the program: tlsd's
- * tracer must trace the process again first (it lets go of it while the
- * engine has every rule), and says so with a `retaken` line of the same
- * id. `release`: that call has returned. */
-export const ShimRetakeMessage = Type.Object({ type: Type.Literal('retake'), id: Count });
-export const ShimReleaseMessage = Type.Object({ type: Type.Literal('release') });
-
 export const ShimCallCountMessage = Type.Object({
   type: Type.Literal('sysc'), nr: Type.Integer({ minimum: 0, maximum: 511 }), calls: Count, errors: Count, timeNs: Count,
 });
@@ -79,7 +72,7 @@ export const ShimAnswer = Type.Union([
 ]);
 
 export const ShimMessage = Type.Union([
-  ShimHelloMessage, ShimSlotMessage, ShimEngineMessage, ShimRetakeMessage, ShimReleaseMessage, ShimCallCountMessage, ShimThreadCountMessage, ShimSyscallMessage, ShimAnswer,
+  ShimHelloMessage, ShimSlotMessage, ShimEngineMessage, ShimCallCountMessage, ShimThreadCountMessage, ShimSyscallMessage, ShimAnswer,
 ]);
 
 /* tlsd -> shim */
@@ -94,7 +87,7 @@ export type ShimSlotMessage = Static<typeof ShimSlotMessage>;
 export type ShimAnswer = Static<typeof ShimAnswer>;
 export type ShimEngineMessage = Static<typeof ShimEngineMessage>;
 /** What the engine sends unasked. */
-export type ShimEngineNews = Static<typeof ShimEngineMessage> | Static<typeof ShimRetakeMessage> | Static<typeof ShimReleaseMessage> | Static<typeof ShimCallCountMessage> | Static<typeof ShimThreadCountMessage> | Static<typeof ShimSyscallMessage>;
+export type ShimEngineNews = Static<typeof ShimEngineMessage> | Static<typeof ShimCallCountMessage> | Static<typeof ShimThreadCountMessage> | Static<typeof ShimSyscallMessage>;
 export type ShimMessage = Static<typeof ShimMessage>;
 
 /** A line from a shim, if it is one of the messages above. */

@@ -310,7 +310,7 @@ export class ShimServer {
       this.bus.publish('shim.slot', { pid: shim.hello.pid, event: m.event, slot: m.slot, tid: m.tid, key: m.key });
       return;
     }
-    if (m.type === 'engine' || m.type === 'retake' || m.type === 'release' || m.type === 'sysc' || m.type === 'syst' || m.type === 'syscall') return this.onEngine(shim.hello.pid, m);
+    if (m.type === 'engine' || m.type === 'sysc' || m.type === 'syst' || m.type === 'syscall') return this.onEngine(shim.hello.pid, m);
     shim.pending.get(m.id)?.(m);
     shim.pending.delete(m.id);
   }

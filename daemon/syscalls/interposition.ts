@@ -66,7 +66,7 @@ type Counts = { calls: number; errors: number; timeNs: number };
 type Call = { pid: number; tid: number; nr: number; args: string[]; retval: bigint; durationNs: bigint; flags: number; path: string; atMs: number; rule: number };
 /** What the records keep of a process that ended. */
 interface Saved { rules: Rule[]; engine?: Engine; since?: string; syscalls: Array<[number, Counts]>; threads: Array<[number, Counts]>; droppedThrough: number }
-type Request = (c: Extract<TracerCommand, { type: 'rules' | 'counts' | 'handoff' | 'retake' }> extends infer C ? C extends TracerCommand ? Omit<C, 'req'> : never : never) => Promise<TracerReply>;
+type Request = (c: Extract<TracerCommand, { type: 'rules' | 'counts' | 'handoff' }> extends infer C ? C extends TracerCommand ? Omit<C, 'req'> : never : never) => Promise<TracerReply>;
 
 /** The shims' side (shim/server.ts). */
 export interface ShimPort {
@@ -349,8 +349,6 @@ export class Interposition {
         s.engine = { trap: Buffer.from(m.trap, 'hex'), handedOff: false, at: Date.now() };
         void this.handOff(pid, s);
         return;
-      case 'retake': return void this.retake(pid, s, m.id);
-      case 'release': return void this.letGoAgain(pid, s);
       case 'sysc': return add(s.bySyscall, m.nr, m.calls, m.errors, m.timeNs);
       case 'syst': return add(s.byThread, m.tid, m.calls, m.errors, 0);
       case 'syscall': {
@@ -408,26 +406,6 @@ export class Interposition {
       }
     });
     s.changes = run.catch((e) => this.log.warn({ err: e, tracee: pid }, 'cannot hand the rules to the shim'));
-    return s.changes as Promise<void>;
-  }
-
-  /** The shim's agent is about to make an execve or a fork: the tracer
-   * traces the process again first (it let go of it after the handoff),
-   * so that the new image or child is followed from its start. The shim
-   * waits for the answer, whatever it is. */
-  private retake(pid: Pid, s: ProcessSyscalls, id: number): Promise<void> {
-    const run = s.changes.then(() => this.request({ type: 'retake', pid })).finally(() => this.shims.tell(pid, [{ type: 'retaken', id }]));
-    s.changes = run.then(() => {}, (e) => this.log.warn({ err: e, tracee: pid }, 'cannot take the process back'));
-    return s.changes as Promise<void>;
-  }
-
-  /** That call returned (a fork, or an execve that failed): the tracer
-   * may let go of the process again. */
-  private letGoAgain(pid: Pid, s: ProcessSyscalls): Promise<void> {
-    const run = s.changes.then(async () => {
-      if (s.engine?.handedOff) await this.request({ type: 'handoff', pid });
-    });
-    s.changes = run.catch((e) => this.log.warn({ err: e, tracee: pid }, 'cannot let the process go again'));
     return s.changes as Promise<void>;
   }
 

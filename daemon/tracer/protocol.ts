@@ -9,7 +9,7 @@ import { asAddress, asPid, asTid } from '../types.js';
 export const PROTOCOL_VERSION = 9;
 export const MAX_FRAME = 16 << 20;
 
-export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8, rules: 9, counts: 10, handoff: 11, retake: 12 } as const;
+export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8, rules: 9, counts: 10, handoff: 11 } as const;
 
 export const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
@@ -79,8 +79,7 @@ export type TracerCommand =
   | { type: 'tidy'; req: number; pid: Pid; shimPath: string }
   | { type: 'rules'; req: number; pid: Pid; rules: CompiledRule[] }
   | { type: 'counts'; req: number; pid: Pid }
-  | { type: 'handoff'; req: number; pid: Pid }
-  | { type: 'retake'; req: number; pid: Pid };
+  | { type: 'handoff'; req: number; pid: Pid };
 
 export class ProtocolError extends Error {}
 
@@ -229,8 +228,7 @@ export function encodeCommand(c: TracerCommand, kinds?: FieldKind[]): Buffer {
     case 'spawn': return ruleFields(injectFields(w.str(c.path).strings(c.argv).strings(c.env).str(c.cwd).str(c.stdout).str(c.stderr), c.inject).u8(c.killWithDaemon ? 1 : 0), c.rules ?? []).frame();
     case 'rules': return ruleFields(w.u32(c.pid), c.rules).frame();
     case 'counts': return w.u32(c.pid).frame();
-    case 'handoff':
-    case 'retake': return w.u32(c.pid).frame();
+    case 'handoff': return w.u32(c.pid).frame();
     case 'inject': return injectFields(w.u32(c.pid), c).frame();
     case 'tidy': return w.u32(c.pid).str(c.shimPath).frame();
     case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).u8(c.keepChildren ? 1 : 0).frame();

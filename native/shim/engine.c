@@ -438,11 +438,6 @@ void engine_renew(uint64_t lease_ms)
 
 void engine_drop_rules(void) { engine_commit(0, 0); }
 
-int engine_lease_valid(void)
-{
-	return clock_ns(CLOCK_MONOTONIC) < __atomic_load_n(&bank[__atomic_load_n(&in_force, __ATOMIC_ACQUIRE)].lease_until_ns, __ATOMIC_ACQUIRE);
-}
-
 void engine_set_path_arg(uint32_t nr, uint8_t arg)
 {
 	if (nr < ENGINE_NR_MAX) path_arg[nr] = arg;

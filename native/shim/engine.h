@@ -50,8 +50,6 @@ void engine_commit(uint32_t n, uint64_t lease_ms);
 void engine_renew(uint64_t lease_ms);
 /* tlsd is gone: every rule is dropped at once. */
 void engine_drop_rules(void);
-/* tlsd renewed the lease on the rules in force, which has not run out. */
-int engine_lease_valid(void);
 /* The path argument's index + 1 of call nr, 0 for none (from tlsd). */
 void engine_set_path_arg(uint32_t nr, uint8_t arg);
 

@@ -461,20 +461,6 @@ static int send_records(int fd)
 	return 0;
 }
 
-/* Before the agent makes an execve or a fork for the program, tlsd's
- * tracer takes the process back (it lets go of it while the engine has
- * every rule, docs/syscalls.md), so that the new image or child is traced
- * from its first instruction; once the call returned, it may let go
- * again. The agent waits for the answer to its own request (an answer
- * that comes too late for an earlier one is not it) while tlsd is alive
- * (it renews the rules' lease), and this long at most: a slow tlsd (its
- * tracer runs at a lower priority) is waited for, a gone one is not. */
-#define RETAKE_WAIT_MAX_MS 30000
-static struct {
-	int asked, answered;
-	uint64_t id, at_ms;
-} retake;
-
 static int answer(int fd, const char *text, uint32_t n)
 {
 	struct line l = { .length = 0 };
@@ -509,9 +495,6 @@ static int answer(int fd, const char *text, uint32_t n)
 		put_decimal(&l, r.id);
 		put(&l, ",\"recordsDropped\":");
 		put_decimal(&l, engine_records_dropped());
-	} else if (parsed && same_text(r.type, "retaken")) {
-		retake.answered |= retake.asked && r.id == retake.id;
-		return 0; /* an answer itself */
 	} else if (parsed && same_text(r.type, "ping")) {
 		put(&l, "{\"type\":\"pong\",\"id\":");
 		put_decimal(&l, r.id);
@@ -559,38 +542,10 @@ static int send_engine(int fd)
 	return send_line(fd, &l);
 }
 
-/* Whether the engine's call can be made now: tlsd was asked, and answered
- * or is gone. */
-static int call_due(int fd)
+/* What the engine asks of the agent, connected or not. */
+static void serve_engine(int fd)
 {
-	return engine_pending_call() && (fd < 0 || !retake.asked || retake.answered || !engine_lease_valid() ||
-					 monotonic_ms() - retake.at_ms >= RETAKE_WAIT_MAX_MS);
-}
-
-/* What the engine asks of the agent, connected or not; -1 when tlsd's
- * socket failed. */
-static int serve_engine(int fd)
-{
-	if (engine_pending_call() && fd >= 0 && !retake.asked) {
-		struct line l = { .length = 0 };
-		put(&l, "{\"type\":\"retake\",\"id\":");
-		put_decimal(&l, ++retake.id);
-		put(&l, "}");
-		retake.asked = 1;
-		retake.answered = 0;
-		retake.at_ms = monotonic_ms();
-		if (send_line(fd, &l)) return -1;
-	}
-	if (call_due(fd)) {
-		engine_make_call(); /* an execve that works does not return */
-		int asked = retake.asked;
-		retake.asked = 0;
-		if (asked && fd >= 0) {
-			struct line l = { .length = 0 };
-			put(&l, "{\"type\":\"release\"}");
-			if (send_line(fd, &l)) return -1;
-		}
-	}
+	if (engine_pending_call()) engine_make_call();
 	if (engine_flush_wanted()) {
 		if (fd >= 0) {
 			send_records(fd);
@@ -598,7 +553,6 @@ static int serve_engine(int fd)
 		}
 		engine_flushed();
 	}
-	return 0;
 }
 
 /* The agent's descriptors go as high as the process may have them, out
@@ -637,10 +591,7 @@ static int agent_main(void)
 			if (!__atomic_load_n(&agent_held, __ATOMIC_SEQ_CST)) return 0;
 			__atomic_store_n(&agent_ended, 0, __ATOMIC_SEQ_CST);
 		}
-		if (serve_engine(connected ? (int)fd : -1)) {
-			connected = 0;
-			continue;
-		}
+		serve_engine(connected ? (int)fd : -1);
 		if (connected && !engine_told && engine_running()) {
 			engine_told = 1;
 			if (send_engine((int)fd)) connected = 0;
@@ -660,9 +611,7 @@ static int agent_main(void)
 		struct pollfd p[2] = { { .fd = wake_fd, .events = POLLIN }, { .fd = connected ? (int)fd : -1, .events = POLLIN } };
 		__atomic_store_n(&agent_asleep, 1, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		int fd_now = connected ? (int)fd : -1;
-		int work = event_published(ring_tail) || engine_next_record() || call_due(fd_now) ||
-			   (engine_pending_call() && connected && !retake.asked) || engine_flush_wanted() ||
+		int work = event_published(ring_tail) || engine_next_record() || engine_pending_call() || engine_flush_wanted() ||
 			   (connected && !engine_told && engine_running());
 		long ready = work ? 0 : sys3(__NR_poll, p, 2, connected && engine_running() ? COUNTS_PERIOD_MS : -1);
 		__atomic_store_n(&agent_asleep, 0, __ATOMIC_RELAXED);

@@ -8,7 +8,6 @@
 
 #include "inject.h"
 #include "protocol.h"
-#include "release.h"
 #include "shim.h"
 #include "syscalls.h"
 #include "tracer.h"
@@ -198,17 +197,6 @@ static int run_handoff(struct frame *f, uint32_t req)
 	return 0;
 }
 
-static int run_retake(struct frame *f, uint32_t req)
-{
-	pid_t pid = (pid_t)in_u32(f);
-	if (f->bad)
-		return -1;
-	struct process *p = process_find(pid);
-	int err = p ? retake(p) : ESRCH;
-	send_reply((struct reply){ .req = req, .err = err, .pid = pid, .threads = thread_count_of(pid) });
-	return 0;
-}
-
 /* Each takes the fields after type and req; -1: they do not parse. */
 static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_ATTACH] = run_attach,
@@ -222,7 +210,6 @@ static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_RULES] = run_rules,
 	[TLSD_CMD_COUNTS] = run_counts,
 	[TLSD_CMD_HANDOFF] = run_handoff,
-	[TLSD_CMD_RETAKE] = run_retake,
 };
 
 static void run_command(const uint8_t *body, size_t len)

@@ -266,9 +266,11 @@ static int on_exec(struct thread *t)
 
 	struct process *p = process_find(pid);
 	/* The new image has no shim table at that address (or none at all):
-	 * never write there. A new shim says hello again. */
+	 * never write there. A new shim says hello again. Its one thread is
+	 * the agent that made the execve, traced. */
 	if (p)
 		p->shim = (struct shim_table){ 0 };
+	release_dropped(p);
 	take_back(pid);
 	note_exec_for_syscalls(t);
 	if (p && (p->flags & P_SPAWNING)) {

@@ -107,7 +107,7 @@ enum tlsd_command {
 	                         stop at their syscalls while it has rules in
 	                         force here. EBUSY: those rules need it
 	                         traced, and it is released with another
-	                         program tracing it (RETAKE); its rules are
+	                         program tracing it; its rules are
 	                         unchanged. REPLY: threads */
 	TLSD_CMD_COUNTS = 10, /* u32 req, u32 pid -- sends every SYSCALL_COUNT
 	                         of the process not sent yet, then REPLY */
@@ -120,15 +120,9 @@ enum tlsd_command {
 	                         then applies none of its rules, a process it
 	                         spawned is released: its threads are
 	                         detached, and followed through the kernel's
-	                         process events until RETAKE or a RULES that
-	                         gives the tracer rules. REPLY: threads */
-	TLSD_CMD_RETAKE = 12, /* u32 req, u32 pid -- seize a released process's
-	                         threads again (none is stopped); nothing to do
-	                         for one not released. Its shim asks for it
-	                         before each execve or fork, HANDOFF lets it go
-	                         again. EBUSY: another program traces one of
-	                         its threads (a debugger), and it stays
-	                         released. REPLY: threads */
+	                         process events (its shim's agent thread
+	                         stays traced) until its execve or a RULES
+	                         that gives the tracer rules. REPLY: threads */
 };
 
 /* tracer -> daemon */

@@ -8,11 +8,11 @@
  * enough to read its FS base, and a thread's end is reported with its exit
  * status. Its leader's end comes through waitpid, as the tracer spawned it.
  *
- * What needs the threads traced takes them back first (RETAKE): the shim's
- * agent asks for it before each execve or fork it makes for the program,
- * so that the new image or child is the tracer's from its first
- * instruction, and HANDOFF lets them go again. Rules the tracer must apply
- * take them back too.
+ * The shim's agent thread stays traced: it never takes a SIGSYS (it has no
+ * filter), and it makes every execve and fork of the program's, so the new
+ * image or child is the tracer's from its first instruction. What needs
+ * the other threads traced takes them back (a rule the tracer must apply),
+ * and lets them go again once it is gone.
  *
  * Only a process the tracer spawned is released: another one's end would
  * be known only from the connector, which drops events under load. */
@@ -91,7 +91,7 @@ static int is_released(const struct process *p) { return p && (p->flags & P_RELE
 static void mark_for_release(struct thread *t, void *unused)
 {
 	(void)unused;
-	if (t->flags & (T_RELEASED | T_EXITING))
+	if (t->flags & (T_RELEASED | T_EXITING | T_AGENT))
 		return;
 	t->flags |= T_RELEASE | T_KICKED;
 	/* Detached at its stop (resume below). One in a stop of ours already
@@ -260,9 +260,6 @@ static void on_fork(const struct proc_event *ev)
 	struct process *p = process_find(tgid);
 	if (tid != tgid && is_released(p) && !thread_find(tid))
 		probe(p, tid, 0, 1);
-	p = process_find(ev->event_data.fork.parent_tgid);
-	if (tid == tgid && is_released(p) && !process_find(tid)) /* its agent asks for RETAKE before a fork */
-		tlog(TLSD_LOG_WARN, "process %d forked %d while released: the child is not traced", p->pid, tid);
 }
 
 static void on_thread_end(const struct proc_event *ev)
@@ -287,8 +284,8 @@ static void on_image(const struct proc_event *ev)
 	struct process *p = process_find(ev->event_data.exec.process_tgid);
 	if (!is_released(p))
 		return;
-	/* Its agent asks for RETAKE before it makes an execve; an execve
-	 * without one (tlsd did not answer) is followed from here on. */
+	/* Its agent, which stays traced, makes every execve of the program's:
+	 * one made otherwise is followed from here on. */
 	tlog(TLSD_LOG_WARN, "process %d exec'd while released: its new image ran untraced until now", p->pid);
 	pid_t pid = p->pid;
 	retake(p);
@@ -321,7 +318,10 @@ void release_events(void)
 	if (events_fd < 0 || reading)
 		return;
 	reading = 1;
-	for (;;) {
+	/* A bounded batch: on a machine that makes processes and threads
+	 * without pause, the news never runs dry, and the tracees' stops must
+	 * not wait for it (epoll says when there is more). */
+	for (int batch = 0; batch < 64; batch++) {
 		char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
 		ssize_t n = recv(events_fd, buf, sizeof buf, 0);
 		if (n < 0 && errno == ENOBUFS) {

@@ -63,8 +63,13 @@ static int next_stop(struct borrowed *b, int *status)
 		case PTRACE_EVENT_CLONE:
 		case PTRACE_EVENT_FORK:
 		case PTRACE_EVENT_VFORK:
-			if (t)
+			if (t) {
 				note_new_child(t, event); /* the shim's agent thread */
+				unsigned long agent = 0;
+				struct thread *a = ptrace(PTRACE_GETEVENTMSG, b->tid, 0, &agent) == 0 ? thread_find((pid_t)agent) : NULL;
+				if (a)
+					a->flags |= T_AGENT;
+			}
 			ptrace(PTRACE_SYSCALL, b->tid, 0, 0);
 			continue;
 		case PTRACE_EVENT_EXIT:

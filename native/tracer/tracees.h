@@ -30,6 +30,8 @@ enum thread_flag {
 	T_RELEASED = 1 << 13,   /* not traced now: its process is released */
 	T_OWN_EXIT = 1 << 14,   /* released, it is ending by its own exit (its
 	                           shim's engine said so: release.c) */
+	T_AGENT = 1 << 15,      /* the shim's agent thread, made during an
+	                           injection: never released (release.c) */
 };
 
 struct inject_request;
