@@ -22,6 +22,7 @@
  * rules read under a sequence count. Without rules, or once their lease
  * has run out, each trapped call is made as it was asked. */
 #include "engine.h"
+#include "inject.h"
 #include "ipc.h"
 #include "mem.h"
 #include "ring.h"
@@ -788,16 +789,11 @@ static void leave_counts(struct thread_state *ts)
 	__atomic_store_n(&ended[seq & (ENDED - 1)].published, seq + 1, __ATOMIC_RELEASE);
 }
 
-/* The thread's name gets this first byte as it ends by its own exit: a
- * tracer that follows the process through the kernel's process events,
- * without ptrace, sees the name change (PROC_EVENT_COMM) just before the
- * thread's end, which the events do not tell from its group's
- * (native/tracer/release.c). Nobody in the process sees the name again. */
-#define OWN_EXIT_MARK '\x7f'
-
+/* TLSSHIM_OWN_EXIT_MARK (inject.h): nobody in the process sees the name
+ * again. */
 static void mark_own_exit(void)
 {
-	char name[17] = { OWN_EXIT_MARK }; /* the mark, then 16 bytes for PR_GET_NAME */
+	char name[17] = { TLSSHIM_OWN_EXIT_MARK }; /* the mark, then 16 bytes for PR_GET_NAME */
 	if (sys2(__NR_prctl, PR_GET_NAME, name + 1)) return;
 	name[15] = 0; /* the old name, cut to fit after the mark */
 	sys2(__NR_prctl, PR_SET_NAME, name);

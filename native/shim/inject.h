@@ -26,6 +26,12 @@
 #include "tlsshim.h"
 
 #define TLSSHIM_INJECT_VERSION 2
+/* The first byte of a thread's name as it ends by its own exit through
+ * the syscall engine (engine.c): the kernel's process events, by which the
+ * tracer follows a process it let go of, do not tell a thread's own exit
+ * from its group's, but report the name's change just before. */
+#define TLSSHIM_OWN_EXIT_MARK '\x7f'
+
 #define TLSSHIM_INJECT_AREA (64 * 1024)
 /* Written by the tracer before the call; the entry overwrites it. */
 #define TLSSHIM_INJECT_NOT_RUN 1

@@ -89,10 +89,10 @@ static void attach_maybe_done(struct process *p)
 	send_reply((struct reply){ .req = p->req, .pid = p->pid, .threads = thread_count_of(p->pid), .value = p->max_stop_ns, .passes = p->passes, .interrupted = p->interrupted });
 }
 
-/* The tids listed in /proc/PID/task, read whole before seizing any: each
- * getdents64 there walks the thread list (1.3-3.7 ms per call with 10,000
- * threads, seen here), and nothing should wait on us through one. */
-static pid_t *list_tasks(pid_t pid, size_t *n)
+/* Read whole before seizing any: each getdents64 there walks the thread
+ * list (1.3-3.7 ms per call with 10,000 threads, seen here), and nothing
+ * should wait on us through one. */
+pid_t *list_tasks(pid_t pid, size_t *n)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/task", pid);
@@ -120,8 +120,8 @@ static pid_t *list_tasks(pid_t pid, size_t *n)
 /* A listed tid can be reused between the listing and the seize, by a
  * thread of any process, once the kernel's pid counter has come round
  * (pid_max can be 32768: a program churning threads does that in about a
- * second). /proc/PID/task/TID exists only for a thread of PID. */
-static int belongs_to(pid_t tid, pid_t pid)
+ * second). */
+int belongs_to(pid_t tid, pid_t pid)
 {
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/task/%d", pid, tid);

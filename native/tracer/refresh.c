@@ -4,6 +4,7 @@
 #include <sys/ptrace.h>
 
 #include "arch.h"
+#include "release.h"
 #include "tracer.h"
 
 void refresh_fs_base(uint32_t req, pid_t tid)
@@ -18,11 +19,7 @@ void refresh_fs_base(uint32_t req, pid_t tid)
 		return;
 	}
 	t->refresh[t->nrefresh++] = req;
-	if (t->flags & T_RELEASED) { /* seized for the read, let go after it */
-		t->flags = (t->flags & ~T_RELEASED) | T_RELEASE | T_KICKED;
-		if (ptrace(PTRACE_SEIZE, tid, 0, (void *)TRACE_OPTIONS) < 0)
-			t->flags = (t->flags & ~(T_RELEASE | T_KICKED)) | T_RELEASED;
-	}
+	seize_for_a_stop(t); /* a released one: let go after it */
 	if (t->flags & T_DETACH_LAST) { /* already in a ptrace-stop */
 		uint64_t fs_base;
 		if (arch_read_fs_base(tid, &fs_base) == 0)

@@ -16,7 +16,6 @@
  *
  * Only a process the tracer spawned is released: another one's end would
  * be known only from the connector, which drops events under load. */
-#include <dirent.h>
 #include <errno.h>
 #include <linux/cn_proc.h>
 #include <linux/connector.h>
@@ -29,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../shim/inject.h"
 #include "protocol.h"
 #include "release.h"
 #include "shim.h"
@@ -123,12 +123,11 @@ int release_at_stop(struct thread *t, int signal)
 
 /* A thread the tracer did not know of (its birth event not read yet):
  * seized and read at a stop, as a new thread is. */
-static void probe(struct process *p, pid_t tid, pid_t parent_tid, int let_go)
+static void probe(struct process *p, pid_t tid, int let_go)
 {
 	struct thread *t = thread_add(tid);
 	thread_claim(t, p->pid);
-	t->parent_tid = parent_tid;
-	t->source = TLSD_FS_STOP;
+	t->source = TLSD_FS_STOP; /* no parent thread: the connector does not name it */
 	if (ptrace(PTRACE_SEIZE, tid, 0, (void *)TRACE_OPTIONS) < 0 || ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0) {
 		thread_forget(t); /* gone already: never announced */
 		return;
@@ -173,20 +172,23 @@ static void seize_again(struct thread *t, void *busy)
 	thread_forget(t);
 }
 
+void seize_for_a_stop(struct thread *t)
+{
+	if (!(t->flags & T_RELEASED))
+		return;
+	if (ptrace(PTRACE_SEIZE, t->tid, 0, (void *)TRACE_OPTIONS) == 0)
+		t->flags = (t->flags & ~T_RELEASED) | T_RELEASE | T_KICKED;
+}
+
 /* Threads born while the connector's news of them is still unread. */
 static void seize_unknown(struct process *p, int let_go)
 {
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/task", p->pid);
-	DIR *d = opendir(path);
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid > 0 && !thread_find(tid))
-			probe(p, tid, 0, let_go);
-	}
-	if (d)
-		closedir(d);
+	size_t n = 0;
+	pid_t *tids = list_tasks(p->pid, &n);
+	for (size_t i = 0; i < n; i++)
+		if (!thread_find(tids[i]))
+			probe(p, tids[i], let_go);
+	free(tids);
 }
 
 int retake(struct process *p)
@@ -220,8 +222,7 @@ void release_dropped(struct process *p)
 /* The connector does not say whether a thread's end was its own exit or
  * its group's. The shim's engine, which makes every exit of the
  * program's, puts a mark at the head of the thread's name first
- * (native/shim/engine.c): its PROC_EVENT_COMM comes just before the end. */
-#define OWN_EXIT_MARK '\x7f'
+ * (TLSSHIM_OWN_EXIT_MARK): its PROC_EVENT_COMM comes just before the end. */
 
 static void ended(struct process *p, struct thread *t, int status)
 {
@@ -259,7 +260,7 @@ static void on_fork(const struct proc_event *ev)
 	pid_t tid = ev->event_data.fork.child_pid, tgid = ev->event_data.fork.child_tgid;
 	struct process *p = process_find(tgid);
 	if (tid != tgid && is_released(p) && !thread_find(tid))
-		probe(p, tid, 0, 1);
+		probe(p, tid, 1);
 }
 
 static void on_thread_end(const struct proc_event *ev)
@@ -275,7 +276,7 @@ static void on_thread_end(const struct proc_event *ev)
 static void on_name(const struct proc_event *ev)
 {
 	struct thread *t = thread_find(ev->event_data.comm.process_pid);
-	if (t && (t->flags & T_RELEASED) && ev->event_data.comm.comm[0] == OWN_EXIT_MARK)
+	if (t && (t->flags & T_RELEASED) && ev->event_data.comm.comm[0] == TLSSHIM_OWN_EXIT_MARK)
 		t->flags |= T_OWN_EXIT;
 }
 
@@ -295,9 +296,7 @@ static void on_image(const struct proc_event *ev)
 
 static void end_if_gone(struct thread *t, void *p)
 {
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/task/%d", t->pid, t->tid);
-	if ((t->flags & T_RELEASED) && t->tid != t->pid && access(path, F_OK) < 0)
+	if ((t->flags & T_RELEASED) && t->tid != t->pid && !belongs_to(t->tid, t->pid))
 		ended(p, t, 0); /* its status went with the news */
 }
 

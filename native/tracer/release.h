@@ -13,6 +13,9 @@ void maybe_release(struct process *p);
 /* At a stop of a thread being released: detaches it (delivering signal);
  * 0 when it is not being released. */
 int release_at_stop(struct thread *t, int signal);
+/* A thread of a released process is seized (not stopped), to be let go
+ * at its next stop: the caller interrupts it for what it must read. */
+void seize_for_a_stop(struct thread *t);
 /* Seizes every thread of a released process again (none is stopped).
  * EBUSY, and it stays released, when another program traces one. */
 int retake(struct process *p);

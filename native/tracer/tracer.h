@@ -74,6 +74,10 @@ void announce(struct thread *t);
 
 /* attach.c */
 void attach_process(uint32_t req, pid_t pid);
+/* The tids listed in /proc/PID/task (malloc'd; NULL if it is gone). */
+pid_t *list_tasks(pid_t pid, size_t *n);
+/* Whether tid is a thread of pid now: /proc/PID/task/TID exists. */
+int belongs_to(pid_t tid, pid_t pid);
 void settle_attach(uint32_t req, pid_t pid, const uint32_t *tids, const uint64_t *fs_bases, uint32_t n);
 void attach_first_stop_seen(struct thread *t);
 void attach_thread_lost(struct thread *t);
