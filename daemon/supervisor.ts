@@ -89,7 +89,11 @@ export class Supervisor {
     this.go = new GoRuntime(opts.log.child({ component: 'go' }));
     this.syscalls = new Interposition(
       (c) => this.request(c),
-      { request: (...a) => this.shims.request(...a), tell: (pid, lines) => this.shims.tell(pid, lines) },
+      {
+        request: (...a) => this.shims.request(...a), tell: (pid, lines) => this.shims.tell(pid, lines),
+        connected: (pid) => { const c = this.shims.get(pid); return !!c?.socket && !c.socket.destroyed && !c.forkedFrom; },
+        startEngine: (pid, trap) => this.startEngine(pid, trap),
+      },
       this.records.syscalls, opts.log.child({ component: 'syscalls' }), opts.syscallLogLimit, opts.shimLeaseMs,
     );
     this.tls = new TlsReader({ getProcess: (pid) => this.getProcess(pid), refreshFsBase: (t) => this.fsBases.refresh(t) }, opts.log.child({ component: 'tls' }));
@@ -237,6 +241,14 @@ export class Supervisor {
     this.registry.changed(p);
     this.bus.publish('process.spawned', { ...this.registry.summary(p), stdout, stderr });
     return p;
+  }
+
+  /** Starts the syscall engine of a running process's shim (the tracer
+   * gives each thread the filter). */
+  private async startEngine(pid: Pid, trap: Buffer): Promise<void> {
+    const answer = await this.tracer.inject({ type: 'engine', pid, shimPath: shimLibrary, trap });
+    if (answer.errno !== 0) throw injectionError(pid, answer, 'start the shim\'s engine in');
+    this.log.info({ tracee: pid, threads: answer.interrupted, longestStopUs: Number(answer.stoppedNs / 1000n) }, 'shim engine started');
   }
 
   /** Loads the shim into a supervised process and starts it: answered

@@ -82,6 +82,7 @@ test('every command is written with the fields protocol.h lists, in order', (t) 
     rules: { type: 'rules', req: 1, pid, rules: [compileRule(1, { syscalls: ['openat'], tids: [2], trace: true }, () => true)] },
     counts: { type: 'counts', req: 1, pid },
     handoff: { type: 'handoff', req: 1, pid },
+    engine: { type: 'engine', req: 1, pid, shimPath: '/x.so', trap: Buffer.alloc(64) },
   };
   const commands = enumeration('tlsd_command', 'TLSD_CMD_');
   t.is(commands.size, Object.keys(examples).length);

@@ -24,11 +24,12 @@ export function injectRequest(req: ShimRequest, shimSocket: string): InjectReque
 
 const { EEXIST, ESRCH, EAGAIN, ENOEXEC, EPERM, EINVAL } = os.constants.errno;
 
-/** The error for an injection that did not complete (errno != 0); the
- * tracer's reason says what happened, for a person. The process is as it
- * was, but for a shim that had started (step cleanup). */
-export function injectionError(pid: Pid, a: TracerInjected): TlsdError {
-  const why = `cannot load the shim into process ${pid}: ${a.reason || `errno ${a.errno}`}`;
+/** The error for an injection that did not complete (errno != 0), or an
+ * engine start (ENGINE); the tracer's reason says what happened, for a
+ * person. The process is as it was, but for a shim that had started (step
+ * cleanup), or threads given the engine's filter. */
+export function injectionError(pid: Pid, a: TracerInjected, what = 'load the shim into'): TlsdError {
+  const why = `cannot ${what} process ${pid}: ${a.reason || `errno ${a.errno}`}`;
   switch (a.errno) {
     case EEXIST: return new TlsdError('SHIM_LOADED', why);
     case ESRCH: return new TlsdError('GONE', why);

@@ -17,7 +17,7 @@ import type { SyscallStore } from '../records/syscall-store.js';
 import type { TracerCommand } from '../tracer/protocol.js';
 import { syscallFlags } from '../tracer/protocol.js';
 import type { Pid, Tid } from '../types.js';
-import { compileRule, errnoName, SHIM_MAX_RULES, shimCapable, syscallName, type CompiledRule, type Engine, type RuleInput } from './rule.js';
+import { anyTrap, compileRule, errnoName, SHIM_MAX_RULES, shimCapable, syscallName, type CompiledRule, type Engine, type RuleInput } from './rule.js';
 
 const { EBUSY } = os.constants.errno;
 
@@ -72,14 +72,22 @@ type Request = (c: Extract<TracerCommand, { type: 'rules' | 'counts' | 'handoff'
 export interface ShimPort {
   request(pid: Pid, type: ShimRequestType, fields?: object, after?: object[]): Promise<ShimAnswer>;
   tell(pid: Pid, lines: object[]): void;
+  /** Whether the process has a shim that talks to tlsd. */
+  connected(pid: Pid): boolean;
+  /** Starts the engine of the process's shim, its filter trapping `trap`,
+   * in every thread (the tracer's ENGINE); throws why not. */
+  startEngine(pid: Pid, trap: Buffer): Promise<void>;
 }
 
 /** How long rules hold in a shim that tlsd no longer renews. */
 export const DEFAULT_LEASE_MS = 5000;
 
+/** A rule as the API has it, and as the tracer and the shim do. */
+type CompiledPair = { rule: Rule; compiled: CompiledRule };
+
 /** One process's rules, counts and records. */
 class ProcessSyscalls {
-  rules: { rule: Rule; compiled: CompiledRule }[] = [];
+  rules: CompiledPair[] = [];
   since?: string;
   readonly bySyscall = new Map<number, Counts>();
   readonly byThread = new Map<number, Counts>();
@@ -97,6 +105,9 @@ class ProcessSyscalls {
   /** Its shim's engine: the calls it traps; handedOff once it applies
    * the shim's rules (until the next exec). */
   engine?: { trap: Buffer; handedOff: boolean; at: number; held?: Call[] };
+  /** Its shim's engine is started by a rule (ENGINE), not at its exec:
+   * what the shim says of it is not a cue for a handoff. */
+  engineByRule = false;
 }
 
 function add(map: Map<number, Counts>, key: number, calls: number, errors: number, timeNs: number): void {
@@ -138,7 +149,7 @@ export class Interposition {
    * `trap`: the calls the process's shim engine traps (or will), if it
    * has one: a rule the engine can apply is the engine's unless it asks
    * for the tracer. */
-  compile(inputs: readonly RuleInput[], tidOk: (tid: number) => boolean, trap?: Buffer, shimRules = 0): { rule: Rule; compiled: CompiledRule }[] {
+  compile(inputs: readonly RuleInput[], tidOk: (tid: number) => boolean, trap?: Buffer, shimRules = 0): CompiledPair[] {
     const createdAt = new Date().toISOString();
     return inputs.map((input) => {
       const compiled = compileRule(this.nextRule, input, tidOk);
@@ -156,14 +167,14 @@ export class Interposition {
    * command that ended before its spawn was answered here (all its news
    * can come in one read of the tracer's socket) has them added to what
    * the records kept. */
-  adopt(p: ProcessRecord, rules: { rule: Rule; compiled: CompiledRule }[]): void {
+  adopt(p: ProcessRecord, rules: CompiledPair[]): void {
     if (!rules.length) return;
     if (p.state === 'running') return this.take(p.pid, rules);
     const saved = this.store.load<Saved>(p.serial) ?? { syscalls: [], threads: [], droppedThrough: 0 };
     this.store.save(p.serial, { ...saved, rules: rules.map((r) => r.rule), since: rules[0]!.rule.createdAt }, []);
   }
 
-  private take(pid: Pid, rules: { rule: Rule; compiled: CompiledRule }[]): void {
+  private take(pid: Pid, rules: CompiledPair[]): void {
     const s = this.of(pid);
     s.rules = rules;
     s.since = rules[0]!.rule.createdAt;
@@ -182,14 +193,10 @@ export class Interposition {
     const s = this.of(p.pid);
     const run = s.changes.then(async () => {
       const rules = edit(s.rules);
-      const reply = await this.request({ type: 'rules', pid: p.pid, rules: rules.map((r) => r.compiled) });
-      if (reply.errno === EBUSY) {
-        throw new TlsdError('ALREADY_TRACED', `process ${p.pid} is traced by another program (a debugger?): its shim has every rule, so tlsd let go of it, and a rule tlsd's tracer applies needs it back; detach the other program, or ask for the shim engine`);
-      }
-      if (reply.errno !== 0) throw new TlsdError('GONE', `process ${p.pid} has ended`);
+      await this.tracerRules(p.pid, rules);
       s.rules = rules;
       s.since ??= new Date().toISOString();
-      if (s.engine?.handedOff) await this.giveShim(p.pid, s);
+      if (s.engine?.handedOff) await this.giveShim(p.pid, s.rules);
     });
     s.changes = run.catch(() => {});
     return run;
@@ -197,10 +204,50 @@ export class Interposition {
 
   async addRule(p: ProcessRecord, input: RuleInput): Promise<Rule> {
     const s = this.byPid.get(p.pid);
-    const [made] = this.compile([input], (tid) => p.threads.has(tid as Tid), s?.engine?.trap, s?.rules.filter((r) => r.compiled.shim).length);
-    await this.change(p, (rules) => [...rules, made!]);
-    this.log.info({ tracee: p.pid, rule: made!.rule.id }, 'syscall rule added');
+    // A shim whose engine has not started yet can trap any call.
+    const startsEngine = !s?.engine && this.shims.connected(p.pid);
+    const trap = s?.engine?.trap ?? (startsEngine ? anyTrap() : undefined);
+    let [made] = this.compile([input], (tid) => p.threads.has(tid as Tid), trap, s?.rules.filter((r) => r.compiled.shim).length);
+    if (startsEngine && made!.compiled.shim) made = await this.withEngine(p, made!, input.engine === 'shim');
+    else await this.change(p, (rules) => [...rules, made!]);
+    this.log.info({ tracee: p.pid, rule: made!.rule.id, engine: made!.rule.engine }, 'syscall rule added');
     return made!.rule;
+  }
+
+  /** The first rule of the shim's engine in a running process: the shim
+   * has the rules before any thread has the filter, and the tracer applies
+   * them to the calls of the threads without it, so that each call is
+   * either's, once. If the engine cannot start, the tracer applies the
+   * rule, unless the shim's engine was `asked` for: then it is refused. */
+  private withEngine(p: ProcessRecord, made: CompiledPair, asked: boolean): Promise<CompiledPair> {
+    const s = this.of(p.pid);
+    const run = s.changes.then(async () => {
+      if (s.engine) throw new TlsdError('UNAVAILABLE', `the shim's engine of process ${p.pid} started meanwhile; try again`);
+      s.engineByRule = true;
+      const rules = [...s.rules, made];
+      await this.giveShim(p.pid, rules);
+      await this.tracerRules(p.pid, rules);
+      s.rules = rules;
+      s.since ??= made.rule.createdAt;
+      try {
+        await this.shims.startEngine(p.pid, made.compiled.set);
+      } catch (e) {
+        // The shim lets go first: a call is never both's.
+        this.shims.tell(p.pid, [{ type: 'rules', id: 0, count: 0, lease: 0 }]);
+        const instead = { rule: { ...made.rule, engine: 'ptrace' as const }, compiled: { ...made.compiled, shim: false } };
+        const kept = asked ? s.rules.filter((r) => r !== made) : s.rules.map((r) => (r === made ? instead : r));
+        await this.tracerRules(p.pid, kept);
+        s.rules = kept;
+        if (asked) throw e;
+        this.log.warn({ err: e, tracee: p.pid }, 'the shim\'s engine did not start: the tracer applies the rule');
+        return instead;
+      }
+      s.engine = { trap: made.compiled.set, handedOff: true, at: Date.now() };
+      await this.request({ type: 'handoff', pid: p.pid });
+      return made;
+    });
+    s.changes = run.catch(() => {});
+    return run;
   }
 
   async removeRule(p: ProcessRecord, id: number): Promise<void> {
@@ -346,6 +393,7 @@ export class Interposition {
     const s = this.of(pid);
     switch (m.type) {
       case 'engine':
+        if (s.engineByRule) return;
         s.engine = { trap: Buffer.from(m.trap, 'hex'), handedOff: false, at: Date.now() };
         void this.handOff(pid, s);
         return;
@@ -373,6 +421,7 @@ export class Interposition {
   exec(pid: Pid, at: number): void {
     const s = this.byPid.get(pid);
     if (s?.engine && s.engine.at < at) s.engine = undefined;
+    if (s) s.engineByRule = false;
   }
 
   /** The shim's engine is up, its process kept at its exec by the
@@ -389,7 +438,7 @@ export class Interposition {
       try {
         if (rules.some((r, i) => r.compiled.shim !== s.rules[i]!.compiled.shim)) await this.request({ type: 'rules', pid, rules: rules.map((r) => r.compiled) });
         s.rules = rules;
-        await this.giveShim(pid, s);
+        await this.giveShim(pid, s.rules);
       } catch (e) {
         this.log.warn({ err: e, tracee: pid }, 'the shim did not take its rules: the tracer keeps them');
         s.rules = s.rules.map((r) => shim(r, false));
@@ -409,9 +458,18 @@ export class Interposition {
     return s.changes as Promise<void>;
   }
 
+  /** The rules, whole, to the tracer. */
+  private async tracerRules(pid: Pid, rules: readonly CompiledPair[]): Promise<void> {
+    const reply = await this.request({ type: 'rules', pid, rules: rules.map((r) => r.compiled) });
+    if (reply.errno === EBUSY) {
+      throw new TlsdError('ALREADY_TRACED', `process ${pid} is traced by another program (a debugger?): its shim has every rule, so tlsd let go of it, and a rule tlsd's tracer applies needs it back; detach the other program, or ask for the shim engine`);
+    }
+    if (reply.errno !== 0) throw new TlsdError('GONE', `process ${pid} has ended`);
+  }
+
   /** The shim's rules, whole, to the shim. */
-  private async giveShim(pid: Pid, s: ProcessSyscalls): Promise<void> {
-    const mine = s.rules.filter((r) => r.compiled.shim).map((r) => r.compiled);
+  private async giveShim(pid: Pid, rules: readonly CompiledPair[]): Promise<void> {
+    const mine = rules.filter((r) => r.compiled.shim).map((r) => r.compiled);
     const lines = mine.map((c) => ({
       type: 'rule', rule: c.id, set: c.set.toString('hex'), fault: c.fault, value: BigInt.asUintN(64, c.value),
       signal: c.signal, first: c.first, last: c.last, step: c.step, trace: c.trace ? 1 : 0, enter: c.delayEnterUs, exit: c.delayExitUs,

@@ -71,7 +71,7 @@ export function shimCapable(c: CompiledRule, trap: Buffer): string | undefined {
   if (Buffer.byteLength(c.path) > SHIM_PATH_MAX) return `a path of more than ${SHIM_PATH_MAX} bytes is the tracer's`;
   const outside = [];
   for (let nr = 0; nr < MAX_NR; nr++) if (c.set[nr >> 3]! & (1 << (nr & 7)) && !(trap[nr >> 3]! & (1 << (nr & 7)))) outside.push(syscallName(nr));
-  if (outside.length) return `its filter does not trap ${outside.slice(0, 5).join(', ')}${outside.length > 5 ? ', …' : ''} (the calls it traps are fixed when the process starts)`;
+  if (outside.length) return `its filter does not trap ${outside.slice(0, 5).join(', ')}${outside.length > 5 ? ', …' : ''} (the calls it traps are fixed when its engine starts)`;
   return undefined;
 }
 const numberOf = new Map([...syscallNames].map(([nr, name]) => [name, nr]));

@@ -6,10 +6,10 @@ import type { CompiledRule } from '../syscalls/rule.js';
 import type { Pid, Tid, Address, FsBaseSource } from '../types.js';
 import { asAddress, asPid, asTid } from '../types.js';
 
-export const PROTOCOL_VERSION = 9;
+export const PROTOCOL_VERSION = 10;
 export const MAX_FRAME = 16 << 20;
 
-export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8, rules: 9, counts: 10, handoff: 11 } as const;
+export const Command = { attach: 1, spawn: 2, detach: 3, refresh: 4, shim: 5, settle: 6, inject: 7, tidy: 8, rules: 9, counts: 10, handoff: 11, engine: 12 } as const;
 
 export const Message = {
   hello: 1, reply: 2, processNew: 3, threadNew: 4, threadFsBase: 5,
@@ -79,7 +79,8 @@ export type TracerCommand =
   | { type: 'tidy'; req: number; pid: Pid; shimPath: string }
   | { type: 'rules'; req: number; pid: Pid; rules: CompiledRule[] }
   | { type: 'counts'; req: number; pid: Pid }
-  | { type: 'handoff'; req: number; pid: Pid };
+  | { type: 'handoff'; req: number; pid: Pid }
+  | { type: 'engine'; req: number; pid: Pid; shimPath: string; trap: Buffer };
 
 export class ProtocolError extends Error {}
 
@@ -231,6 +232,7 @@ export function encodeCommand(c: TracerCommand, kinds?: FieldKind[]): Buffer {
     case 'handoff': return w.u32(c.pid).frame();
     case 'inject': return injectFields(w.u32(c.pid), c).frame();
     case 'tidy': return w.u32(c.pid).str(c.shimPath).frame();
+    case 'engine': return w.u32(c.pid).str(c.shimPath).raw(c.trap).frame();
     case 'detach': return w.u32(c.pid).u8(c.kill ? 1 : 0).u8(c.keepChildren ? 1 : 0).frame();
     case 'refresh': return w.u32(c.tid).frame();
     case 'shim': return w.u32(c.pid).u64(c.table).frame();

@@ -628,12 +628,20 @@ static void chain(int sig, struct k_siginfo *si, struct k_ucontext *uc)
  * and so a TLS slot, with their parent). */
 #define ALT_MAGIC 0x6b63617473746c61ull
 
+_Static_assert(GUARD == TLSSHIM_ENGINE_GUARD && GUARD + ALT_SIZE == TLSSHIM_ENGINE_STACK, "inject.h's stacks");
+
+/* GUARD + ALT_SIZE bytes, read-write, made an alternate stack of ours. */
+static void mark_altstack(uint64_t base)
+{
+	sys3(__NR_mprotect, base, GUARD, PROT_NONE);
+	*(uint64_t *)(uintptr_t)(base + GUARD) = ALT_MAGIC ^ base;
+}
+
 static uint64_t new_altstack(void)
 {
 	long m = sys6(__NR_mmap, 0, ALT_SIZE + GUARD, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (sys_failed(m)) return 0;
-	sys3(__NR_mprotect, m, GUARD, PROT_NONE);
-	*(uint64_t *)(uintptr_t)(m + GUARD) = ALT_MAGIC ^ (uint64_t)m;
+	mark_altstack((uint64_t)m);
 	return (uint64_t)m;
 }
 
@@ -966,46 +974,108 @@ static int install_filter(void)
 
 static void trap(uint32_t nr) { trapped[nr / 64] |= 1ull << (nr % 64); }
 
-int engine_start(const uint8_t set[ENGINE_NR_MAX / 8])
+static int filter_length; /* the built filter's, once prepared */
+
+/* The handlers of the other signals never block SIGSYS, and the
+ * program's own SIGSYS disposition becomes virtual, ours in its place.
+ * Every signal blocked: a handler of the program's must not run between
+ * the look and the change. Looked at again when a running process's
+ * threads all have the filter (TLSSHIM_ENGINE_PREPARE): a thread without
+ * it may have set a handler meanwhile. */
+static int take_handlers(void)
 {
-	if (running || ipc_hold_agent()) return -1;
+	uint64_t all = ~0ull, mask;
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, &mask, 8);
+	for (int sig = 1; sig <= 64; sig++) {
+		struct k_sigaction h;
+		if (sig == SIGKILL || sig == SIGSTOP || sys_sigaction(sig, 0, &h)) continue;
+		if (sig == SIGSYS) {
+			if (h.handler != (uint64_t)(uintptr_t)on_sigsys) program_sigsys = h;
+			continue;
+		}
+		if (!(h.mask & SIGSYS_BIT)) continue;
+		__atomic_fetch_or(&masks_with_sigsys, 1ull << (sig - 1), __ATOMIC_RELAXED);
+		h.mask &= ~SIGSYS_BIT;
+		sys_sigaction(sig, &h, 0);
+	}
+	struct k_sigaction ours = {
+		(uint64_t)(uintptr_t)on_sigsys, SA_SIGINFO | SA_ONSTACK | SA_RESTART | SA_RESTORER_FLAG,
+		(uint64_t)(uintptr_t)engine_restorer, ~0ull,
+	};
+	int ok = !sys_sigaction(SIGSYS, &ours, 0);
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &mask, 0, 8);
+	return ok ? 0 : -1;
+}
+
+int engine_prepare(const uint8_t set[ENGINE_NR_MAX / 8])
+{
+	if (filter_length) return take_handlers();
+	if (ipc_hold_agent()) return -1;
 	thread_var = tlsshim_register(sizeof(struct thread_state), 8, "tlsd.engine");
 	if (thread_var < 0) return -1;
-	early_tid = (uint32_t)sys0(__NR_gettid);
-	struct thread_state *ts = thread_state();
 	for (uint32_t nr = 0; nr < ENGINE_NR_MAX; nr++)
 		if (in_bits(set, nr)) trap(nr);
 	static const uint16_t always[] = { __NR_rt_sigaction, __NR_rt_sigprocmask, __NR_clone, __NR_fork, __NR_vfork,
 					   __NR_execve, __NR_exit, __NR_exit_group, __NR_execveat, __NR_clone3 };
 	for (uint32_t i = 0; i < sizeof always / sizeof *always; i++) trap(always[i]);
 	trapped[__NR_rt_sigreturn / 64] &= ~(1ull << (__NR_rt_sigreturn % 64));
-
-	/* Handlers in place never block SIGSYS; the program's own SIGSYS
-	 * disposition becomes virtual. */
-	uint64_t all = ~0ull, mask;
-	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, &mask, 8);
-	for (int sig = 1; sig <= 64; sig++) {
-		struct k_sigaction h;
-		if (sig == SIGKILL || sig == SIGSTOP || sys_sigaction(sig, 0, &h)) continue;
-		if (sig == SIGSYS) { program_sigsys = h; continue; }
-		if (!(h.mask & SIGSYS_BIT)) continue;
-		masks_with_sigsys |= 1ull << (sig - 1);
-		h.mask &= ~SIGSYS_BIT;
-		sys_sigaction(sig, &h, 0);
+	int n = build_filter();
+	if (n < 0 || take_handlers()) {
+		shim_memset(trapped, 0, sizeof trapped);
+		sys_sigaction(SIGSYS, &program_sigsys, 0);
+		return -1;
 	}
-	ts->sigsys_blocked = (mask & SIGSYS_BIT) != 0;
-	mask &= ~SIGSYS_BIT;
-	ts->altstack = new_altstack();
-	struct k_stack alt = { ts->altstack + GUARD, 0, 0, ALT_SIZE };
-	struct k_sigaction ours = {
-		(uint64_t)(uintptr_t)on_sigsys, SA_SIGINFO | SA_ONSTACK | SA_RESTART | SA_RESTORER_FLAG,
-		(uint64_t)(uintptr_t)engine_restorer, ~0ull,
-	};
-	int ok = ts->altstack && !sys2(__NR_sigaltstack, &alt, 0) && !sys_sigaction(SIGSYS, &ours, 0) && !install_filter();
-	if (!ok) sys_sigaction(SIGSYS, &program_sigsys, 0);
-	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &mask, 0, 8);
-	if (!ok) return -1;
-	__atomic_store_n(&running, 1, __ATOMIC_RELEASE);
-	ipc_wake(); /* the agent tells tlsd, which hands it the rules */
+	filter_length = n;
 	return 0;
+}
+
+const void *engine_filter(uint32_t *length)
+{
+	*length = (uint32_t)filter_length;
+	return filter;
+}
+
+/* Makes the alternate stack at `base` this thread's. */
+static int use_altstack(struct thread_state *ts, uint64_t base)
+{
+	struct k_stack alt = { base + GUARD, 0, 0, ALT_SIZE };
+	if (sys2(__NR_sigaltstack, &alt, 0)) return -1;
+	if (ts) ts->altstack = base;
+	return 0;
+}
+
+int engine_enter(uint64_t mask, uint64_t stack, int *kept)
+{
+	if (!filter_length) return -1;
+	struct thread_state *ts = thread_state();
+	if (ts) ts->sigsys_blocked = (mask & SIGSYS_BIT) != 0;
+	/* A thread with an alternate stack of its own (a Go thread's) keeps it. */
+	struct k_stack now;
+	*kept = 0;
+	if (sys2(__NR_sigaltstack, 0, &now) || (now.flags & SS_DISABLE_FLAG)) {
+		if (stack) mark_altstack(stack);
+		uint64_t base = stack ? stack : new_altstack();
+		if (!base || use_altstack(ts, base)) return -1;
+		*kept = stack != 0;
+	}
+	if (install_filter()) return -1;
+	__atomic_store_n(&running, 1, __ATOMIC_RELEASE);
+	ipc_wake(); /* the agent tells tlsd */
+	return 0;
+}
+
+int engine_start(const uint8_t set[ENGINE_NR_MAX / 8])
+{
+	if (running || filter_length) return -1;
+	early_tid = (uint32_t)sys0(__NR_gettid);
+	uint64_t mask;
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, 0, &mask, 8);
+	if (engine_prepare(set)) return -1;
+	int kept;
+	uint64_t all = ~0ull;
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &all, 0, 8);
+	int r = engine_enter(mask, 0, &kept);
+	mask &= ~SIGSYS_BIT;
+	sys4(__NR_rt_sigprocmask, SIG_SETMASK, &mask, 0, 8);
+	return r;
 }

@@ -38,6 +38,18 @@ struct engine_rule {
  * tlsd's first rules are in force (or tlsd is gone): 0, or -1. */
 int engine_start(const uint8_t trap[ENGINE_NR_MAX / 8]);
 int engine_running(void);
+
+/* The same in a running process, whose threads tlsd's tracer brings in
+ * one by one (inject.h, TLSSHIM_ENGINE_*). engine_prepare: the process's
+ * part, once; later calls only look at the handlers again. 0, or -1. */
+int engine_prepare(const uint8_t trap[ENGINE_NR_MAX / 8]);
+/* The filter engine_prepare built, for the tracer to recognise. */
+const void *engine_filter(uint32_t *length);
+/* The calling thread's part: `mask` is its signal mask as the program
+ * set it (SIGSYS is taken out of the real one by the caller), `stack`
+ * an alternate stack it may keep (0: one is mapped), *kept whether it did.
+ * Signals blocked. 0, or -1. */
+int engine_enter(uint64_t mask, uint64_t stack, int *kept);
 /* The calls its filter traps (a bitmap, bit nr for call nr). */
 void engine_trapped(uint8_t out[ENGINE_NR_MAX / 8]);
 

@@ -31,3 +31,20 @@ EXPORT void tlsshim_inject_entry(struct tlsshim_inject *call)
 	for (uint32_t i = 0; i < sizeof call->trap; i++) trap |= call->trap[i];
 	if (call->result == 0 && trap && engine_start(call->trap) < 0) call->result = TLSSHIM_EENGINE;
 }
+
+EXPORT void tlsshim_engine_entry(struct tlsshim_engine_call *call)
+{
+	int r = -1, kept = 0;
+	if (call->version != TLSSHIM_INJECT_VERSION) {
+		call->result = TLSSHIM_EINVAL;
+		return;
+	}
+	if (call->op == TLSSHIM_ENGINE_PREPARE) {
+		r = engine_prepare(call->trap);
+		call->filter = (uint64_t)(uintptr_t)engine_filter(&call->filter_length);
+	} else if (call->op == TLSSHIM_ENGINE_THREAD) {
+		r = engine_enter(call->mask, call->stack, &kept);
+	}
+	call->kept = (uint32_t)kept;
+	call->result = r ? TLSSHIM_EENGINE : 0;
+}

@@ -13,6 +13,10 @@
  *   tlsshim_inject_entry   void (struct tlsshim_inject *): starts the shim,
  *                          writes the result, and returns to
  *                          tlsshim_inject_return
+ *   tlsshim_engine_entry   void (struct tlsshim_engine_call *): starts the
+ *                          syscall engine in a running process, one
+ *                          thread at a time (native/tracer/engine.c),
+ *                          and returns the same way
  *
  * Whatever the tracer does, the borrowed thread's registers point at one
  * of these with the signal frame above its stack pointer: if the tracer
@@ -45,6 +49,35 @@ struct tlsshim_inject {
 	 * calls (bit nr: call nr; engine.h), on the borrowed thread, which
 	 * must be the process's only one (a spawn at its exec). */
 	uint8_t trap[64];
+};
+
+/* The engine in a running process. The tracer borrows each thread but
+ * the agent in turn and calls the entry on a stack of TLSSHIM_ENGINE_STACK
+ * bytes it mapped (a guard page, then the stack), its frame at the top:
+ *
+ *   PREPARE  the process's part, once (again: only the handlers' masks are
+ *            looked at again): the SIGSYS handler, the filter built; the
+ *            filter's address and length are written back, so that the
+ *            tracer can tell a thread that has it
+ *   THREAD   the calling thread's part: the stack becomes its alternate
+ *            signal stack unless it has one, SIGSYS is taken out of its
+ *            mask (`mask`: the mask the program set, which it goes on
+ *            seeing), and the filter goes on */
+#define TLSSHIM_ENGINE_PREPARE 1
+#define TLSSHIM_ENGINE_THREAD 2
+#define TLSSHIM_ENGINE_GUARD 4096
+#define TLSSHIM_ENGINE_STACK (TLSSHIM_ENGINE_GUARD + 64 * 1024)
+
+struct tlsshim_engine_call {
+	uint32_t version;   /* TLSSHIM_INJECT_VERSION */
+	int32_t result;     /* TLSSHIM_INJECT_NOT_RUN, then 0 or TLSSHIM_E* */
+	uint32_t op;
+	uint32_t kept;      /* THREAD: 1 when `stack` is now its alternate stack */
+	uint64_t stack;     /* THREAD: the call's stack, its guard page first */
+	uint64_t mask;      /* THREAD */
+	uint64_t filter;    /* PREPARE, written: struct sock_filter[filter_length] */
+	uint32_t filter_length;
+	uint8_t trap[64];   /* PREPARE: the calls to trap (bit nr: call nr) */
 };
 
 #endif

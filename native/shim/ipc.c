@@ -474,7 +474,7 @@ static int answer(int fd, const char *text, uint32_t n)
 		if (!incoming.bad) engine_commit((uint32_t)incoming.count, incoming.lease);
 		put(&l, incoming.bad ? "{\"type\":\"error\",\"message\":\"bad rule\",\"id\":" : "{\"type\":\"rules\",\"id\":");
 		put_decimal(&l, r.id);
-	} else if (parsed && same_text(r.type, "rules") && engine_running() && r.count <= ENGINE_MAX_RULES) {
+	} else if (parsed && same_text(r.type, "rules") && r.count <= ENGINE_MAX_RULES) {
 		incoming.id = r.id;
 		incoming.count = r.count;
 		incoming.lease = r.lease;
@@ -485,7 +485,7 @@ static int answer(int fd, const char *text, uint32_t n)
 		engine_commit(0, r.lease);
 		put(&l, "{\"type\":\"rules\",\"id\":");
 		put_decimal(&l, r.id);
-	} else if (parsed && same_text(r.type, "lease") && engine_running()) {
+	} else if (parsed && same_text(r.type, "lease")) {
 		engine_renew(r.lease);
 		put(&l, "{\"type\":\"lease\",\"id\":");
 		put_decimal(&l, r.id);

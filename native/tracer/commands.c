@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "inject.h"
 #include "protocol.h"
 #include "shim.h"
@@ -197,6 +198,22 @@ static int run_handoff(struct frame *f, uint32_t req)
 	return 0;
 }
 
+static int run_engine(struct frame *f, uint32_t req)
+{
+	pid_t pid = (pid_t)in_u32(f);
+	char *shim_path = in_str(f);
+	uint8_t trap[64];
+	uint32_t n = in_u32(f);
+	int ok = !f->bad && pid > 0 && shim_path && n == sizeof trap && (size_t)(f->end - f->p) >= n;
+	if (ok) {
+		memcpy(trap, f->p, n);
+		f->p += n;
+		engine_start_process(req, pid, shim_path, trap);
+	}
+	free(shim_path);
+	return ok ? 0 : -1;
+}
+
 /* Each takes the fields after type and req; -1: they do not parse. */
 static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_ATTACH] = run_attach,
@@ -210,6 +227,7 @@ static int (*const commands[])(struct frame *, uint32_t) = {
 	[TLSD_CMD_RULES] = run_rules,
 	[TLSD_CMD_COUNTS] = run_counts,
 	[TLSD_CMD_HANDOFF] = run_handoff,
+	[TLSD_CMD_ENGINE] = run_engine,
 };
 
 static void run_command(const uint8_t *body, size_t len)

@@ -226,6 +226,8 @@ void note_new_child(struct thread *parent, int event)
 	thread_claim(child, same_process ? parent->pid : tid);
 	if (same_process && owner && (owner->flags & P_RELEASED))
 		child->flags |= T_RELEASE; /* its parent was seized for a moment */
+	if (same_process && (parent->flags & T_ENGINE))
+		child->flags |= T_ENGINE; /* a filter is inherited */
 	if (detaching) {
 		detach_new_child(parent, child, was_waiting);
 		return;

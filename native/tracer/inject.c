@@ -68,8 +68,6 @@
 #define MEMFD_NAME_AT 64
 #define STUB_FRAME_AT 256
 #define PAGE 4096ull
-/* The least stack tlsshim_start may need below its frame. */
-#define MIN_CALL_STACK (16 * 1024)
 
 struct outcome {
 	int err;
@@ -225,6 +223,15 @@ static uint64_t map_stub(struct borrowed *b, struct outcome *o, uint64_t *stub_l
 	return (uint64_t)stub;
 }
 
+uint64_t stub_map(struct borrowed *b, uint64_t *len, char *why, size_t why_len)
+{
+	struct outcome o = { 0 };
+	uint64_t stub = map_stub(b, &o, len);
+	if (!stub)
+		snprintf(why, why_len, "%s", o.why);
+	return stub;
+}
+
 /* 2: the memfd, and the tracer's own descriptor of it. */
 static long make_memfd(struct borrowed *b, struct outcome *o, uint64_t stub, int *local)
 {
@@ -264,7 +271,7 @@ static int prepare_call(struct borrowed *b, const struct shim_image *im, uint64_
 	uint64_t area = base + im->area;
 	size_t frame = arch_sigframe_size(&b->xstate);
 	uint64_t frame_at = (area + TLSSHIM_INJECT_AREA - frame) & ~63ull;
-	if (frame_at < area + sizeof(struct tlsshim_inject) + MIN_CALL_STACK)
+	if (frame_at < area + sizeof(struct tlsshim_inject) + INJECT_MIN_CALL_STACK)
 		return fail(o, ENOSPC, "its extended register state (%zu bytes) does not fit the shim's area", b->xstate.len);
 	struct tlsshim_inject call = {
 		.version = TLSSHIM_INJECT_VERSION,

@@ -8,6 +8,9 @@
 
 struct process;
 
+/* The least stack the shim's entry points may need below their frame. */
+#define INJECT_MIN_CALL_STACK (16 * 1024)
+
 struct inject_request {
 	uint8_t mode;        /* enum tlsshim_mode */
 	uint32_t slot_count; /* 0: the shim's default */
@@ -32,6 +35,14 @@ void inject_at_exec(struct process *p);
  * (its layout). Answered with REPLY: threads = mappings removed, passes =
  * shims found started, which stay. */
 void tidy_process(uint32_t req, pid_t pid, const char *shim_path);
+
+/* An injection's first step, for engine.c: a stub page with a `syscall`
+ * and a signal frame holding b's own state, the thread parked on it with
+ * every signal blocked, so that remote syscalls can run in it. The page's
+ * address (its length in *len), or 0 with `why` set. Unmapped by the
+ * caller once the thread waits on another frame. */
+struct borrowed;
+uint64_t stub_map(struct borrowed *b, uint64_t *len, char *why, size_t why_len);
 
 /* Whether it starts the shim's syscall engine. */
 int has_trap(const struct inject_request *q);

@@ -1,5 +1,5 @@
 /*
- * The tlsd-tracer wire protocol, version 9. This file is its one
+ * The tlsd-tracer wire protocol, version 10. This file is its one
  * definition: daemon/tracer/protocol.ts speaks it, and test/protocol.test.ts
  * checks that every number and every field list below is what the
  * TypeScript side reads and writes. docs/tracer-protocol.md tells how the
@@ -27,7 +27,7 @@
 #ifndef TLSD_PROTOCOL_H
 #define TLSD_PROTOCOL_H
 
-#define TLSD_PROTOCOL_VERSION 9
+#define TLSD_PROTOCOL_VERSION 10
 #define TLSD_MAX_FRAME (16u << 20) /* bounds a length read from the socket;
                                       a SETTLE of 1.4 million threads fits */
 
@@ -123,6 +123,22 @@ enum tlsd_command {
 	                         process events (its shim's agent thread
 	                         stays traced) until its execve or a RULES
 	                         that gives the tracer rules. REPLY: threads */
+	TLSD_CMD_ENGINE = 12, /* u32 req, u32 pid, str shim_path, str trap --
+	                         starts the syscall engine of the shim loaded
+	                         in the running process (shim_path: its file,
+	                         for its layout), its filter trapping the calls
+	                         in trap (64 bytes, bit nr: call nr): each
+	                         thread but the shim's agent is given the
+	                         filter, and from then on the tracer leaves
+	                         the process's shim rules to the shim for that
+	                         thread's calls (before any HANDOFF). Threads
+	                         made since by one with the filter have it.
+	                         Answered with INJECTED: tid is the first
+	                         thread given the filter, base the shim's,
+	                         stopped_ns the longest any thread was
+	                         stopped, interrupted how many threads have
+	                         the filter; on failure, the threads given
+	                         the filter keep it */
 };
 
 /* tracer -> daemon */
@@ -163,8 +179,9 @@ enum tlsd_message {
 	TLSD_MSG_INJECTED = 11,      /* u32 req, i32 errno, u32 pid, u32 tid,
 	                                u64 base, u64 stopped_ns, u32 interrupted,
 	                                u8 step, str reason -- the answer to
-	                                INJECT (and to a SPAWN with a shim):
-	                                errno 0 when the shim started, loaded at
+	                                INJECT (and to a SPAWN with a shim, and
+	                                to ENGINE, which says what its fields
+	                                are): errno 0 when the shim started, loaded at
 	                                base; tid is the thread borrowed,
 	                                stopped_ns how long it was stopped,
 	                                interrupted how many threads were

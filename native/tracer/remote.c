@@ -427,6 +427,18 @@ int borrow_thread(pid_t pid, struct borrowed *b)
 	return err;
 }
 
+int borrow_tid(pid_t pid, pid_t tid, struct borrowed *b)
+{
+	*b = (struct borrowed){ .pid = pid, .tid = tid, .interrupted = 1 };
+	int err = interrupt_thread(b);
+	if (!err)
+		err = save_state(b);
+	struct thread *t = err && err != -ESRCH && err != -EAGAIN ? thread_find(tid) : NULL;
+	if (t)
+		resume(t, 0, 0);
+	return err;
+}
+
 int borrow_at_exec(pid_t pid, struct borrowed *b)
 {
 	*b = (struct borrowed){ .pid = pid, .tid = pid, .interrupted = 1 };
@@ -480,7 +492,12 @@ void give_back(struct borrowed *b)
 		restart_through_interrupt(b);
 	}
 	if (!b->gone) {
-		if (!b->hold)
+		struct thread *t = thread_find(b->tid);
+		if (b->hold)
+			; /* left in its stop */
+		else if (t)
+			resume(t, 0, 0); /* at its syscalls too, if its process has rules */
+		else
 			ptrace(PTRACE_CONT, b->tid, 0, 0);
 		b->restarted_ns = now_ns();
 		for (int i = 0; i < b->nheld; i++)

@@ -50,6 +50,9 @@ struct borrowed {
  * stopped), ENOEXEC (a 32-bit thread). */
 int borrow_thread(pid_t pid, struct borrowed *b);
 
+/* The same for thread tid, whatever it is doing. */
+int borrow_tid(pid_t pid, pid_t tid, struct borrowed *b);
+
 /* The same for the one thread of a process at its exec event stop, before
  * the new program's first instruction. */
 int borrow_at_exec(pid_t pid, struct borrowed *b);

@@ -148,3 +148,18 @@ enum seccomp_verdict seccomp_check(pid_t tid, long nr, const uint64_t args[6], u
 	name_action(verdict, action, action_len);
 	return SECCOMP_FORBIDS;
 }
+
+int seccomp_has_filter(pid_t tid, const struct sock_filter *filter, uint32_t n)
+{
+	static struct sock_filter prog[MAX_FILTER_INSNS];
+	for (unsigned long i = 0; i < MAX_FILTERS; i++) {
+		long got = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, (void *)i, prog);
+		if (got < 0 && (errno == ENOENT || (errno == EINVAL && i == 0)))
+			return 0;
+		if (got < 0 || got > MAX_FILTER_INSNS)
+			return -1;
+		if ((uint32_t)got == n && !memcmp(prog, filter, n * sizeof *filter))
+			return 1;
+	}
+	return 0;
+}

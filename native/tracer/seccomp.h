@@ -20,4 +20,9 @@ enum seccomp_verdict {
 enum seccomp_verdict seccomp_check(pid_t tid, long nr, const uint64_t args[6], uint64_t ip,
 				   char *action, size_t action_len);
 
+/* Whether thread tid, stopped, has a filter with these n instructions
+ * among its own: 1, 0, or -1 (its filters cannot be read). */
+struct sock_filter;
+int seccomp_has_filter(pid_t tid, const struct sock_filter *filter, uint32_t n);
+
 #endif

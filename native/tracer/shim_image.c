@@ -95,6 +95,8 @@ static int find_symbols(struct shim_image *im, char *why, size_t len)
 				continue;
 			if (!strcmp(name, "tlsshim_inject_entry"))
 				im->entry = sym[k].st_value;
+			else if (!strcmp(name, "tlsshim_engine_entry"))
+				im->engine_entry = sym[k].st_value;
 			else if (!strcmp(name, "tlsshim_inject_gadget"))
 				im->gadget = sym[k].st_value;
 			else if (!strcmp(name, "tlsshim_inject_return"))
@@ -103,7 +105,7 @@ static int find_symbols(struct shim_image *im, char *why, size_t len)
 				im->area = sym[k].st_value;
 		}
 	}
-	if (!im->entry || !im->gadget || !im->sigreturn || !im->area)
+	if (!im->entry || !im->gadget || !im->sigreturn || !im->area || !im->engine_entry)
 		return refuse(why, len, "the shim does not export the injection entry points");
 	return 0;
 }
@@ -178,7 +180,7 @@ int shim_image_load(const char *path, struct shim_image *im, char *why, size_t l
 		return refuse(why, len, "the shim has nothing to load");
 	if (read_dynamic(im, ph, eh->e_phnum, dyn, why, len) || find_symbols(im, why, len))
 		return -1;
-	if (im->entry >= im->span || im->gadget >= im->span || im->sigreturn >= im->span ||
+	if (im->entry >= im->span || im->engine_entry >= im->span || im->gadget >= im->span || im->sigreturn >= im->span ||
 	    im->area + TLSSHIM_INJECT_AREA > im->span)
 		return refuse(why, len, "the shim's entry points are outside it");
 	/* Only relative relocations: anything else needs a symbol lookup. */

@@ -22,7 +22,7 @@ struct shim_image {
 	int nseg;
 	uint64_t relro_start, relro_end; /* page-rounded; start == end: none */
 	/* The injection ABI (native/shim/inject.h), from the base. */
-	uint64_t entry, gadget, sigreturn, area;
+	uint64_t entry, gadget, sigreturn, area, engine_entry;
 	uint64_t rela, rela_len, relr, relr_len; /* file offsets */
 };
 

@@ -482,7 +482,9 @@ static uint32_t match(struct thread *t, struct sys_state *s, const struct proces
 	const struct ruleset *rs = p->rules;
 	for (uint32_t i = 0; rs && i < rs->n; i++) {
 		const struct rule *r = &rs->rules[i];
-		if (!in_force(p, r) || !in_set(r->set, s->nr) || !selects_thread(r, t->tid))
+		/* A thread with the engine's filter has its shim apply them. */
+		if (!in_force(p, r) || (r->shim && (t->flags & T_ENGINE)) || !in_set(r->set, s->nr) ||
+		    !selects_thread(r, t->tid))
 			continue;
 		if (r->path) {
 			const char *path = path_of(t, s, r);

@@ -32,6 +32,9 @@ enum thread_flag {
 	                           shim's engine said so: release.c) */
 	T_AGENT = 1 << 15,      /* the shim's agent thread, made during an
 	                           injection: never released (release.c) */
+	T_ENGINE = 1 << 16,     /* it has the shim engine's filter (engine.c):
+	                           its calls of the shim's rules are the
+	                           shim's, not the tracer's */
 };
 
 struct inject_request;
