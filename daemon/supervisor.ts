@@ -244,11 +244,19 @@ export class Supervisor {
   }
 
   /** Starts the syscall engine of a running process's shim (the tracer
-   * gives each thread the filter). */
-  private async startEngine(pid: Pid, trap: Buffer): Promise<void> {
-    const answer = await this.tracer.inject({ type: 'engine', pid, shimPath: shimLibrary, trap });
-    if (answer.errno !== 0) throw injectionError(pid, answer, 'start the shim\'s engine in');
-    this.log.info({ tracee: pid, threads: answer.interrupted, longestStopUs: Number(answer.stoppedNs / 1000n) }, 'shim engine started');
+   * gives each thread the filter): how many threads have it, and why not
+   * every one, if not. A tracer that died meanwhile may have given some
+   * the filter: it is tried again (Interposition.resend). */
+  private async startEngine(pid: Pid, trap: Buffer): Promise<{ threads?: number; error?: TlsdError }> {
+    try {
+      const answer = await this.tracer.inject({ type: 'engine', pid, shimPath: shimLibrary, trap });
+      const error = answer.errno !== 0 ? injectionError(pid, answer, 'start the shim\'s engine in') : undefined;
+      this.log.info({ tracee: pid, threads: answer.interrupted, longestStopUs: Number(answer.stoppedNs / 1000n), err: error }, 'shim engine started');
+      return { threads: answer.interrupted, ...(error ? { error } : {}) };
+    } catch (e) {
+      if (!(e instanceof TlsdError) || e.code !== 'UNAVAILABLE') throw e;
+      return { error: e }; // how many threads have the filter is not known
+    }
   }
 
   /** Loads the shim into a supervised process and starts it: answered

@@ -2,10 +2,11 @@
  * attached to (native/tracer/engine.c): every thread but the shim's agent
  * is given the filter one by one, while the program runs. Expected values
  * are known by construction (test/fixtures/syscalls/engine.c). */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import type { TlsdClient } from '../clients/client.js';
 import { startDaemon } from './helpers/daemon.js';
 import { Fixture, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
 
@@ -19,6 +20,15 @@ function scratch(t: ExecutionContext): string {
 function filteredThreads(pid: number): number {
   const filters = (tid: string) => Number(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').match(/^Seccomp_filters:\s+(\d+)/m)?.[1] ?? 0);
   return readdirSync(`/proc/${pid}/task`).filter((tid) => filters(tid) > 0).length;
+}
+
+/** The shim's agent thread: its thread pointer is in the shim's own memory. */
+async function agentOf(client: TlsdClient, pid: number): Promise<number> {
+  const shim = readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').filter((l) => l.includes('/memfd:tlsshim '))
+    .map((l) => l.split(' ')[0]!.split('-').map((x) => BigInt('0x' + x)));
+  const agents = (await client.threads(pid)).filter((th) => shim.some(([lo, hi]) => BigInt(th.fsBase) >= lo! && BigInt(th.fsBase) < hi!));
+  if (agents.length !== 1) throw new Error(`${agents.length} agents`);
+  return agents[0]!.tid;
 }
 
 /** The engine fixture's `threads N K GO` mode, started alone: N threads
@@ -52,3 +62,66 @@ for (const [kind, fixture] of [['glibc-dynamic', 'engine'], ['musl-static', 'mus
     t.deepEqual(stats.threads.map((th) => [th.tid, th.calls]), [...tids].sort((a, b) => a - b).map((tid) => [tid, 50]));
   });
 }
+
+test('Go, static and with cgo, attached: the engine starts in its threads (each keeps its own alternate stack), and fails exactly the 2nd and 3rd opens', async (t) => {
+  const d = await startDaemon(t);
+  const dir = scratch(t);
+  const file = path.join(dir, 'file');
+  writeFileSync(file, 'x');
+  for (const kind of ['go-static', 'go-cgo']) {
+    const go = path.join(dir, `go-${kind}`);
+    const f = await Fixture.start(t, `${kind}/opener`, [file, '5', go], [], /^ready$/);
+    await d.client.attach(f.pid, { mode: 'thread-pointer' });
+    const rule = await d.client.addRule(f.pid, { syscalls: ['openat'], path: file, error: 'ENOENT', when: '2..3' });
+    t.is(rule.engine, 'shim', kind);
+    writeFileSync(go, '');
+    t.is(await f.exited(), 0, kind);
+    t.deepEqual(f.out.all, ['ready', 'ok', 'no such file or directory', 'no such file or directory', 'ok', 'ok', 'done'], kind);
+    const stats = await d.client.syscallStats(f.pid);
+    t.is(stats.engine, 'shim');
+    t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls, c.errors]), [['openat', 5, 2]], kind);
+  }
+});
+
+test('threads born and ending all the time: the engine starts all the same, every thread has the filter from then on, and the program runs to its end', async (t) => {
+  const d = await startDaemon(t);
+  const f = await Fixture.start(t, 'churn', ['4', '0']);
+  await d.client.attach(f.pid, { mode: 'thread-pointer' });
+  const rule = await d.client.addRule(f.pid, { syscalls: ['getppid'], retval: 42 });
+  t.is(rule.engine, 'shim');
+  const agent = await agentOf(d.client, f.pid);
+  for (let i = 0; i < 20; i++) {
+    // Every thread but the agent, born before or after the start.
+    const tids = readdirSync(`/proc/${f.pid}/task`);
+    const without = tids.filter((tid) => {
+      try {
+        return !/^Seccomp_filters:\s+[1-9]/m.test(readFileSync(`/proc/${f.pid}/task/${tid}/status`, 'utf8'));
+      } catch {
+        return false; // ended meanwhile
+      }
+    });
+    t.deepEqual(without, [String(agent)]);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  t.true(noThreadInTracingStop(f.pid));
+  f.send('quit');
+  t.is(await f.exited(), 0);
+  t.regex(f.out.all.at(-1)!, /^done \d+$/);
+});
+
+test('the tracer SIGKILLed in the middle of starting the engine: no thread is left stopped, the next tracer finishes the start, and every call is counted once', async (t) => {
+  const died = path.join(scratch(t), 'died');
+  const d = await startDaemon(t, [], { env: { TLSD_TRACER_DIE_AT_ENGINE_CALL: `4:${died}` } });
+  const { f, tids, go } = await waitingThreads(t, 'engine', 20, 50);
+  await d.client.attach(f.pid, { mode: 'thread-pointer' });
+  const rule = await d.client.addRule(f.pid, { syscalls: ['getppid'], retval: 42 });
+  t.is(rule.engine, 'shim');
+  t.true(existsSync(died), 'the tracer died during the start');
+  await waitUntil('every thread but the agent to have the filter', () => filteredThreads(f.pid) === tids.length + 1);
+  t.true(noThreadInTracingStop(f.pid));
+  go();
+  t.is(await f.exited(), 0);
+  for (const tid of tids) t.true(f.out.all.includes(`${tid} got 42`), `thread ${tid}`);
+  const stats = await d.client.syscallStats(f.pid);
+  t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 1000]]);
+});

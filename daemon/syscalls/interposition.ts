@@ -75,8 +75,10 @@ export interface ShimPort {
   /** Whether the process has a shim that talks to tlsd. */
   connected(pid: Pid): boolean;
   /** Starts the engine of the process's shim, its filter trapping `trap`,
-   * in every thread (the tracer's ENGINE); throws why not. */
-  startEngine(pid: Pid, trap: Buffer): Promise<void>;
+   * in every thread (the tracer's ENGINE): how many threads have the
+   * filter (not known if the tracer died meanwhile), and why not all, if
+   * not. */
+  startEngine(pid: Pid, trap: Buffer): Promise<{ threads?: number; error?: TlsdError }>;
 }
 
 /** How long rules hold in a shim that tlsd no longer renews. */
@@ -104,7 +106,7 @@ class ProcessSyscalls {
   ending?: { serial: number; done: Promise<void> };
   /** Its shim's engine: the calls it traps; handedOff once it applies
    * the shim's rules (until the next exec). */
-  engine?: { trap: Buffer; handedOff: boolean; at: number; held?: Call[] };
+  engine?: { trap: Buffer; handedOff: boolean; at: number; held?: Call[]; partial?: boolean };
   /** Its shim's engine is started by a rule (ENGINE), not at its exec:
    * what the shim says of it is not a cue for a handoff. */
   engineByRule = false;
@@ -216,9 +218,13 @@ export class Interposition {
 
   /** The first rule of the shim's engine in a running process: the shim
    * has the rules before any thread has the filter, and the tracer applies
-   * them to the calls of the threads without it, so that each call is
-   * either's, once. If the engine cannot start, the tracer applies the
-   * rule, unless the shim's engine was `asked` for: then it is refused. */
+   * them to the calls of the threads without it (per thread, ENGINE), so
+   * that each call is either's, once. Once every thread has the filter,
+   * the tracer hands the rules over (HANDOFF). If none could be given it,
+   * the tracer keeps the rule, unless the shim's engine was `asked` for:
+   * then there is none. If some could not, the engine is `partial`: the
+   * tracer goes on with the others, and it is tried again after a tracer
+   * restart (resend). */
   private withEngine(p: ProcessRecord, made: CompiledPair, asked: boolean): Promise<CompiledPair> {
     const s = this.of(p.pid);
     const run = s.changes.then(async () => {
@@ -229,21 +235,20 @@ export class Interposition {
       await this.tracerRules(p.pid, rules);
       s.rules = rules;
       s.since ??= made.rule.createdAt;
-      try {
-        await this.shims.startEngine(p.pid, made.compiled.set);
-      } catch (e) {
+      const started = await this.shims.startEngine(p.pid, made.compiled.set);
+      if (started.threads === 0) {
         // The shim lets go first: a call is never both's.
         this.shims.tell(p.pid, [{ type: 'rules', id: 0, count: 0, lease: 0 }]);
         const instead = { rule: { ...made.rule, engine: 'ptrace' as const }, compiled: { ...made.compiled, shim: false } };
-        const kept = asked ? s.rules.filter((r) => r !== made) : s.rules.map((r) => (r === made ? instead : r));
-        await this.tracerRules(p.pid, kept);
-        s.rules = kept;
-        if (asked) throw e;
-        this.log.warn({ err: e, tracee: p.pid }, 'the shim\'s engine did not start: the tracer applies the rule');
+        s.rules = asked ? s.rules.filter((r) => r !== made) : s.rules.map((r) => (r === made ? instead : r));
+        await this.tracerRules(p.pid, s.rules);
+        if (asked) throw started.error;
+        this.log.warn({ err: started.error, tracee: p.pid }, 'the shim\'s engine did not start: the tracer applies the rule');
         return instead;
       }
-      s.engine = { trap: made.compiled.set, handedOff: true, at: Date.now() };
-      await this.request({ type: 'handoff', pid: p.pid });
+      s.engine = { trap: made.compiled.set, handedOff: true, at: Date.now(), partial: !!started.error };
+      if (started.error) this.log.warn({ err: started.error, tracee: p.pid, threads: started.threads }, 'the shim\'s engine started in some threads only: the tracer applies the rules to the others');
+      else await this.request({ type: 'handoff', pid: p.pid });
       return made;
     });
     s.changes = run.catch(() => {});
@@ -263,9 +268,16 @@ export class Interposition {
     if (!s?.rules.length) return;
     try {
       // First: the shim has its rules already, and the new tracer must
-      // never apply them too.
-      if (s.engine?.handedOff) await this.request({ type: 'handoff', pid: p.pid });
+      // never apply them too (a partial engine's: not in the threads
+      // with its filter, which ENGINE tells it).
+      const partial = s.engine?.partial;
+      const complete = partial && !(await this.shims.startEngine(p.pid, s.engine!.trap)).error;
+      if (s.engine?.handedOff && !partial) await this.request({ type: 'handoff', pid: p.pid });
       await this.change(p, (rules) => rules);
+      if (complete) {
+        s.engine!.partial = false;
+        await this.request({ type: 'handoff', pid: p.pid });
+      }
       // A handoff cut short before the shim had its rules: again, whole.
       if (s.engine && !s.engine.handedOff) await this.handOff(p.pid, s);
     } catch (e) {

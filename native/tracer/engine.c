@@ -198,6 +198,10 @@ static int call(struct run *r, struct borrowed *b, struct tlsshim_engine_call *c
 		return -1;
 	if (remote_write(r->pid, stack + CALL_AT, c, sizeof *c) < 0)
 		return fail(r, EFAULT, "cannot write thread %d's call", b->tid);
+	/* Test hook: the tracer dies before the n-th call (counted from 1 over
+	 * its life), the thread parked on its frame (test/engine-attached.test.ts). */
+	static int calls;
+	die_for_test("TLSD_TRACER_DIE_AT_ENGINE_CALL", ++calls);
 	int err = remote_call(b, r->base + r->im.engine_entry, call_sp, stack + CALL_AT, r->base + r->im.sigreturn);
 	if (err == -EFAULT)
 		return fail(r, EFAULT, "the engine's start raised signal %d in thread %d", b->fault, b->tid);

@@ -82,21 +82,24 @@ static const char *const step_names[] = {
 	[TLSD_INJECT_START] = "start", [TLSD_INJECT_CLEANUP] = "cleanup", [TLSD_INJECT_DONE] = "done",
 };
 
-/* Test hook: TLSD_TRACER_DIE_AT_INJECT_STEP=k:FILE makes the tracer
- * SIGKILL itself when an injection reaches step k, its thread at the
- * point where the step begins, if it can create FILE (so once: the tracer
- * the daemon starts next has the same environment;
- * test/inject-crash.test.ts). */
-static void reached(struct outcome *o, enum tlsd_inject_step s)
+void die_for_test(const char *variable, int at)
 {
-	o->step = s;
-	const char *v = getenv("TLSD_TRACER_DIE_AT_INJECT_STEP");
+	const char *v = getenv(variable);
 	const char *file = v ? strchr(v, ':') : NULL;
-	if (!file || atoi(v) != (int)s)
+	if (!file || atoi(v) != at)
 		return;
 	int fd = open(file + 1, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd >= 0)
 		kill(getpid(), SIGKILL);
+}
+
+/* Test hook: TLSD_TRACER_DIE_AT_INJECT_STEP=k:FILE makes the tracer die
+ * when an injection reaches step k, its thread at the point where the
+ * step begins (test/inject-crash.test.ts). */
+static void reached(struct outcome *o, enum tlsd_inject_step s)
+{
+	o->step = s;
+	die_for_test("TLSD_TRACER_DIE_AT_INJECT_STEP", (int)s);
 }
 
 static int fail(struct outcome *o, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
