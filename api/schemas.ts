@@ -129,7 +129,7 @@ export const AttachBody = Type.Object({
 /* Syscall interposition (docs/syscalls.md). */
 const Microseconds = Type.Integer({ minimum: 0, maximum: 60_000_000, description: 'microseconds, at most a minute' });
 const Engine = Type.Union([Type.Literal('shim'), Type.Literal('ptrace')], {
-  description: 'what applies it: shim, the shim\'s engine in the process (a SIGSYS handler; a process spawned with `shim` has it); ptrace, the tracer, at ptrace stops. Default: shim when the process has the engine and its filter traps the rule\'s calls',
+  description: 'what applies it: shim, the shim\'s engine in the process (a SIGSYS handler; a process spawned with `shim` has it, and a running process with the shim gets it with its first such rule); ptrace, the tracer, at ptrace stops. Default: shim when the process has the shim and the engine can take the rule (its filter, once started, traps the rule\'s calls)',
 });
 export const RuleBody = Type.Object({
   syscalls: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), {

@@ -332,6 +332,11 @@ async function shimEngine(client: TlsdClient): Promise<Row[]> {
       return r.ms;
     }],
     ['tlsd, ptrace engine, a counting rule', () => underTlsd(client, loop, [{ syscalls: ['getppid'], engine: 'ptrace' }])],
+    ['tlsd, shim engine, attached to the running loop (traced: each SIGSYS is a stop)', async () => {
+      const { ms, exact } = await attachedEngine(client, loop);
+      countsExact &&= exact;
+      return ms;
+    }],
     ['strace -f -e trace=getppid', async () => selfTimed((await run('strace', ['-f', '-o', '/dev/null', '-e', 'trace=getppid', ...loop], { maxBuffer: 1 << 24 })).stdout)],
   ];
   const rows = variants.map(([variant]) => ({ workload, variant, ms: [] as number[], baseline: 'native' } as Row));
@@ -339,7 +344,7 @@ async function shimEngine(client: TlsdClient): Promise<Row[]> {
     for (const [k, [, measure]] of variants.entries()) rows[k]!.ms.push(await measure());
     process.stderr.write(`round ${i + 1}/${rounds} of the shim engine's selected calls done\n`);
   }
-  const nativeRow = rows[0]!, shimRow = rows[4]!, straceRow = rows[6]!;
+  const nativeRow = rows[0]!, shimRow = rows[4]!, straceRow = rows[7]!;
   const perCall = (r: Row) => `${Math.round((median(r.ms) - median(nativeRow.ms)) * 1e6 / calls)} ns per call over native`;
   for (const r of rows.slice(1)) r.extra = perCall(r);
   const paired = median(straceRow.ms.map((ms, i) => ms / shimRow.ms[i]!)).toFixed(1);
@@ -374,6 +379,23 @@ async function shimEngine(client: TlsdClient): Promise<Row[]> {
     otherRows.push(...partRows);
   }
   return [...rows, ...otherRows];
+}
+
+/** The loop started alone, waiting; attached to, the shim injected, a
+ * counting rule added (which starts the shim's engine in it); then let
+ * run. Its time, and whether the count is exact. */
+async function attachedEngine(client: TlsdClient, loop: string[]): Promise<{ ms: number; exact: boolean }> {
+  const child = spawn(loop[0]!, [...loop.slice(1), 'wait'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = linesOf(child);
+  await until(() => lines.some((l) => /^ready \d+/.test(l)));
+  await client.attach(child.pid!, { mode: 'thread-pointer' });
+  const rule = await client.addRule(child.pid!, { syscalls: ['getppid'] });
+  child.stdin!.write('go\n');
+  await until(() => lines.some((l) => /^done \d+/.test(l)));
+  await until(() => child.exitCode !== null);
+  const stats = await client.syscallStats(child.pid!);
+  const exact = rule.engine === 'shim' && stats.syscalls.find((s) => s.name === 'getppid')?.calls === Number(loop[1]);
+  return { ms: selfTimed(lines.join('\n')), exact };
 }
 
 /** A process with no rule makes no syscall stop. */

@@ -65,7 +65,7 @@ function straceSyntax<T>(parse: (text: string) => T) {
 }
 /** What applies a rule (docs/syscalls.md): by default the shim's engine
  * when the process has it and it can, else the tracer. */
-const engineOption = () => new Option('--engine <engine>', 'what applies the rules: shim (the shim\'s engine, in a process spawned with --shim) or ptrace (the tracer)').choices(['shim', 'ptrace']);
+const engineOption = () => new Option('--engine <engine>', 'what applies the rules: shim (the shim\'s engine, in a process with the shim: spawned with --shim, or attached with it) or ptrace (the tracer)').choices(['shim', 'ptrace']);
 const injectSpec = straceSyntax(parseInjectSpec);
 const traceSet = straceSyntax(parseTraceSet);
 

@@ -6,8 +6,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import type { TlsdClient } from '../clients/client.js';
-import { startDaemon } from './helpers/daemon.js';
+import type { TlsdClient, TlsdError } from '../clients/client.js';
+import { processEnd, startDaemon } from './helpers/daemon.js';
 import { Fixture, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
 
 function scratch(t: ExecutionContext): string {
@@ -56,6 +56,7 @@ for (const [kind, fixture] of [['glibc-dynamic', 'engine'], ['musl-static', 'mus
     t.true(noThreadInTracingStop(f.pid));
     go();
     t.is(await f.exited(), 0);
+    await processEnd(d.client, f.pid); // the shim's last counts read
     for (const tid of tids) t.true(f.out.all.includes(`${tid} got 42`), `thread ${tid}: ${f.out.all.join('|')}`);
     const stats = await d.client.syscallStats(f.pid);
     t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 1000]]);
@@ -76,6 +77,7 @@ test('Go, static and with cgo, attached: the engine starts in its threads (each 
     t.is(rule.engine, 'shim', kind);
     writeFileSync(go, '');
     t.is(await f.exited(), 0, kind);
+    await processEnd(d.client, f.pid);
     t.deepEqual(f.out.all, ['ready', 'ok', 'no such file or directory', 'no such file or directory', 'ok', 'ok', 'done'], kind);
     const stats = await d.client.syscallStats(f.pid);
     t.is(stats.engine, 'shim');
@@ -103,25 +105,48 @@ test('threads born and ending all the time: the engine starts all the same, ever
     t.deepEqual(without, [String(agent)]);
     await new Promise((r) => setTimeout(r, 20));
   }
-  t.true(noThreadInTracingStop(f.pid));
   f.send('quit');
   t.is(await f.exited(), 0);
   t.regex(f.out.all.at(-1)!, /^done \d+$/);
 });
 
-test('the tracer SIGKILLed in the middle of starting the engine: no thread is left stopped, the next tracer finishes the start, and every call is counted once', async (t) => {
-  const died = path.join(scratch(t), 'died');
-  const d = await startDaemon(t, [], { env: { TLSD_TRACER_DIE_AT_ENGINE_CALL: `4:${died}` } });
-  const { f, tids, go } = await waitingThreads(t, 'engine', 20, 50);
+// Two moments: a thread parked on its frame, its call not made yet; and a
+// thread whose call returned, the rt_sigreturn after it skipped by the
+// tracer (the second of them: the injection's start is the first).
+for (const [hook, when] of [['TLSD_TRACER_DIE_AT_ENGINE_CALL=4', 'before the 4th thread\'s call'], ['TLSD_TRACER_DIE_AFTER_SKIP=5', 'as a thread\'s call returns']] as const) {
+  test(`the tracer SIGKILLed in the middle of starting the engine, ${when}: no thread is left stopped, the next tracer finishes the start, and every call is counted once`, async (t) => {
+    const died = path.join(scratch(t), 'died');
+    const [variable, at] = hook.split('=');
+    const d = await startDaemon(t, [], { env: { [variable!]: `${at}:${died}` } });
+    const { f, tids, go } = await waitingThreads(t, 'engine', 20, 50);
+    await d.client.attach(f.pid, { mode: 'thread-pointer' });
+    const rule = await d.client.addRule(f.pid, { syscalls: ['getppid'], retval: 42 });
+    t.is(rule.engine, 'shim');
+    t.true(existsSync(died), 'the tracer died during the start');
+    await waitUntil('every thread but the agent to have the filter', () => filteredThreads(f.pid) === tids.length + 1);
+    t.true(noThreadInTracingStop(f.pid));
+    go();
+    t.is(await f.exited(), 0);
+    await processEnd(d.client, f.pid);
+    for (const tid of tids) t.true(f.out.all.includes(`${tid} got 42`), `thread ${tid}`);
+    const stats = await d.client.syscallStats(f.pid);
+    t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 1000]]);
+  });
+}
+
+test('a process whose own seccomp filter would kill it for seccomp(2): the engine is refused (403 SECCOMP_FORBIDS, named) and no thread is changed; by default the tracer takes the rule', async (t) => {
+  const d = await startDaemon(t);
+  const f = await Fixture.start(t, 'inject-seccomp', ['seccomp'], [], /^ready$/);
   await d.client.attach(f.pid, { mode: 'thread-pointer' });
+  const e = await t.throwsAsync(d.client.addRule(f.pid, { syscalls: ['getppid'], retval: 42, engine: 'shim' }));
+  t.is((e as TlsdError).code, 'SECCOMP_FORBIDS', e?.message);
+  t.regex(e!.message, /seccomp \(KILL_PROCESS\)/);
+  t.deepEqual((await d.client.syscallStats(f.pid)).syscalls, []);
+  t.is((await d.client.rules(f.pid)).length, 0, 'no rule');
   const rule = await d.client.addRule(f.pid, { syscalls: ['getppid'], retval: 42 });
-  t.is(rule.engine, 'shim');
-  t.true(existsSync(died), 'the tracer died during the start');
-  await waitUntil('every thread but the agent to have the filter', () => filteredThreads(f.pid) === tids.length + 1);
-  t.true(noThreadInTracingStop(f.pid));
-  go();
+  t.is(rule.engine, 'ptrace');
+  t.is((await d.client.syscallStats(f.pid)).engine, 'ptrace');
+  f.send('finish');
   t.is(await f.exited(), 0);
-  for (const tid of tids) t.true(f.out.all.includes(`${tid} got 42`), `thread ${tid}`);
-  const stats = await d.client.syscallStats(f.pid);
-  t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 1000]]);
+  t.deepEqual(f.out.all, ['ready', 'done']);
 });

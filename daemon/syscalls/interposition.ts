@@ -155,7 +155,7 @@ export class Interposition {
     const createdAt = new Date().toISOString();
     return inputs.map((input) => {
       const compiled = compileRule(this.nextRule, input, tidOk);
-      const why = !trap ? 'the process has no shim engine (spawn it with `shim`)'
+      const why = !trap ? 'the process has no shim (spawn it with `shim`, or load one: attach with `shim`)'
         : shimRules >= SHIM_MAX_RULES ? `the shim's engine holds at most ${SHIM_MAX_RULES} rules` : shimCapable(compiled, trap);
       if (!why) shimRules++;
       if (input.engine === 'shim' && why) throw new TlsdError('INVALID_ARGUMENT', `engine shim: ${why}`);

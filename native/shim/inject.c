@@ -10,7 +10,9 @@
 
 EXPORT char tlsshim_inject_area[TLSSHIM_INJECT_AREA] __attribute__((aligned(64)));
 
-/* __NR_rt_sigreturn is 15 on x86-64 (arch/x86/entry/syscalls/syscall_64.tbl). */
+/* __NR_rt_sigreturn is 15 on x86-64 (arch/x86/entry/syscalls/syscall_64.tbl).
+ * The tracer skips the rt_sigreturn after a call it made (remote.c): if it
+ * dies right then, the thread goes round to it again, and it runs. */
 __asm__(".text\n"
 	".globl tlsshim_inject_gadget\n"
 	".type tlsshim_inject_gadget, @function\n"
@@ -20,7 +22,7 @@ __asm__(".text\n"
 	"tlsshim_inject_return:\n"
 	"\tmov $15, %eax\n"
 	"\tsyscall\n"
-	"\tud2\n"
+	"\tjmp tlsshim_inject_return\n"
 	".size tlsshim_inject_gadget, .-tlsshim_inject_gadget\n");
 
 EXPORT void tlsshim_inject_entry(struct tlsshim_inject *call)

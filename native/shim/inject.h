@@ -1,11 +1,13 @@
 /* What tlsd's tracer needs from libtlsshim to load and start it in a
  * running process without a dynamic linker (native/tracer/inject.c): an
- * ABI between the two, found through four symbols of .dynsym.
+ * ABI between the two, found through five symbols of .dynsym.
  *
- *   tlsshim_inject_gadget  `syscall; mov $15, %eax; syscall`: the tracer's
- *                          remote syscalls run at its first instruction
+ *   tlsshim_inject_gadget  `syscall; mov $15, %eax; syscall`, then a jump
+ *                          back to the mov: the tracer's remote syscalls
+ *                          run at its first instruction
  *   tlsshim_inject_return  its second: the rt_sigreturn after each of them,
- *                          where the thread waits between two steps
+ *                          where the thread waits between two steps (one
+ *                          the tracer skipped runs on the way round)
  *   tlsshim_inject_area    TLSSHIM_INJECT_AREA bytes of .bss: a struct
  *                          tlsshim_inject at its start, then the stack the
  *                          entry runs on, topped by a signal frame that

@@ -82,17 +82,6 @@ static const char *const step_names[] = {
 	[TLSD_INJECT_START] = "start", [TLSD_INJECT_CLEANUP] = "cleanup", [TLSD_INJECT_DONE] = "done",
 };
 
-void die_for_test(const char *variable, int at)
-{
-	const char *v = getenv(variable);
-	const char *file = v ? strchr(v, ':') : NULL;
-	if (!file || atoi(v) != at)
-		return;
-	int fd = open(file + 1, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		kill(getpid(), SIGKILL);
-}
-
 /* Test hook: TLSD_TRACER_DIE_AT_INJECT_STEP=k:FILE makes the tracer die
  * when an injection reaches step k, its thread at the point where the
  * step begins (test/inject-crash.test.ts). */

@@ -44,11 +44,6 @@ void tidy_process(uint32_t req, pid_t pid, const char *shim_path);
 struct borrowed;
 uint64_t stub_map(struct borrowed *b, uint64_t *len, char *why, size_t why_len);
 
-/* Test hook: if the environment has VARIABLE=AT:FILE, the tracer SIGKILLs
- * itself here, once: only if it can create FILE (the tracer the daemon
- * starts next has the same environment). */
-void die_for_test(const char *variable, int at);
-
 /* Whether it starts the shim's syscall engine. */
 int has_trap(const struct inject_request *q);
 

@@ -180,12 +180,18 @@ int remote_call(struct borrowed *b, uint64_t fn, uint64_t sp, uint64_t arg, uint
 		    info.instruction_pointer - returns_at > 16)
 			continue; /* a syscall of the function's own */
 		/* The function returned. Its rt_sigreturn is for a tracer that
-		 * died: skipped, the thread goes on to the syscall's exit stop. */
+		 * died: skipped, the thread goes on to the syscall's exit stop.
+		 * Should the tracer die before the thread is parked again, the
+		 * gadget jumps back to the rt_sigreturn (native/shim/inject.c). */
 		if (arch_get_regs(b->tid, &r) < 0)
 			return -ESRCH;
 		r.orig_rax = (unsigned long long)-1;
 		if (arch_set_regs(b->tid, &r) < 0)
 			return -ESRCH;
+		/* Test hook: the tracer dies right after the n-th skip
+		 * (test/engine-attached.test.ts). */
+		static int skips;
+		die_for_test("TLSD_TRACER_DIE_AFTER_SKIP", ++skips);
 		err = to_syscall_stop(b, &info);
 		return err ? err : remote_park(b);
 	}

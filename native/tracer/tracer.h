@@ -59,6 +59,11 @@ void handle_wait_status(pid_t tid, int status);
  * is delivered from a signal-delivery stop or a syscall stop; at any
  * other stop the kernel drops it. */
 void resume(struct thread *t, int signal, int group_stop);
+
+/* Test hook: if the environment has VARIABLE=AT:FILE, the tracer SIGKILLs
+ * itself here, once: only if it can create FILE (the tracer the daemon
+ * starts next has the same environment). */
+void die_for_test(const char *variable, int at);
 /* Lets go of new children kept waiting longer than their parent's event
  * can take; the epoll timeout (ms) to call again, or -1 when none waits. */
 int release_stale_children(uint64_t now_ms);
