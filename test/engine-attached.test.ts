@@ -31,6 +31,18 @@ async function agentOf(client: TlsdClient, pid: number): Promise<number> {
   return agents[0]!.tid;
 }
 
+/** pid's threads that something traces (/proc's TracerPid). */
+function tracedThreads(pid: number): number[] {
+  const tracer = (tid: string) => {
+    try {
+      return Number(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').match(/^TracerPid:\s+(\d+)/m)?.[1] ?? 0);
+    } catch {
+      return 0; // ended meanwhile
+    }
+  };
+  return readdirSync(`/proc/${pid}/task`).filter((tid) => tracer(tid) !== 0).map(Number);
+}
+
 /** The engine fixture's `threads N K GO` mode, started alone: N threads
  * print their tid, wait for GO, then each calls getppid K times. */
 async function waitingThreads(t: ExecutionContext, fixture: string, n: number, k: number) {
@@ -53,10 +65,14 @@ for (const [kind, fixture] of [['glibc-dynamic', 'engine'], ['musl-static', 'mus
     t.is((await d.client.syscallStats(f.pid)).engine, 'shim');
     // Every thread but the agent: the workers and the main thread.
     t.is(filteredThreads(f.pid), tids.length + 1);
-    t.true(noThreadInTracingStop(f.pid));
+    // The shim has every rule: tlsd lets go of all of them but the agent.
+    t.deepEqual(tracedThreads(f.pid), [await agentOf(d.client, f.pid)]);
     go();
     t.is(await f.exited(), 0);
-    await processEnd(d.client, f.pid); // the shim's last counts read
+    const end = await processEnd(d.client, f.pid); // the shim's last counts read
+    t.like(end.exit, { code: 0 });
+    const ledger = await d.client.exits(f.pid);
+    t.deepEqual(ledger.filter((e) => tids.includes(e.tid)).map((e) => [e.how, e.code]), tids.map(() => ['exit', 0]));
     for (const tid of tids) t.true(f.out.all.includes(`${tid} got 42`), `thread ${tid}: ${f.out.all.join('|')}`);
     const stats = await d.client.syscallStats(f.pid);
     t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 1000]]);
@@ -85,7 +101,7 @@ test('Go, static and with cgo, attached: the engine starts in its threads (each 
   }
 });
 
-test('threads born and ending all the time: the engine starts all the same, every thread has the filter from then on, and the program runs to its end', async (t) => {
+test('threads born and ending all the time: the engine starts all the same, every thread has the filter from then on, and the program runs to its end; killed, its end says by what', async (t) => {
   const d = await startDaemon(t);
   const f = await Fixture.start(t, 'churn', ['4', '0']);
   await d.client.attach(f.pid, { mode: 'thread-pointer' });
@@ -105,9 +121,11 @@ test('threads born and ending all the time: the engine starts all the same, ever
     t.deepEqual(without, [String(agent)]);
     await new Promise((r) => setTimeout(r, 20));
   }
-  f.send('quit');
-  t.is(await f.exited(), 0);
-  t.regex(f.out.all.at(-1)!, /^done \d+$/);
+  // Released: its end comes through a pidfd (tlsd is not its parent).
+  t.deepEqual(tracedThreads(f.pid), [agent]);
+  process.kill(f.pid, 'SIGTERM');
+  t.is(await f.exited(), null);
+  t.like((await processEnd(d.client, f.pid)).exit, { signal: 15 });
 });
 
 // Two moments: a thread parked on its frame, its call not made yet; and a

@@ -29,7 +29,7 @@ test('libtlsshim.so: no libc, no interpreter, no TLS of its own, only relative r
   t.deepEqual(undefinedNamed, []);
   const exported = symbols.filter((l) => /\sGLOBAL\s+DEFAULT\s+\d+\s/.test(l)).map((l) => l.trim().split(/\s+/).at(-1));
   t.deepEqual(exported.sort(), [
-    'tlsshim_get', 'tlsshim_inject_area', 'tlsshim_inject_entry', 'tlsshim_inject_gadget', 'tlsshim_inject_return',
+    'tlsshim_engine_entry', 'tlsshim_get', 'tlsshim_inject_area', 'tlsshim_inject_entry', 'tlsshim_inject_gadget', 'tlsshim_inject_return',
     'tlsshim_mode', 'tlsshim_register', 'tlsshim_release', 'tlsshim_release_and_exit',
     'tlsshim_start', 'tlsshim_table', 'tlsshim_uses_rdfsbase',
   ]);

@@ -117,8 +117,8 @@ enum tlsd_command {
 	                         the process it kept at its exec go (its
 	                         program has made no call yet: no count nor
 	                         when= count to hand over). If the tracer
-	                         then applies none of its rules, a process it
-	                         spawned is released: its threads are
+	                         then applies none of its rules, the process
+	                         is released: its threads are
 	                         detached, and followed through the kernel's
 	                         process events (its shim's agent thread
 	                         stays traced) until its execve or a RULES

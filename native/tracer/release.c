@@ -6,25 +6,30 @@
  * follows its lifecycle through the kernel's process events connector
  * (NETLINK_CONNECTOR, CN_IDX_PROC): a new thread is seized just long
  * enough to read its FS base, and a thread's end is reported with its exit
- * status. Its leader's end comes through waitpid, as the tracer spawned it.
+ * status. The process's end comes through waitpid if the tracer spawned
+ * it, else through a pidfd, its status read from the zombie's
+ * /proc/PID/stat or, once its parent reaped it, from the pidfd
+ * (PIDFD_INFO_EXIT, Linux 6.15): never lost, as the connector's news can
+ * be under load.
  *
  * The shim's agent thread stays traced: it never takes a SIGSYS (it has no
  * filter), and it makes every execve and fork of the program's, so the new
  * image or child is the tracer's from its first instruction. What needs
  * the other threads traced takes them back (a rule the tracer must apply),
- * and lets them go again once it is gone.
- *
- * Only a process the tracer spawned is released: another one's end would
- * be known only from the connector, which drops events under load. */
+ * and lets them go again once it is gone. */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/cn_proc.h>
 #include <linux/connector.h>
 #include <linux/netlink.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +43,7 @@
 static int events_fd = -1;
 static int events_failed; /* the connector cannot be had: nothing is released */
 static uint32_t nreleased; /* processes released now */
+static uint32_t nwatched;  /* of which the tracer did not spawn (end_fd) */
 static int reading;        /* in release_events */
 
 /* The connector tells of every process of the machine: it is listened to
@@ -99,11 +105,24 @@ static void mark_for_release(struct thread *t, void *unused)
 	ptrace(PTRACE_INTERRUPT, t->tid, 0, 0);
 }
 
+/* A process the tracer did not spawn: a pidfd tells of its end. */
+static int watch_end(struct process *p)
+{
+	if (p->flags & P_SPAWNED)
+		return 0;
+	p->end_fd = (int)syscall(SYS_pidfd_open, p->pid, 0); /* close-on-exec */
+	if (p->end_fd < 0)
+		return -1;
+	events_watch(p->end_fd);
+	nwatched++;
+	return 0;
+}
+
 void maybe_release(struct process *p)
 {
 	if (!p || is_released(p) || !p->handed_off || tracer_rules_in_force(p) ||
 	    (p->flags & (P_ATTACHING | P_SPAWNING | P_DETACHING | P_SILENT | P_KILL_WITH_DAEMON | P_PREFILTER)) ||
-	    !(p->flags & P_SPAWNED) || open_events() < 0)
+	    open_events() < 0 || watch_end(p) < 0)
 		return;
 	p->flags |= P_RELEASED;
 	nreleased++;
@@ -214,6 +233,10 @@ void release_dropped(struct process *p)
 {
 	if (!is_released(p))
 		return;
+	if (!(p->flags & P_SPAWNED)) {
+		close(p->end_fd); /* which takes it out of the epoll set */
+		nwatched--;
+	}
 	p->flags &= ~P_RELEASED;
 	nreleased--;
 	close_events_if_idle();
@@ -310,6 +333,62 @@ static void reconcile(struct process *p, void *unused)
 	seize_unknown(p, 1);
 }
 
+/* The wait status of a process that ended, not the tracer's child: its
+ * zombie's (/proc/PID/stat, field 52), or, once its parent reaped it, the
+ * pidfd's (PIDFD_GET_INFO; <linux/pidfd.h> of Linux 6.15). 0 if neither
+ * says (a kernel before 6.15, and the parent quick). */
+struct pidfd_info {
+	uint64_t mask, cgroupid;
+	uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+	int32_t exit_code;
+};
+#define PIDFD_INFO_EXIT (1ull << 3)
+#define PIDFD_GET_INFO _IOWR(0xFF, 11, struct pidfd_info)
+
+static int reaped_status(int pidfd, int *status)
+{
+	struct pidfd_info info = { .mask = PIDFD_INFO_EXIT };
+	if (ioctl(pidfd, PIDFD_GET_INFO, &info) < 0 || !(info.mask & PIDFD_INFO_EXIT))
+		return -1;
+	*status = info.exit_code;
+	return 0;
+}
+
+static int zombie_status(pid_t pid, int *status)
+{
+	char path[64], text[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof text - 1);
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return -1;
+	text[n] = 0;
+	char *at = strrchr(text, ')'); /* the name may hold anything */
+	for (int field = 2; at && field < 52; field++)
+		at = strchr(at + 1, ' ');
+	return at && sscanf(at + 1, "%d", status) == 1 ? 0 : -1;
+}
+
+static int end_status(struct process *p)
+{
+	int status = 0;
+	if (reaped_status(p->end_fd, &status) && zombie_status(p->pid, &status))
+		reaped_status(p->end_fd, &status); /* reaped in between */
+	return status;
+}
+
+/* A released process the tracer did not spawn: has it ended? */
+static void check_end(struct process *p, void *unused)
+{
+	(void)unused;
+	struct pollfd fd = { .fd = p->end_fd, .events = POLLIN };
+	if (!is_released(p) || (p->flags & P_SPAWNED) || poll(&fd, 1, 0) != 1)
+		return;
+	handle_wait_status(p->pid, end_status(p)); /* as waitpid tells a child's end */
+}
+
 void release_events(void)
 {
 	/* Not again from within (an exec seen here retakes, which reads the
@@ -346,6 +425,10 @@ void release_events(void)
 				on_name(ev);
 		}
 	}
+	/* Ends after the news read before them; within the reading, for an
+	 * end reads no more news (release_group_ended). */
+	if (nwatched)
+		process_each(check_end, NULL);
 	reading = 0;
 	close_events_if_idle();
 }

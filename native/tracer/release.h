@@ -6,9 +6,10 @@
 struct process;
 struct thread;
 
-/* Lets go of p if nothing needs it traced: it was spawned here, its shim
- * has all its rules (HANDOFF), the tracer applies none, and the kernel's
- * process events can be had. Each thread is detached at its next stop. */
+/* Lets go of p if nothing needs it traced: its shim has all its rules
+ * (HANDOFF), the tracer applies none, the kernel's process events can be
+ * had, and its end can be known (it was spawned here, or a pidfd). Each
+ * thread is detached at its next stop. */
 void maybe_release(struct process *p);
 /* At a stop of a thread being released: detaches it (delivering signal);
  * 0 when it is not being released. */
@@ -23,11 +24,12 @@ int retake(struct process *p);
 void release_dropped(struct process *p);
 /* Its leader was reaped: the threads it still has ended with it. */
 void release_group_ended(struct process *p, int status);
-/* Reads the process events that came (main.c, when its socket is
- * readable, and before anything that must know them all). */
+/* Reads the process events that came, and the pidfds of processes that
+ * ended (main.c, when one of them is readable, and before anything that
+ * must know them all). */
 void release_events(void);
 
-/* main.c: adds the events socket to the loop's epoll set. */
+/* main.c: adds the events socket, or a pidfd, to the loop's epoll set. */
 void events_watch(int fd);
 
 #endif

@@ -84,7 +84,8 @@ enum process_flag {
 	                         with P_KILL_WITH_DAEMON */
 	P_HELD = 1 << 8,      /* a spawn whose shim's syscall engine started at
 	                         its exec: kept stopped there until HANDOFF */
-	P_SPAWNED = 1 << 9,   /* the tracer's own child: waitpid tells its end */
+	P_SPAWNED = 1 << 9,   /* the tracer's own child: waitpid tells its end
+	                         (another's end: a pidfd, when released) */
 	P_RELEASED = 1 << 10, /* its threads are let go while its shim has the
 	                         rules (release.c) */
 };
@@ -118,6 +119,8 @@ struct process {
 	uint64_t shim_text[2];   /* where libtlsshim's code is, once found:
 	                            its calls are never the program's */
 	uint8_t shim_text_read;  /* its mappings were looked at (this image) */
+	int end_fd;              /* P_RELEASED and not P_SPAWNED: a pidfd, readable
+	                            once it has ended (release.c) */
 };
 
 /* Allocations that never fail: out of memory, the tracer aborts, and its
