@@ -8,7 +8,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { TlsdClient, TlsdError } from '../clients/client.js';
 import { processEnd, startDaemon } from './helpers/daemon.js';
-import { Fixture, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
+import { Fixture, fixturePath, killPid, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
 
 function scratch(t: ExecutionContext): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-engine-'));
@@ -22,11 +22,20 @@ function filteredThreads(pid: number): number {
   return readdirSync(`/proc/${pid}/task`).filter((tid) => filters(tid) > 0).length;
 }
 
-/** The shim's agent thread: its thread pointer is in the shim's own memory. */
+/** The shim's agent thread: its thread pointer is in the shim's own
+ * memory (injected, or loaded by LD_PRELOAD: then its .bss is the
+ * unnamed mapping right after the file's). */
 async function agentOf(client: TlsdClient, pid: number): Promise<number> {
-  const shim = readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').filter((l) => l.includes('/memfd:tlsshim '))
-    .map((l) => l.split(' ')[0]!.split('-').map((x) => BigInt('0x' + x)));
-  const agents = (await client.threads(pid)).filter((th) => shim.some(([lo, hi]) => BigInt(th.fsBase) >= lo! && BigInt(th.fsBase) < hi!));
+  const ranges: bigint[][] = [];
+  let afterFile = false;
+  for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const [lo, hi] = line.split(' ')[0]!.split('-').map((x) => BigInt('0x' + (x || '0')));
+    const file = line.endsWith('/libtlsshim.so');
+    const bss = afterFile && line.trim().split(/\s+/).length === 5 && ranges.at(-1)?.[1] === lo;
+    if (file || bss || line.includes('/memfd:tlsshim ')) ranges.push([lo!, hi!]);
+    afterFile = file;
+  }
+  const agents = (await client.threads(pid)).filter((th) => ranges.some(([lo, hi]) => BigInt(th.fsBase) >= lo! && BigInt(th.fsBase) < hi!));
   if (agents.length !== 1) throw new Error(`${agents.length} agents`);
   return agents[0]!.tid;
 }
@@ -121,8 +130,12 @@ test('threads born and ending all the time: the engine starts all the same, ever
     t.deepEqual(without, [String(agent)]);
     await new Promise((r) => setTimeout(r, 20));
   }
-  // Released: its end comes through a pidfd (tlsd is not its parent).
-  t.deepEqual(tracedThreads(f.pid), [agent]);
+  // Released (a thread just born is seized for a moment, to read its FS
+  // base): its end comes through a pidfd (tlsd is not its parent).
+  const lasting = [f.pid, ...f.out.all.flatMap((l) => l.match(/^creator (\d+)/)?.[1] ?? []).map(Number)];
+  const traced = tracedThreads(f.pid);
+  t.true(traced.includes(agent));
+  t.deepEqual(lasting.filter((tid) => traced.includes(tid)), []);
   process.kill(f.pid, 'SIGTERM');
   t.is(await f.exited(), null);
   t.like((await processEnd(d.client, f.pid)).exit, { signal: 15 });
@@ -167,4 +180,24 @@ test('a process whose own seccomp filter would kill it for seccomp(2): the engin
   f.send('finish');
   t.is(await f.exited(), 0);
   t.deepEqual(f.out.all, ['ready', 'done']);
+});
+
+test('spawned with the shim and no rule (LD_PRELOAD loads it): the first rule starts the engine the same way', async (t) => {
+  const d = await startDaemon(t);
+  const dir = scratch(t);
+  const go = path.join(dir, 'go'), stdout = path.join(dir, 'out');
+  const p = await d.client.spawn({ argv: [fixturePath('engine'), 'threads', '5', '50', go], stdout, shim: { mode: 'tid' } });
+  t.teardown(() => killPid(p.pid));
+  t.like(await waitUntil('the shim', async () => (await d.client.shim(p.pid)).connected && d.client.shim(p.pid)), { loadedBy: 'preload' });
+  const tids = await waitUntil('5 threads', () => {
+    const found = [...readFileSync(stdout, 'utf8').matchAll(/^tid (\d+) fs/gm)].map((m) => Number(m[1]));
+    return found.length === 5 ? found : undefined;
+  });
+  const rule = await d.client.addRule(p.pid, { syscalls: ['getppid'], retval: 42 });
+  t.is(rule.engine, 'shim');
+  t.deepEqual(tracedThreads(p.pid), [await agentOf(d.client, p.pid)]);
+  writeFileSync(go, '');
+  t.like((await processEnd(d.client, p.pid)).exit, { code: 0 });
+  for (const tid of tids) t.regex(readFileSync(stdout, 'utf8'), new RegExp(`^${tid} got 42$`, 'm'));
+  t.deepEqual((await d.client.syscallStats(p.pid)).syscalls.map((c) => [c.name, c.calls]), [['getppid', 250]]);
 });

@@ -318,7 +318,11 @@ static int wanted(const struct run *r, pid_t tid, int *unknown)
 		*unknown += belongs_to(tid, r->pid);
 		return 0;
 	}
-	return !(t->flags & (T_ENGINE | T_EXITING | T_DETACH)) && !is_agent(r, t);
+	if (is_agent(r, t)) {
+		t->flags |= T_AGENT; /* one LD_PRELOAD started was not seen made */
+		return 0;
+	}
+	return !(t->flags & (T_ENGINE | T_EXITING | T_DETACH));
 }
 
 /* 4: pass after pass until every thread has the filter. */

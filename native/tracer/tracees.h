@@ -30,8 +30,10 @@ enum thread_flag {
 	T_RELEASED = 1 << 13,   /* not traced now: its process is released */
 	T_OWN_EXIT = 1 << 14,   /* released, it is ending by its own exit (its
 	                           shim's engine said so: release.c) */
-	T_AGENT = 1 << 15,      /* the shim's agent thread, made during an
-	                           injection: never released (release.c) */
+	T_AGENT = 1 << 15,      /* the shim's agent thread (seen made during an
+	                           injection, or found by its thread pointer
+	                           when the engine starts): never released
+	                           (release.c) */
 	T_ENGINE = 1 << 16,     /* it has the shim engine's filter (engine.c):
 	                           its calls of the shim's rules are the
 	                           shim's, not the tracer's */
