@@ -8,7 +8,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { TlsdClient, TlsdError } from '../clients/client.js';
 import { processEnd, startDaemon } from './helpers/daemon.js';
-import { Fixture, fixturePath, killPid, noThreadInTracingStop, waitUntil } from './helpers/fixture.js';
+import { Fixture, fixturePath, killPid, waitUntil } from './helpers/fixture.js';
 
 function scratch(t: ExecutionContext): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-engine-'));
@@ -80,8 +80,11 @@ for (const [kind, fixture] of [['glibc-dynamic', 'engine'], ['musl-static', 'mus
     t.is(await f.exited(), 0);
     const end = await processEnd(d.client, f.pid); // the shim's last counts read
     t.like(end.exit, { code: 0 });
+    // Each in the exit ledger (that each was its own exit is told by the
+    // kernel's process events, which a loaded machine can drop: the
+    // spawned case in shim-engine.test.ts checks it).
     const ledger = await d.client.exits(f.pid);
-    t.deepEqual(ledger.filter((e) => tids.includes(e.tid)).map((e) => [e.how, e.code]), tids.map(() => ['exit', 0]));
+    t.deepEqual(ledger.filter((e) => tids.includes(e.tid)).map((e) => e.code).sort(), tids.map(() => 0));
     for (const tid of tids) t.true(f.out.all.includes(`${tid} got 42`), `thread ${tid}: ${f.out.all.join('|')}`);
     const stats = await d.client.syscallStats(f.pid);
     t.deepEqual(stats.syscalls.map((c) => [c.name, c.calls]), [['getppid', 1000]]);
@@ -155,7 +158,8 @@ for (const [hook, when] of [['TLSD_TRACER_DIE_AT_ENGINE_CALL=4', 'before the 4th
     t.is(rule.engine, 'shim');
     t.true(existsSync(died), 'the tracer died during the start');
     await waitUntil('every thread but the agent to have the filter', () => filteredThreads(f.pid) === tids.length + 1);
-    t.true(noThreadInTracingStop(f.pid));
+    const agent = await agentOf(d.client, f.pid);
+    await waitUntil('the next tracer to finish the start, and let go', () => tracedThreads(f.pid).join() === String(agent));
     go();
     t.is(await f.exited(), 0);
     await processEnd(d.client, f.pid);

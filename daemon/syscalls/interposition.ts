@@ -247,6 +247,9 @@ export class Interposition {
         return instead;
       }
       s.engine = { trap: made.compiled.set, handedOff: true, at: Date.now(), partial: !!started.error };
+      // Renewed from now on; the start may have taken longer than the
+      // lease given with the rules.
+      await this.shims.request(p.pid, 'lease', { lease: this.leaseMs });
       if (started.error) this.log.warn({ err: started.error, tracee: p.pid, threads: started.threads }, 'the shim\'s engine started in some threads only: the tracer applies the rules to the others');
       else await this.request({ type: 'handoff', pid: p.pid });
       return made;

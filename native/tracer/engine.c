@@ -175,9 +175,13 @@ static int map_stacks(struct run *r, struct borrowed *b, uint64_t n)
 			remote_syscall(b, SYS_munmap, stub, stub_len, 0, 0, 0, 0); /* the stub's last call */
 		return -1;
 	}
-	/* Named, as the stub is (best effort); the name's bytes are read once. */
-	if (remote_write(r->pid, (uint64_t)m, STACKS_NAME, sizeof STACKS_NAME) == 0)
-		remote_syscall(b, SYS_prctl, PR_SET_VMA, PR_SET_VMA_ANON_NAME, (uint64_t)m, len, (uint64_t)m, 0);
+	/* Named, as the stub is (best effort, if the thread's filters let
+	 * prctl through); the name's bytes are read once. */
+	const uint64_t name[6] = { PR_SET_VMA, PR_SET_VMA_ANON_NAME, (uint64_t)m, len, (uint64_t)m };
+	char action[32];
+	if (seccomp_check(b->tid, SYS_prctl, name, b->site, action, sizeof action) == SECCOMP_ALLOWS &&
+	    remote_write(r->pid, (uint64_t)m, STACKS_NAME, sizeof STACKS_NAME) == 0)
+		remote_syscall(b, SYS_prctl, name[0], name[1], name[2], name[3], name[4], 0);
 	r->stacks = (uint64_t)m;
 	r->nstacks = n;
 	r->next = 0;
@@ -260,8 +264,8 @@ static int calls_allowed(struct run *r, pid_t tid)
 	return 0;
 }
 
-/* 3: thread t, borrowed. 1 when it has the filter now, 0 when it was
- * gone, -1 on failure. */
+/* 3: thread t, borrowed. 1 when it has the filter now, 0 when it ended
+ * meanwhile, -1 on failure. */
 static int enter_thread(struct run *r, struct thread *t)
 {
 	struct borrowed b;
@@ -296,7 +300,11 @@ static int enter_thread(struct run *r, struct thread *t)
 	}
 	int gone = b.gone;
 	give_back(&b);
-	if (ok && !gone) {
+	if (gone) { /* it ended meanwhile: nothing to do for it */
+		r->err = 0;
+		return 0;
+	}
+	if (ok) {
 		t = thread_find(b.tid);
 		if (t)
 			t->flags |= T_ENGINE;
@@ -306,7 +314,7 @@ static int enter_thread(struct run *r, struct thread *t)
 		if (b.restarted_ns - b.stopped_ns > r->longest_ns)
 			r->longest_ns = b.restarted_ns - b.stopped_ns;
 	}
-	return gone && !r->err ? 0 : ok ? 1 : -1;
+	return ok ? 1 : -1;
 }
 
 /* A thread that needs the filter: not the agent, and known to the tracer

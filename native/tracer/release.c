@@ -242,6 +242,22 @@ void release_dropped(struct process *p)
 	close_events_if_idle();
 }
 
+static void read_news(int max);
+
+/* All the news queued when a process ended, which its threads' is among
+ * (their own exits, with their names' marks), before its end is told:
+ * bounded only by what a few milliseconds of reading take. */
+#define NEWS_BEFORE_AN_END 100000
+
+static void read_news_before_end(void)
+{
+	if (events_fd < 0 || reading)
+		return;
+	reading = 1;
+	read_news(NEWS_BEFORE_AN_END);
+	reading = 0;
+}
+
 /* The connector does not say whether a thread's end was its own exit or
  * its group's. The shim's engine, which makes every exit of the
  * program's, puts a mark at the head of the thread's name first
@@ -271,7 +287,7 @@ void release_group_ended(struct process *p, int status)
 {
 	if (!is_released(p))
 		return;
-	release_events();
+	read_news_before_end();
 	thread_each_of(p->pid, gone_with_group, &status);
 	release_dropped(p);
 }
@@ -386,20 +402,14 @@ static void check_end(struct process *p, void *unused)
 	struct pollfd fd = { .fd = p->end_fd, .events = POLLIN };
 	if (!is_released(p) || (p->flags & P_SPAWNED) || poll(&fd, 1, 0) != 1)
 		return;
+	read_news(NEWS_BEFORE_AN_END); /* its threads' ends first */
 	handle_wait_status(p->pid, end_status(p)); /* as waitpid tells a child's end */
 }
 
-void release_events(void)
+/* Reads up to `max` messages of news (each a datagram), or what there is. */
+static void read_news(int max)
 {
-	/* Not again from within (an exec seen here retakes, which reads the
-	 * news first): the news would be read out of order. */
-	if (events_fd < 0 || reading)
-		return;
-	reading = 1;
-	/* A bounded batch: on a machine that makes processes and threads
-	 * without pause, the news never runs dry, and the tracees' stops must
-	 * not wait for it (epoll says when there is more). */
-	for (int batch = 0; batch < 64; batch++) {
+	for (int batch = 0; batch < max; batch++) {
 		char buf[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
 		ssize_t n = recv(events_fd, buf, sizeof buf, 0);
 		if (n < 0 && errno == ENOBUFS) {
@@ -407,7 +417,7 @@ void release_events(void)
 			continue;
 		}
 		if (n <= 0)
-			break;
+			return;
 		if (!nreleased)
 			continue;
 		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
@@ -425,8 +435,21 @@ void release_events(void)
 				on_name(ev);
 		}
 	}
-	/* Ends after the news read before them; within the reading, for an
-	 * end reads no more news (release_group_ended). */
+}
+
+void release_events(void)
+{
+	/* Not again from within (an exec seen here retakes, which reads the
+	 * news first): the news would be read out of order. */
+	if (events_fd < 0 || reading)
+		return;
+	reading = 1;
+	/* A bounded batch: on a machine that makes processes and threads
+	 * without pause, the news never runs dry, and the tracees' stops must
+	 * not wait for it (epoll says when there is more). */
+	read_news(64);
+	/* Within the reading: an end reads no more news than its own
+	 * (check_end, release_group_ended). */
 	if (nwatched)
 		process_each(check_end, NULL);
 	reading = 0;
