@@ -85,6 +85,12 @@ test('100 threads, each with a rule of its own added live: each gets its value, 
     const found = [...s.out().matchAll(/^tid (\d+) fs/gm)].map((m) => Number(m[1]));
     return found.length === 100 ? found : undefined;
   });
+  // Released, the process's new threads are known a moment after their
+  // start (the kernel's process events): each, before its rule.
+  await waitUntil('tlsd to know the 100 threads', async () => {
+    const known = new Set((await d.client.threads(s.pid)).map((th) => th.tid));
+    return tids.every((tid) => known.has(tid));
+  });
   for (const [i, tid] of tids.entries()) {
     const rule = await d.client.addRule(s.pid, { syscalls: ['getppid'], tids: [tid], retval: 1000 + i });
     t.is(rule.engine, 'shim');

@@ -110,6 +110,8 @@ class ProcessSyscalls {
   /** Its shim's engine is started by a rule (ENGINE), not at its exec:
    * what the shim says of it is not a cue for a handoff. */
   engineByRule = false;
+  /** What its shim said its engine traps, if it said so. */
+  shimTrap?: Buffer;
 }
 
 function add(map: Map<number, Counts>, key: number, calls: number, errors: number, timeNs: number): void {
@@ -237,6 +239,10 @@ export class Interposition {
       s.since ??= made.rule.createdAt;
       const started = await this.shims.startEngine(p.pid, made.compiled.set);
       if (started.threads === 0) {
+        // A spawn's engine, started at its exec, that said so meanwhile
+        // (the tracer refuses ENGINE then): its handoff comes next.
+        s.engineByRule = false;
+        if (s.shimTrap && !s.engine) this.engineAtExec(p.pid, s);
         // The shim lets go first: a call is never both's.
         this.shims.tell(p.pid, [{ type: 'rules', id: 0, count: 0, lease: 0 }]);
         const instead = { rule: { ...made.rule, engine: 'ptrace' as const }, compiled: { ...made.compiled, shim: false } };
@@ -408,9 +414,8 @@ export class Interposition {
     const s = this.of(pid);
     switch (m.type) {
       case 'engine':
-        if (s.engineByRule) return;
-        s.engine = { trap: Buffer.from(m.trap, 'hex'), handedOff: false, at: Date.now() };
-        void this.handOff(pid, s);
+        s.shimTrap = Buffer.from(m.trap, 'hex');
+        if (!s.engineByRule) this.engineAtExec(pid, s);
         return;
       case 'sysc': return add(s.bySyscall, m.nr, m.calls, m.errors, m.timeNs);
       case 'syst': return add(s.byThread, m.tid, m.calls, m.errors, 0);
@@ -436,7 +441,13 @@ export class Interposition {
   exec(pid: Pid, at: number): void {
     const s = this.byPid.get(pid);
     if (s?.engine && s.engine.at < at) s.engine = undefined;
-    if (s) s.engineByRule = false;
+    if (s) Object.assign(s, { engineByRule: false, shimTrap: undefined });
+  }
+
+  /** The shim's engine started at a spawn's exec (it said so). */
+  private engineAtExec(pid: Pid, s: ProcessSyscalls): void {
+    s.engine = { trap: s.shimTrap!, handedOff: false, at: Date.now() };
+    void this.handOff(pid, s);
   }
 
   /** The shim's engine is up, its process kept at its exec by the
