@@ -2,25 +2,17 @@
  * attached to (native/tracer/engine.c): every thread but the shim's agent
  * is given the filter one by one, while the program runs. Expected values
  * are known by construction (test/fixtures/syscalls/engine.c). */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { TlsdClient, TlsdError } from '../clients/client.js';
 import { processEnd, startDaemon } from './helpers/daemon.js';
-import { Fixture, fixturePath, killPid, waitUntil } from './helpers/fixture.js';
+import { Fixture, fixturePath, killPid, scratchDir, taskStatus, waitUntil } from './helpers/fixture.js';
 
-function scratch(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-engine-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const scratch = (t: ExecutionContext) => scratchDir(t, 'tlsd-engine-');
 
 /** How many of pid's threads have a seccomp filter, as /proc counts. */
-function filteredThreads(pid: number): number {
-  const filters = (tid: string) => Number(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').match(/^Seccomp_filters:\s+(\d+)/m)?.[1] ?? 0);
-  return readdirSync(`/proc/${pid}/task`).filter((tid) => filters(tid) > 0).length;
-}
+const filteredThreads = (pid: number) => [...taskStatus(pid, 'Seccomp_filters').values()].filter((n) => n > 0).length;
 
 /** The shim's agent thread: its thread pointer is in the shim's own
  * memory (injected, or loaded by LD_PRELOAD: then its .bss is the
@@ -41,16 +33,7 @@ async function agentOf(client: TlsdClient, pid: number): Promise<number> {
 }
 
 /** pid's threads that something traces (/proc's TracerPid). */
-function tracedThreads(pid: number): number[] {
-  const tracer = (tid: string) => {
-    try {
-      return Number(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').match(/^TracerPid:\s+(\d+)/m)?.[1] ?? 0);
-    } catch {
-      return 0; // ended meanwhile
-    }
-  };
-  return readdirSync(`/proc/${pid}/task`).filter((tid) => tracer(tid) !== 0).map(Number);
-}
+const tracedThreads = (pid: number) => [...taskStatus(pid, 'TracerPid')].filter(([, tracer]) => tracer !== 0).map(([tid]) => tid);
 
 /** The engine fixture's `threads N K GO` mode, started alone: N threads
  * print their tid, wait for GO, then each calls getppid K times. */
@@ -122,15 +105,8 @@ test('threads born and ending all the time: the engine starts all the same, ever
   const agent = await agentOf(d.client, f.pid);
   for (let i = 0; i < 20; i++) {
     // Every thread but the agent, born before or after the start.
-    const tids = readdirSync(`/proc/${f.pid}/task`);
-    const without = tids.filter((tid) => {
-      try {
-        return !/^Seccomp_filters:\s+[1-9]/m.test(readFileSync(`/proc/${f.pid}/task/${tid}/status`, 'utf8'));
-      } catch {
-        return false; // ended meanwhile
-      }
-    });
-    t.deepEqual(without, [String(agent)]);
+    const without = [...taskStatus(f.pid, 'Seccomp_filters')].filter(([, n]) => n === 0).map(([tid]) => tid);
+    t.deepEqual(without, [agent]);
     await new Promise((r) => setTimeout(r, 20));
   }
   // Released (a thread just born is seized for a moment, to read its FS

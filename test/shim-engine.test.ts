@@ -8,22 +8,17 @@
  * the kernel's process events, with /proc's TracerPid as the oracle.
  * Expected values are known by construction (test/fixtures/syscalls/engine.c). */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { TlsdClient } from '../clients/client.js';
 import { processEnd, startDaemon } from './helpers/daemon.js';
-import { fixturePath, killPid, noThreadInTracingStop, processEnded, waitUntil } from './helpers/fixture.js';
+import { fixturePath, killPid, noThreadInTracingStop, processEnded, scratchDir, taskStatus, waitUntil } from './helpers/fixture.js';
 
 type RuleInput = Parameters<TlsdClient['addRule']>[1];
 const GETPPID_42: RuleInput = { syscalls: ['getppid'], retval: 42, engine: 'shim' };
 
-function scratch(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-engine-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const scratch = (t: ExecutionContext) => scratchDir(t, 'tlsd-engine-');
 
 /** Spawned with the shim and `rules`; its output read as it comes. */
 async function spawned(t: ExecutionContext, client: TlsdClient, argv: string[], rules: RuleInput[] = [GETPPID_42]) {
@@ -174,14 +169,7 @@ test('a detach ends the shim\'s rules at once, as it ends the tracer\'s', async 
 });
 
 /** Which tracer each thread of pid has now (0: none), from /proc. */
-function tracers(pid: number): Map<number, number> {
-  const all = new Map<number, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-    all.set(Number(tid), Number(/^TracerPid:\s+(\d+)$/m.exec(status)![1]));
-  }
-  return all;
-}
+const tracers = (pid: number) => taskStatus(pid, 'TracerPid');
 /** Released: no thread traced but the shim's agent, which tlsd's tracer keeps. */
 const released = (pid: number, tracer: number) => {
   const all = [...tracers(pid).values()];

@@ -163,9 +163,9 @@ static int place_frame(struct run *r, struct borrowed *b, uint64_t stack, uint64
 static int map_stacks(struct run *r, struct borrowed *b, uint64_t n)
 {
 	r->step = TLSD_INJECT_STUB;
-	uint64_t stub_len, stub = stub_map(b, &stub_len, r->why, sizeof r->why);
+	uint64_t stub_len, stub = stub_map(b, &stub_len, &r->err, r->why, sizeof r->why);
 	if (!stub)
-		return r->err = b->gone ? ESRCH : EPERM, -1;
+		return -1;
 	uint64_t len = n * TLSSHIM_ENGINE_STACK, ignored;
 	long m = remote_syscall(b, SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 				(uint64_t)-1, 0);
@@ -317,20 +317,20 @@ static int enter_thread(struct run *r, struct thread *t)
 	return ok ? 1 : -1;
 }
 
-/* A thread that needs the filter: not the agent, and known to the tracer
+/* tid, if it needs the filter: not the agent, and known to the tracer
  * (a thread so new that its first stop is still to come is not yet). */
-static int wanted(const struct run *r, pid_t tid, int *unknown)
+static struct thread *wanted(const struct run *r, pid_t tid, int *unknown)
 {
 	struct thread *t = thread_find(tid);
 	if (!t || t->pid != r->pid || !(t->flags & T_ANNOUNCED) || (t->flags & (T_ATTACHING | T_AWAITING_OWNER))) {
 		*unknown += belongs_to(tid, r->pid);
-		return 0;
+		return NULL;
 	}
 	if (is_agent(r, t)) {
 		t->flags |= T_AGENT; /* one LD_PRELOAD started was not seen made */
-		return 0;
+		return NULL;
 	}
-	return !(t->flags & (T_ENGINE | T_EXITING | T_DETACH));
+	return t->flags & (T_ENGINE | T_EXITING | T_DETACH) ? NULL : t;
 }
 
 /* 4: pass after pass until every thread has the filter. */
@@ -349,9 +349,10 @@ static void enter_all(struct run *r)
 				fail(r, ESRCH, "process %d has ended", r->pid);
 				break;
 			}
-			if (wanted(r, tids[i], &unknown)) {
+			struct thread *t = wanted(r, tids[i], &unknown);
+			if (t) {
 				left++;
-				enter_thread(r, thread_find(tids[i]));
+				enter_thread(r, t);
 			}
 		}
 		free(tids);
@@ -367,29 +368,19 @@ static void enter_all(struct run *r)
 	}
 	if (r->err || !r->threads)
 		return;
-	/* Every thread has the filter: the handlers, once more. */
-	struct process *p = process_find(r->pid);
-	for (pid_t tid = r->first_tid; p;) {
+	/* Every thread has the filter: the handlers, once more, in any one. */
+	size_t n;
+	pid_t *tids = list_tasks(r->pid, &n);
+	for (size_t i = 0; tids && i < n; i++) {
+		struct thread *t = thread_find(tids[i]);
 		struct borrowed b;
-		int err = borrow_tid(r->pid, tid, &b);
-		if (!err) {
-			prepare(r, &b);
-			give_back(&b);
-			return;
-		}
-		/* That one is gone: any other thread with the filter. */
-		size_t n;
-		pid_t *tids = list_tasks(r->pid, &n);
-		tid = 0;
-		for (size_t i = 0; tids && i < n && !tid; i++) {
-			struct thread *t = thread_find(tids[i]);
-			if (t && t->pid == r->pid && (t->flags & T_ENGINE) && !(t->flags & T_EXITING))
-				tid = t->tid;
-		}
-		free(tids);
-		if (!tid)
-			return;
+		if (!t || t->pid != r->pid || !(t->flags & T_ENGINE) || (t->flags & T_EXITING) || borrow_tid(r->pid, t->tid, &b))
+			continue;
+		prepare(r, &b);
+		give_back(&b);
+		break;
 	}
+	free(tids);
 }
 
 void engine_start_process(uint32_t req, pid_t pid, const char *shim_path, const uint8_t trap[64])

@@ -215,12 +215,14 @@ static uint64_t map_stub(struct borrowed *b, struct outcome *o, uint64_t *stub_l
 	return (uint64_t)stub;
 }
 
-uint64_t stub_map(struct borrowed *b, uint64_t *len, char *why, size_t why_len)
+uint64_t stub_map(struct borrowed *b, uint64_t *len, int *err, char *why, size_t why_len)
 {
 	struct outcome o = { 0 };
 	uint64_t stub = map_stub(b, &o, len);
-	if (!stub)
+	if (!stub) {
+		*err = o.err;
 		snprintf(why, why_len, "%s", o.why);
+	}
 	return stub;
 }
 

@@ -39,10 +39,10 @@ void tidy_process(uint32_t req, pid_t pid, const char *shim_path);
 /* An injection's first step, for engine.c: a stub page with a `syscall`
  * and a signal frame holding b's own state, the thread parked on it with
  * every signal blocked, so that remote syscalls can run in it. The page's
- * address (its length in *len), or 0 with `why` set. Unmapped by the
- * caller once the thread waits on another frame. */
+ * address (its length in *len), or 0 with `err` and `why` set. Unmapped
+ * by the caller once the thread waits on another frame. */
 struct borrowed;
-uint64_t stub_map(struct borrowed *b, uint64_t *len, char *why, size_t why_len);
+uint64_t stub_map(struct borrowed *b, uint64_t *len, int *err, char *why, size_t why_len);
 
 /* Whether it starts the shim's syscall engine. */
 int has_trap(const struct inject_request *q);

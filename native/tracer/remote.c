@@ -499,11 +499,9 @@ void give_back(struct borrowed *b)
 	}
 	if (!b->gone) {
 		struct thread *t = thread_find(b->tid);
-		if (b->hold)
-			; /* left in its stop */
-		else if (t)
+		if (!b->hold && t)
 			resume(t, 0, 0); /* at its syscalls too, if its process has rules */
-		else
+		else if (!b->hold)
 			ptrace(PTRACE_CONT, b->tid, 0, 0);
 		b->restarted_ns = now_ns();
 		for (int i = 0; i < b->nheld; i++)

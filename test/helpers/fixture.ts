@@ -1,7 +1,8 @@
 /* Fixture programs (test/fixtures/*.c) run as real processes; every one a
  * test starts is killed by pid when the test ends, however it ends. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { packageRoot } from '../../daemon/paths.js';
@@ -152,6 +153,31 @@ export function taskStates(pid: number): Map<number, string> {
     } catch { /* exited meanwhile */ }
   }
   return states;
+}
+
+/** A numeric field of /proc/PID/task/TID/status ("TracerPid",
+ * "Seccomp_filters") for every thread of a process; threads that end
+ * meanwhile are left out. */
+export function taskStatus(pid: number, field: string): Map<number, number> {
+  const values = new Map<number, number>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch { /* gone */ }
+  const line = new RegExp(`^${field}:\\s+(\\d+)$`, 'm');
+  for (const tid of tids) {
+    try {
+      values.set(Number(tid), Number(line.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))![1]));
+    } catch { /* exited meanwhile */ }
+  }
+  return values;
+}
+
+/** A new directory, removed after the test. */
+export function scratchDir(t: ExecutionContext, prefix = 'tlsd-test-'): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 export function tracerPidOf(pid: number): number {
